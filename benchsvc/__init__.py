@@ -1,0 +1,3 @@
+"""benchsvc: a benchmarking service for the Linux large-folio batch-zap patch versions."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from benchsvc.cli import main
+
+main()

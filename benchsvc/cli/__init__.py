@@ -1,0 +1,4 @@
+def main() -> None:
+    from benchsvc.cli.app import run
+
+    run()

@@ -1,0 +1,47 @@
+"""The engine's counters (spec §3). Names are fixed: tests, the database and reports rely on them."""
+
+from __future__ import annotations
+
+COUNTER_NAMES: tuple[str, ...] = (
+    "ptes_cleared",
+    "nonpresent_cleared",
+    "rmap_calls",
+    "mapcount_atomics",
+    "nr_pages_mapped_atomics",
+    "large_mapcount_atomics",
+    "refcount_atomics",
+    "stat_updates",
+    "ds_calls",
+    "ds_adds",
+    "ds_spurious",
+    "ds_lock",
+    "split_deferred",
+    "tlb_flushes",
+    "gather_flushes",
+    "ptl_acquisitions",
+    "pages_freed",
+    "folios_freed",
+    "bad_pte",
+    "partially_mapped_after",
+)
+
+
+class Counters:
+    """Integer counters of the measured zap work, one attribute per name in :data:`COUNTER_NAMES`."""
+
+    __slots__ = COUNTER_NAMES
+
+    def __init__(self) -> None:
+        for name in COUNTER_NAMES:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in COUNTER_NAMES}
+
+    def add(self, other: Counters) -> None:
+        for name in COUNTER_NAMES:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def __repr__(self) -> str:
+        nonzero = ", ".join(f"{k}={v}" for k, v in self.as_dict().items() if v)
+        return f"Counters({nonzero})"

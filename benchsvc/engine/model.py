@@ -1,0 +1,401 @@
+"""The machine the zap path runs on: folios, page tables, VMAs, rss, the deferred split queue (spec §1).
+
+:class:`ZapEngine` holds the state of one simulated address space and implements everything that is common
+to the patch versions: building the layout, ``fork``, the zap calls (munmap, MADV_DONTNEED, exit) with their
+``mmu_gather``, the page-table walk ``zap_pmd_range()`` with re-entry after early breaks, PMD-mapped THPs,
+swap entries, page freeing at gather flush, and the deferred split queue. A patch version is a subclass that
+provides ``zap_pte_range()`` and its rmap functions (``benchsvc/engine/versions/``).
+
+Representation (flat lists indexed by integers, for speed):
+
+* page index ``a`` = virtual address / 4 KiB, counted from the 2 MiB boundary at or below the region start;
+  page table ``t`` covers page indices ``[512 t, 512 t + 512)``;
+* ``pte[a]``: 0 = none, ``pfn + 1`` = present, :data:`SWAP_PTE` = a swap entry;
+* ``pmd_folio[t]``: the folio PMD-mapping table ``t``, or -1; ``pt_present[t]``: a page table exists;
+* per folio ``f``: ``f_head``, ``f_nr``, ``f_order``, ``f_ref`` (refcount), ``f_nrpm`` (``_nr_pages_mapped``
+  with :data:`ENTIRELY_MAPPED` while PMD-mapped), ``f_emc`` (``_entire_mapcount``, -1 based), ``f_lmc``
+  (``_large_mapcount``, -1 based), ``f_queued`` (on the deferred split list), ``f_pmapped`` (6.12
+  PG_partially_mapped), ``f_freed``;
+* per page ``mapcount[pfn]`` (``_mapcount``, -1 based) and ``page_folio[pfn]``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import ClassVar
+
+from benchsvc.engine.counters import Counters
+from benchsvc.engine.gather import MmuGather
+from benchsvc.workload import PAGE_SIZE, PMD_SIZE, WorkloadSpec, ZapStep
+
+PTRS_PER_PTE = 512
+HPAGE_PMD_ORDER = 9
+HPAGE_PMD_NR = 512
+ENTIRELY_MAPPED = 0x800000  # COMPOUND_MAPPED before 6.8
+FOLIO_PAGES_MAPPED = ENTIRELY_MAPPED - 1
+SWAP_PTE = -1
+#: 6.9+ gather entries are ``pfn << NR_BITS | nr`` (a batch never exceeds 512 pages)
+NR_BITS = 10
+NR_MASK = (1 << NR_BITS) - 1
+
+
+class ZapEngine:
+    """State of one simulated mm plus the version-independent parts of the zap path."""
+
+    #: stable id, parent id, one-line title, and the patch it models (message-id or commit)
+    id: ClassVar[str] = ""
+    parent: ClassVar[str | None] = None
+    title: ClassVar[str] = ""
+    source: ClassVar[str] = ""
+    #: when the version was posted or released, for ordering the lineage
+    date: ClassVar[str] = ""
+    #: 6.9+ gather entries are page + nr (``__tlb_remove_folio_pages``); before, one slot per page
+    gather_entries_are_batches: ClassVar[bool] = False
+    #: 6.12+ with ``shrink_underused=1``: PMD-order THPs are put on the deferred split queue at fault
+    queue_pmd_thp_at_fault: ClassVar[bool] = False
+
+    def __init__(self, spec: WorkloadSpec) -> None:
+        self.spec = spec
+        self.counters = Counters()
+        self._scratch = Counters()  # counters of unmeasured steps, thrown away
+        self._inserted: list[int] = []  # folios added to the split queue during the current zap call
+        self.rss_anon = 0
+        self.rss_swap = 0
+        self.nr_anon_partially_mapped = 0  # the 6.12 gauge, per engine (all sizes)
+        self._build()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        spec = self.spec
+        self.base = spec.va_offset_bytes // PAGE_SIZE
+        npages = spec.pages
+        ntables = -(-(self.base + npages) // PTRS_PER_PTE)
+        self.pte: list[int] = [0] * (ntables * PTRS_PER_PTE)
+        self.pmd_folio: list[int] = [-1] * ntables
+        self.pt_present: list[bool] = [False] * ntables
+        self.vmas: list[tuple[int, int]] = [(self.base, self.base + npages)]
+
+        sizes: list[int] = []
+        for fsize, count in spec.folio_counts():
+            sizes.extend([fsize // PAGE_SIZE] * count)
+        if spec.arrangement == "shuffled":
+            random.Random(spec.seed).shuffle(sizes)
+        nfolios = len(sizes)
+        swapped: set[int] = set()
+        if spec.swap_share > 0:
+            order0 = [i for i, n in enumerate(sizes) if n == 1]
+            k = round(spec.swap_share * len(order0))
+            swapped = set(random.Random(spec.seed + 1).sample(order0, k))
+
+        self.f_head: list[int] = []
+        self.f_nr: list[int] = []
+        self.f_order: list[int] = []
+        total_pfns = sum(sizes) * 2 + PTRS_PER_PTE
+        self.page_folio: list[int] = [-1] * total_pfns
+        self.mapcount: list[int] = [-1] * total_pfns
+        pte = self.pte
+        pfn = 0
+        addr = self.base
+        for i, n in enumerate(sizes):
+            if i in swapped:
+                pte[addr] = SWAP_PTE
+                self.rss_swap += 1
+                addr += 1
+                continue
+            pfn = -(-pfn // n) * n  # natural alignment of the head pfn
+            f = len(self.f_head)
+            self.f_head.append(pfn)
+            self.f_nr.append(n)
+            self.f_order.append(n.bit_length() - 1)
+            self.page_folio[pfn : pfn + n] = [f] * n
+            if self.spec.pmd_mapped and n == HPAGE_PMD_NR and addr % PTRS_PER_PTE == 0:
+                self.pmd_folio[addr // PTRS_PER_PTE] = f
+            else:
+                pte[addr : addr + n] = range(pfn + 1, pfn + n + 1)
+                self.mapcount[pfn : pfn + n] = [0] * n
+            pfn += n
+            addr += n
+        nf = len(self.f_head)
+        self.f_ref = [0] * nf
+        self.f_nrpm = [0] * nf
+        self.f_emc = [-1] * nf
+        self.f_lmc = [-1] * nf
+        self.f_queued = [False] * nf
+        self.f_pmapped = [False] * nf
+        self.f_freed = [False] * nf
+        for f in range(nf):
+            n = self.f_nr[f]
+            head = self.f_head[f]
+            if self.mapcount[head] == -1:  # PMD-mapped
+                self.f_emc[f] = 0
+                self.f_nrpm[f] = ENTIRELY_MAPPED
+                self.f_ref[f] = 1
+                self.f_lmc[f] = 0
+            else:
+                self.f_ref[f] = n
+                self.f_nrpm[f] = n if n > 1 else 0
+                self.f_lmc[f] = n - 1
+            if self.queue_pmd_thp_at_fault and n == HPAGE_PMD_NR:
+                self.f_queued[f] = True
+        self.rss_anon = npages - len(swapped)
+        for t in range(ntables):
+            lo, hi = t * PTRS_PER_PTE, (t + 1) * PTRS_PER_PTE
+            if self.pmd_folio[t] < 0 and max(lo, self.base) < min(hi, self.base + npages):
+                self.pt_present[t] = True
+        self.nr_folios = nfolios - len(swapped)
+        if spec.fork:
+            self._fork()
+
+    def _fork(self) -> None:
+        """``fork()``: the zap calls then run in the child, whose page tables are a copy of the parent's."""
+        mapcount = self.mapcount
+        for f in range(len(self.f_head)):
+            head, n = self.f_head[f], self.f_nr[f]
+            if self.f_emc[f] >= 0:
+                self.f_emc[f] += 1
+                self.f_ref[f] += 1
+                self.f_lmc[f] += 1
+            else:
+                for pfn in range(head, head + n):
+                    mapcount[pfn] += 1
+                self.f_ref[f] += n
+                self.f_lmc[f] += n
+
+    # ------------------------------------------------------------------ running
+    def run(self, timer: Callable[[], float] | None = None) -> float:
+        """Run every zap step; return the time spent in measured steps (0.0 without a timer)."""
+        elapsed = 0.0
+        for step in self.spec.zaps:
+            if timer is not None and step.measure:
+                t0 = timer()
+                self.run_step(step)
+                elapsed += timer() - t0
+            else:
+                self.run_step(step)
+        self.counters.partially_mapped_after = self.count_partially_mapped()
+        return elapsed
+
+    def run_step(self, step: ZapStep) -> None:
+        measured = self.counters
+        if not step.measure:
+            self.counters = self._scratch
+        try:
+            base = self.base
+            for start, end in step.ranges(self.spec.size_bytes):
+                lo, hi = base + start // PAGE_SIZE, base + end // PAGE_SIZE
+                if step.call == "munmap":
+                    self.do_munmap(lo, hi)
+                elif step.call == "madvise_dontneed":
+                    self.do_madvise_dontneed(lo, hi)
+                else:
+                    self.exit_mmap()
+        finally:
+            self.counters = measured
+
+    def count_partially_mapped(self) -> int:
+        out = 0
+        for f in range(len(self.f_head)):
+            n = self.f_nr[f]
+            nrpm = self.f_nrpm[f]
+            if n > 1 and not self.f_freed[f] and nrpm < ENTIRELY_MAPPED and 0 < nrpm < n:
+                out += 1
+        return out
+
+    # ------------------------------------------------------------------ zap calls
+    def _vma_pieces(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        return [(max(s, lo), min(e, hi)) for s, e in self.vmas if max(s, lo) < min(e, hi)]
+
+    def _new_gather(self, fullmm: bool = False) -> MmuGather:
+        release = self.release_batched if self.gather_entries_are_batches else self.release_pages
+        return MmuGather(self.counters, release, fullmm)
+
+    def do_munmap(self, lo: int, hi: int) -> None:
+        """``munmap()``: ``unmap_region()`` = one gather, ``unmap_vmas()``, ``free_pgtables()``, finish."""
+        pieces = self._vma_pieces(lo, hi)
+        if not pieces:
+            return
+        tlb = self._new_gather()
+        self._inserted = []
+        for s, e in pieces:
+            self.unmap_page_range(tlb, s, e)
+        remaining: list[tuple[int, int]] = []
+        for s, e in self.vmas:
+            if s < lo:
+                remaining.append((s, min(e, lo)))
+            if e > hi:
+                remaining.append((max(s, hi), e))
+        self.vmas = remaining
+        self.free_pgtables(tlb, lo, hi)
+        tlb.tlb_finish_mmu()
+        self._end_of_call()
+
+    def do_madvise_dontneed(self, lo: int, hi: int) -> None:
+        """``madvise(MADV_DONTNEED)``: ``zap_page_range_single()`` per VMA, each with its own gather."""
+        for s, e in self._vma_pieces(lo, hi):
+            tlb = self._new_gather()
+            self._inserted = []
+            self.unmap_page_range(tlb, s, e)
+            tlb.tlb_finish_mmu()
+            self._end_of_call()
+
+    def exit_mmap(self) -> None:
+        """``exit_mmap()``: a fullmm gather over every VMA, then all page tables are freed."""
+        tlb = self._new_gather(fullmm=True)
+        self._inserted = []
+        for s, e in self.vmas:
+            self.unmap_page_range(tlb, s, e)
+        ends = [(s, e) for s, e in self.vmas]
+        self.vmas = []
+        for s, e in ends:
+            self.free_pgtables(tlb, s, e)
+        tlb.tlb_finish_mmu()
+        self._end_of_call()
+
+    def free_pgtables(self, tlb: MmuGather, lo: int, hi: int) -> None:
+        """Free the page tables of ``[lo, hi)`` that no remaining VMA uses."""
+        for t in range(lo // PTRS_PER_PTE, -(-hi // PTRS_PER_PTE)):
+            if not self.pt_present[t]:
+                continue
+            t_lo, t_hi = t * PTRS_PER_PTE, (t + 1) * PTRS_PER_PTE
+            if not any(max(s, t_lo) < min(e, t_hi) for s, e in self.vmas):
+                self.pt_present[t] = False
+                tlb.freed_tables = True
+
+    def _end_of_call(self) -> None:
+        nrpm = self.f_nrpm
+        spurious = sum(1 for f in self._inserted if nrpm[f] == 0)
+        self.counters.ds_spurious += spurious
+        self._inserted = []
+
+    def unmap_page_range(self, tlb: MmuGather, addr: int, end: int) -> None:
+        """``unmap_page_range()`` down to ``zap_pmd_range()`` (v6.5 … 6.13 form, K§2.2)."""
+        pmd_folio = self.pmd_folio
+        pt_present = self.pt_present
+        while addr != end:
+            t = addr // PTRS_PER_PTE
+            next_ = min((t + 1) * PTRS_PER_PTE, end)
+            if pmd_folio[t] >= 0:
+                if next_ - addr != PTRS_PER_PTE:
+                    self.split_huge_pmd(t)
+                else:
+                    self.zap_huge_pmd(tlb, t)
+                    addr = next_
+                    continue
+            if not pt_present[t]:  # pmd_none()
+                addr = next_
+                continue
+            while addr != next_:  # "if (addr != next) pmd--": re-enter the same page table
+                addr = self.zap_pte_range(tlb, addr, next_)
+
+    # ------------------------------------------------------------------ version hooks
+    def zap_pte_range(self, tlb: MmuGather, addr: int, end: int) -> int:
+        """Zap ``[addr, end)`` inside one page table under its PTE lock; return where it stopped."""
+        raise NotImplementedError
+
+    def remove_rmap_pmd(self, f: int) -> None:
+        """Remove a PMD mapping of folio ``f`` (``page_remove_rmap(compound)`` / ``folio_remove_rmap_pmd``)."""
+        raise NotImplementedError
+
+    def deferred_split_folio(self, f: int, partially_mapped: bool = True) -> None:
+        """≤6.11 ``deferred_split_folio()``: lockless ``list_empty`` early return, then lock and add."""
+        c = self.counters
+        c.ds_calls += 1
+        if self.f_queued[f]:
+            return
+        c.ds_lock += 1
+        self.f_queued[f] = True
+        c.ds_adds += 1
+        c.split_deferred += 1
+        self._inserted.append(f)
+
+    # ------------------------------------------------------------------ shared kernel paths
+    def zap_nonpresent(self, a: int) -> None:
+        """A swap entry: ``free_swap_and_cache()``, ``rss[MM_SWAPENTS]--``, ``pte_clear_not_present_full()``."""
+        self.pte[a] = 0
+        self.counters.nonpresent_cleared += 1
+        self.rss_swap -= 1
+
+    def zap_huge_pmd(self, tlb: MmuGather, t: int) -> None:
+        """``zap_huge_pmd()``: clear the PMD, remove the compound rmap, gather the head page once."""
+        f = self.pmd_folio[t]
+        self.pmd_folio[t] = -1
+        tlb.cleared_ptes = True  # tlb_remove_pmd_tlb_entry(): cleared_pmds
+        self.rss_anon -= HPAGE_PMD_NR
+        self.remove_rmap_pmd(f)
+        head = self.f_head[f]
+        full = (
+            tlb.tlb_remove_folio_pages(head << NR_BITS | 1, 1)
+            if self.gather_entries_are_batches
+            else tlb.tlb_remove_page(head)
+        )
+        if full:  # tlb_remove_page_size(): flush at once
+            tlb.tlb_flush_mmu()
+
+    def split_huge_pmd(self, t: int) -> None:
+        """``__split_huge_pmd()`` of a PMD-mapped THP: map every page by PTE, then drop the PMD mapping."""
+        c = self.counters
+        f = self.pmd_folio[t]
+        self.pmd_folio[t] = -1
+        head = self.f_head[f]
+        a0 = t * PTRS_PER_PTE
+        self.pte[a0 : a0 + HPAGE_PMD_NR] = range(head + 1, head + HPAGE_PMD_NR + 1)
+        mapcount = self.mapcount
+        for pfn in range(head, head + HPAGE_PMD_NR):
+            mapcount[pfn] += 1
+        c.mapcount_atomics += HPAGE_PMD_NR
+        self.f_nrpm[f] += HPAGE_PMD_NR
+        c.nr_pages_mapped_atomics += 1
+        self.f_ref[f] += HPAGE_PMD_NR - 1  # page_ref_add(): one reference per PTE mapping
+        c.refcount_atomics += 1
+        if self.f_lmc[f] >= 0 and self.has_large_mapcount:
+            self.f_lmc[f] += HPAGE_PMD_NR
+            c.large_mapcount_atomics += 1
+        c.tlb_flushes += 1  # pmdp_invalidate() flushes the PMD's TLB range itself
+        self.pt_present[t] = True
+        self.remove_rmap_pmd(f)
+
+    has_large_mapcount: ClassVar[bool] = False
+
+    def release_pages(self, entries: list[int]) -> None:
+        """≤6.8 ``release_pages()``: one ``folio_put_testzero()`` per gathered page."""
+        page_folio = self.page_folio
+        ref = self.f_ref
+        freed = []
+        for pfn in entries:
+            f = page_folio[pfn]
+            ref[f] -= 1
+            if ref[f] == 0:
+                freed.append(f)
+        self.counters.refcount_atomics += len(entries)
+        for f in freed:
+            self.free_folio(f)
+
+    def release_batched(self, entries: list[int]) -> None:
+        """6.9+ ``folios_put_refs()``: one ``folio_ref_sub_and_test(folio, nr)`` per gathered entry.
+
+        An entry is encoded as ``pfn << NR_BITS | nr`` (see :func:`gather_entry`)."""
+        page_folio = self.page_folio
+        ref = self.f_ref
+        freed = []
+        for e in entries:
+            f = page_folio[e >> NR_BITS]
+            ref[f] -= e & NR_MASK
+            if ref[f] == 0:
+                freed.append(f)
+        self.counters.refcount_atomics += len(entries)
+        for f in freed:
+            self.free_folio(f)
+
+    def free_folio(self, f: int) -> None:
+        """The folio's last reference is gone: free it; a queued large folio leaves the split queue."""
+        c = self.counters
+        c.folios_freed += 1
+        c.pages_freed += self.f_nr[f]
+        self.f_freed[f] = True
+        if self.f_queued[f]:  # lockless list_empty() pre-check, then split_queue_lock
+            c.ds_lock += 1
+            self.f_queued[f] = False
+            if self.f_pmapped[f]:
+                self.f_pmapped[f] = False
+                self.nr_anon_partially_mapped -= 1

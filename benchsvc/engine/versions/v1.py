@@ -1,0 +1,106 @@
+"""v1: "Optimize large folio interaction with deferred split" v1, patches 1-3 (17 Jul 2023) — the seed.
+
+Patch 3/3 "mm: Batch-zap large anonymous folio PTE mappings" adds ``zap_anon_pte_range()``: for an anon page
+in an anonymous VMA, ``calc_anon_folio_map_pgcount()`` finds the run of present PTEs mapping consecutive pfns
+of the same folio (capped at the folio's end and at the end of the ``zap_pte_range()`` call); each page is
+cleared and gathered one by one (one slot each), and ``folio_remove_rmap_range()`` (patch 2/3) removes the
+rmap of the pages actually zapped in one call. If the gather fills in the middle of a folio, the span ends
+there: the folio is left partially mapped and queued (K§3 (a), M).
+Source: <20230717143110.260162-4-ryan.roberts@arm.com> and ...-3- (K§1.2).
+"""
+
+from __future__ import annotations
+
+from benchsvc.engine.gather import MmuGather
+from benchsvc.engine.model import ENTIRELY_MAPPED
+from benchsvc.engine.versions.base65_p1 import Base65P1
+
+
+class V1(Base65P1):
+    id = "v1"
+    parent = "base65-p1"
+    title = "the seed: patches 1-3 v1, span batch in anon VMAs"
+    source = "<20230717143110.260162-1-ryan.roberts@arm.com> (v1 0/3; 3/3 is ...-4-...)"
+    date = "2023-07-17"
+    vma_is_anonymous = True  # every workload VMA is anonymous
+
+    def zap_pte_range(self, tlb: MmuGather, addr: int, end: int) -> int:
+        c = self.counters
+        c.ptl_acquisitions += 1
+        pte = self.pte
+        mapcount = self.mapcount
+        page_folio = self.page_folio
+        f_head = self.f_head
+        f_nr = self.f_nr
+        f_emc = self.f_emc
+        tlb_remove_page = tlb.tlb_remove_page
+        force_flush = False
+        cleared = 0
+        while addr < end:
+            ent = pte[addr]
+            if ent == 0:
+                addr += 1
+                continue
+            if ent < 0:
+                self.zap_nonpresent(addr)
+                addr += 1
+                continue
+            pfn = ent - 1
+            f = page_folio[pfn]
+            # calc_anon_folio_map_pgcount(): present PTEs with consecutive pfns, up to min(folio end, end)
+            limit = min(end, addr + f_head[f] + f_nr[f] - pfn)
+            n = 1
+            while addr + n < limit and pte[addr + n] == ent + n:
+                n += 1
+            # zap_anon_pte_range()
+            i = 0
+            full = False
+            while i < n:
+                pte[addr + i] = 0
+                full = tlb_remove_page(pfn + i)
+                if mapcount[pfn + i] + 1 + f_emc[f] + 1 < 1:  # checked before the rmap removal
+                    c.bad_pte += 1
+                i += 1
+                if full:
+                    break
+            self.folio_remove_rmap_range(f, pfn, i)
+            cleared += i
+            addr += i
+            if full:
+                force_flush = True
+                break
+        if cleared:
+            tlb.cleared_ptes = True
+            c.ptes_cleared += cleared
+            self.rss_anon -= cleared
+        if force_flush:
+            tlb.tlb_flush_mmu_tlbonly()
+            tlb.tlb_flush_mmu()
+        return addr
+
+    def folio_remove_rmap_range(self, f: int, pfn: int, nr: int) -> None:
+        """v1 2/3 ``folio_remove_rmap_range()``: one ``_nr_pages_mapped`` atomic per page that became unmapped."""
+        c = self.counters
+        c.rmap_calls += 1
+        mapcount = self.mapcount
+        c.mapcount_atomics += nr
+        nr_unmapped = 0
+        if self.f_nr[f] == 1:
+            mapcount[pfn] -= 1
+            nr_unmapped = 1 if mapcount[pfn] < 0 else 0
+            nr_mapped = 0
+        else:
+            nrpm = self.f_nrpm
+            nr_mapped = 0
+            for p in range(pfn, pfn + nr):
+                mapcount[p] -= 1
+                if mapcount[p] < 0:
+                    nrpm[f] -= 1
+                    c.nr_pages_mapped_atomics += 1
+                    nr_mapped = nrpm[f]
+                    if nr_mapped < ENTIRELY_MAPPED:
+                        nr_unmapped += 1
+        if nr_unmapped:
+            c.stat_updates += 1
+            if self.f_nr[f] > 1 and nr_mapped:
+                self.deferred_split_folio(f)
