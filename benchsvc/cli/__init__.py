@@ -1,3 +1,6 @@
+"""The ``benchsvc`` command line: the only place that knows about exit codes and terminal output."""
+
+
 def main() -> None:
     from benchsvc.cli.app import run
 

@@ -1,0 +1,55 @@
+"""The Typer application and the error edge.
+
+Commands live one group per module and import their heavy dependencies inside the command body, so that
+``benchsvc --help`` only imports Typer. A :class:`~benchsvc.errors.BenchsvcError` becomes one line on stderr
+(``Error: ...``) and exit code 1; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from benchsvc import __version__
+from benchsvc.cli import engine_cmds, workloads_cmds
+
+app = typer.Typer(
+    name="benchsvc",
+    help="Benchmark the Linux large-folio batch-zap patch versions: simulate, measure, store, report.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"benchsvc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Benchmark the Linux large-folio batch-zap patch versions: simulate, measure, store, report."""
+
+
+app.command("versions")(engine_cmds.versions)
+app.command("simulate")(engine_cmds.simulate)
+app.add_typer(workloads_cmds.app, name="workloads")
+
+
+def run(argv: list[str] | None = None) -> None:
+    from benchsvc.errors import BenchsvcError
+
+    try:
+        app(args=argv, prog_name="benchsvc")
+    except BenchsvcError as exc:
+        message = " ".join(str(exc).split("\n"))
+        print(f"Error: {message}", file=sys.stderr)
+        sys.exit(1)
