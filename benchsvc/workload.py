@@ -163,7 +163,9 @@ def load_workload(path: str | Path) -> WorkloadSpec:
     return parse_workload(raw, name=p.stem if p.suffix == ".toml" else p.name, label=label, path=str(p))
 
 
-def parse_workload(raw: bytes, *, name: str, label: str | None = None, path: str | None = None) -> WorkloadSpec:
+def parse_workload(
+    raw: bytes, *, name: str, label: str | None = None, path: str | None = None
+) -> WorkloadSpec:
     """Validate workload TOML given as bytes (``label`` names it in errors)."""
     ctx = _Ctx(label or f"{name}.toml")
     if not _NAME_RE.match(name):
@@ -223,7 +225,9 @@ def parse_workload(raw: bytes, *, name: str, label: str | None = None, path: str
         raise ctx.fail("layout.swap_share", f"{swap_share!r} is not a number between 0 and 1")
     swap_share = float(swap_share)
     if swap_share > 0 and not any(fsize == PAGE_SIZE for fsize, _ in folios):
-        raise ctx.fail("layout.swap_share", "only order-0 pages are swapped, but the layout has no 4KiB folios")
+        raise ctx.fail(
+            "layout.swap_share", "only order-0 pages are swapped, but the layout has no 4KiB folios"
+        )
     if pmd_mapped and not any(fsize == PMD_SIZE for fsize, _ in folios):
         raise ctx.fail("layout.pmd_mapped", "true, but the layout has no 2MiB folios")
 
@@ -270,7 +274,8 @@ def _parse_folios(ctx: _Ctx, folios: object, size: int) -> tuple[tuple[int, floa
         whole = round(share_bytes)
         if not math.isclose(share_bytes, whole, abs_tol=1e-6) or whole % fsize:
             raise ctx.fail(
-                fkey, f"share {share} of {format_size(size)} is not a whole number of {format_size(fsize)} folios"
+                fkey,
+                f"share {share} of {format_size(size)} is not a whole number of {format_size(fsize)} folios",
             )
         out.append((fsize, float(share)))
     total = sum(share for _, share in out)
@@ -302,14 +307,16 @@ def _parse_zaps(ctx: _Ctx, zaps: object, size: int) -> tuple[ZapStep, ...]:
         if call == "exit":
             for k in ("start", "length", "every"):
                 if k in z:
-                    raise ctx.fail(f"{prefix}.{k}", "not allowed with call = \"exit\" (exit unmaps everything)")
+                    raise ctx.fail(f"{prefix}.{k}", 'not allowed with call = "exit" (exit unmaps everything)')
             steps.append(ZapStep("exit", 0, None, None, measure))
             total_calls += 1
             continue
         start = ctx.size(z.get("start", 0), f"{prefix}.start")
         ctx.page_multiple(start, f"{prefix}.start")
         if start >= size:
-            raise ctx.fail(f"{prefix}.start", f"{format_size(start)} is not inside the {format_size(size)} region")
+            raise ctx.fail(
+                f"{prefix}.start", f"{format_size(start)} is not inside the {format_size(size)} region"
+            )
         length_value = z.get("length", "all")
         length: int | None
         if length_value == "all":
@@ -366,4 +373,6 @@ def resolve(ref: str, directory: str | Path | None = None) -> WorkloadSpec:
     if candidate.exists():
         return load_workload(candidate)
     names = ", ".join(f.stem for f in discover(d)) or "none"
-    raise UnknownWorkloadError(f"no workload named {ref!r} in {d} (known: {names}); give a path to a .toml file")
+    raise UnknownWorkloadError(
+        f"no workload named {ref!r} in {d} (known: {names}); give a path to a .toml file"
+    )

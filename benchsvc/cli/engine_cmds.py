@@ -57,6 +57,13 @@ def simulate(
         payload = [r.as_json() for r in results]
         typer.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
         return
-    rows: list[dict[str, object]] = [{"counter": name, **{r.version: r.counters[name] for r in results}} for name in COUNTER_NAMES]
+    rows: list[dict[str, object]] = [
+        {"counter": name, **{r.version: r.counters[name] for r in results}} for name in COUNTER_NAMES
+    ]
     rows.append({"counter": "modeled_ns", **{r.version: r.modeled_ns for r in results}})
-    render(rows, ["counter", *[r.version for r in results]], Format.table, title=f"{spec.name}: {spec.description}")
+    render(
+        rows,
+        ["counter", *[r.version for r in results]],
+        Format.table,
+        title=f"{spec.name}: {spec.description}",
+    )

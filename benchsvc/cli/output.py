@@ -10,19 +10,23 @@ from collections.abc import Sequence
 from typing import Any
 
 
-class Format(str, enum.Enum):
+class Format(enum.StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
 
 
-def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: Format, title: str | None = None) -> None:
+def render(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: Format, title: str | None = None
+) -> None:
     """Print ``rows`` (dicts keyed by ``columns``) to stdout in the chosen format."""
     if fmt is Format.json:
         sys.stdout.write(json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=2) + "\n")
         return
     if fmt is Format.csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(
+            sys.stdout, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+        )
         writer.writeheader()
         for r in rows:
             writer.writerow(r)

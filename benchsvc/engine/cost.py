@@ -36,7 +36,10 @@ DEFAULT_COEFFICIENTS_DOC: dict[str, tuple[float, str]] = {
         "spin_lock_irqsave pair plus list update; fitted with the large-folio per-folio cost of David's "
         "mm-unstable column (about 300 ns per folio against 130 for order-0, K§1.7)",
     ),
-    "tlb_flushes": (1000.0, "local full TLB flush plus x86 flush_tlb_mm_range() overhead, no remote CPU (K§5)"),
+    "tlb_flushes": (
+        1000.0,
+        "local full TLB flush plus x86 flush_tlb_mm_range() overhead, no remote CPU (K§5)",
+    ),
     "gather_flushes": (200.0, "one tlb_batch_pages_flush() pass: cond_resched, batch walk; assumption"),
     "ptl_acquisitions": (30.0, "pte_offset_map_lock/unlock, lazy MMU mode, add_mm_rss_vec(); assumption"),
     "folios_freed": (

@@ -31,6 +31,27 @@ class Counters:
 
     __slots__ = COUNTER_NAMES
 
+    ptes_cleared: int
+    nonpresent_cleared: int
+    rmap_calls: int
+    mapcount_atomics: int
+    nr_pages_mapped_atomics: int
+    large_mapcount_atomics: int
+    refcount_atomics: int
+    stat_updates: int
+    ds_calls: int
+    ds_adds: int
+    ds_spurious: int
+    ds_lock: int
+    split_deferred: int
+    tlb_flushes: int
+    gather_flushes: int
+    ptl_acquisitions: int
+    pages_freed: int
+    folios_freed: int
+    bad_pte: int
+    partially_mapped_after: int
+
     def __init__(self) -> None:
         for name in COUNTER_NAMES:
             setattr(self, name, 0)

@@ -27,7 +27,7 @@ from typing import ClassVar
 
 from benchsvc.engine.counters import Counters
 from benchsvc.engine.gather import MmuGather
-from benchsvc.workload import PAGE_SIZE, PMD_SIZE, WorkloadSpec, ZapStep
+from benchsvc.workload import PAGE_SIZE, WorkloadSpec, ZapStep
 
 PTRS_PER_PTE = 512
 HPAGE_PMD_ORDER = 9

@@ -60,7 +60,9 @@ def get_version(vid: str) -> type[ZapEngine]:
         return registry()[vid]
     except KeyError:
         known = ", ".join(registry())
-        raise UnknownVersionError(f"unknown version {vid!r} (known: {known}; see benchsvc versions)") from None
+        raise UnknownVersionError(
+            f"unknown version {vid!r} (known: {known}; see benchsvc versions)"
+        ) from None
 
 
 def resolve_versions(requested: list[str] | None) -> list[str]:

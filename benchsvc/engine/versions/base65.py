@@ -9,12 +9,17 @@ Source: v6.5-rc2 (mm/memory.c, mm/rmap.c), as quoted in the v1 cover letter
 from __future__ import annotations
 
 from benchsvc.engine.gather import MmuGather
-from benchsvc.engine.model import ENTIRELY_MAPPED, FOLIO_PAGES_MAPPED, HPAGE_PMD_NR, HPAGE_PMD_ORDER, ZapEngine
+from benchsvc.engine.model import (
+    ENTIRELY_MAPPED,
+    FOLIO_PAGES_MAPPED,
+    HPAGE_PMD_NR,
+    HPAGE_PMD_ORDER,
+    ZapEngine,
+)
 
 
 class Base65(ZapEngine):
     id = "base65"
-    parent = None
     title = "v6.5-rc2 + large anon folios, before the series"
     source = "v6.5-rc2 (mm/memory.c zap_pte_range, mm/rmap.c page_remove_rmap)"
     date = "2023-07-16"
