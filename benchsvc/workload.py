@@ -349,18 +349,15 @@ def _parse_zaps(ctx: _Ctx, zaps: object, size: int) -> tuple[ZapStep, ...]:
 
 
 def shipped_workloads_dir() -> Path:
-    """The ``workloads/`` directory shipped with benchsvc (repository checkout or installed package)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "workloads", here / "workloads"):
-        if candidate.is_dir():
-            return candidate
-    return here.parent / "workloads"
+    """The shipped ``workloads/`` directory (``benchsvc/workloads`` links to it in a checkout, and a wheel
+    carries a copy)."""
+    return Path(__file__).resolve().parent / "workloads"
 
 
 def discover(directory: str | Path | None = None) -> list[Path]:
     """The workload files of a directory (default: the shipped ones), sorted by name."""
     d = Path(directory) if directory is not None else shipped_workloads_dir()
-    return sorted(d.glob("*.toml"))
+    return sorted(d.glob("*.toml"), key=lambda p: p.stem)
 
 
 def resolve(ref: str, directory: str | Path | None = None) -> WorkloadSpec:

@@ -29,7 +29,7 @@ def render(
         )
         writer.writeheader()
         for r in rows:
-            writer.writerow(r)
+            writer.writerow({c: " ".join(map(str, v)) if isinstance(v, list | tuple) else v for c, v in r.items()})
         return
     from rich.console import Console
     from rich.table import Table
