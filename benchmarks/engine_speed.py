@@ -47,7 +47,9 @@ def main() -> None:
             kernel_note = f"unavailable: {exc}"
 
     print(f"workload {spec.name}: {spec.description}")
-    print(f"machine: {platform.node()} {platform.machine()} Linux {platform.release()}, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.node()} {platform.machine()} Linux {platform.release()}, Python {platform.python_version()}"
+    )
     print(f"live kernel munmap: {kernel_note}")
     header = f"{'version':<10} {'ptes':>9} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'M PTEs/s':>9} {'x kernel':>9}"
     print(header)

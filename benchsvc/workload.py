@@ -8,6 +8,7 @@ a typo never silently falls back to a default.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import tomllib
@@ -24,7 +25,8 @@ MAX_REGION_BYTES = 4 * 1024**3
 MAX_ZAP_CALLS = 1 << 20
 
 _UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
+_SIZE_RE = re.compile(r"^([0-9]+)(B|KiB|MiB|GiB)?$")
+_PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 #: Folio sizes that anonymous memory can have: order 0 and orders 2..9 (order 1 exists only for shmem).
@@ -119,6 +121,11 @@ class WorkloadSpec:
         return self.folios[0][0] if len(self.folios) == 1 else None
 
 
+def _key(key: str) -> str:
+    """A TOML key as it appears in a message: bare when plain, else quoted with every control character escaped."""
+    return key if _PLAIN_KEY_RE.match(key) else json.dumps(key)
+
+
 class _Ctx:
     def __init__(self, label: str) -> None:
         self.label = label
@@ -129,7 +136,7 @@ class _Ctx:
     def check_keys(self, table: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
         for key in table:
             if key not in allowed:
-                where = f"{prefix}.{key}" if prefix else str(key)
+                where = f"{prefix}.{_key(key)}" if prefix else _key(key)
                 raise self.fail(where, f"unknown key (expected one of: {', '.join(allowed)})")
 
     def size(self, value: object, key: str) -> int:
@@ -260,7 +267,7 @@ def _parse_folios(ctx: _Ctx, folios: object, size: int) -> tuple[tuple[int, floa
     out: list[tuple[int, float]] = []
     seen: set[int] = set()
     for size_text, share in folios.items():
-        fkey = f'{key}."{size_text}"'
+        fkey = f"{key}.{json.dumps(size_text)}"
         fsize = ctx.size(size_text, fkey)
         if fsize not in FOLIO_SIZES:
             allowed = ", ".join(format_size(s) for s in FOLIO_SIZES)

@@ -122,8 +122,14 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     "args,pattern",
     [
         (["simulate", "no-such-workload"], r"^Error: no workload named 'no-such-workload'"),
-        (["simulate", "a-munmap-aligned", "--version", "v9"], r"^Error: unknown version 'v9' \(known: base65,"),
-        (["simulate", "a-munmap-aligned", "--cost", "/nonexistent.toml"], r"^Error: /nonexistent.toml: no such file"),
+        (
+            ["simulate", "a-munmap-aligned", "--version", "v9"],
+            r"^Error: unknown version 'v9' \(known: base65,",
+        ),
+        (
+            ["simulate", "a-munmap-aligned", "--cost", "/nonexistent.toml"],
+            r"^Error: /nonexistent.toml: no such file",
+        ),
     ],
 )
 def test_user_errors_are_one_line_exit_1(args: list[str], pattern: str):
@@ -140,7 +146,9 @@ def test_bad_cost_key_is_named(tmp_path: Path):
     cost.write_text("tlb_flush = 3\n")
     proc = _cli("simulate", "a-munmap-aligned", "--cost", str(cost))
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"Error: {cost}: tlb_flush: not a counter name (see benchsvc simulate --json)"
+    assert (
+        proc.stderr.strip() == f"Error: {cost}: tlb_flush: not a counter name (see benchsvc simulate --json)"
+    )
 
 
 def test_workloads_list_and_show():

@@ -29,7 +29,9 @@ def render(
         )
         writer.writeheader()
         for r in rows:
-            writer.writerow({c: " ".join(map(str, v)) if isinstance(v, list | tuple) else v for c, v in r.items()})
+            writer.writerow(
+                {c: " ".join(map(str, v)) if isinstance(v, list | tuple) else v for c, v in r.items()}
+            )
         return
     from rich.console import Console
     from rich.table import Table

@@ -1,0 +1,41 @@
+"""The live Linux kernel as an oracle (spec §6): run a workload for real and read the per-size mTHP stats.
+
+Library API (no printing; every user-facing problem is a :class:`benchsvc.errors.BenchsvcError`)::
+
+    from benchsvc.kernel import run_on_kernel, unavailable_reason
+
+    if unavailable_reason() is None:
+        result = run_on_kernel(spec)          # KernelResult: counters, raw stat deltas, zap_ns
+"""
+
+from benchsvc.kernel.oracle import (
+    KernelResult,
+    KernelRunError,
+    NotExpressibleOnKernel,
+    check_expressible,
+    expressible_reason,
+    run_on_kernel,
+    time_zap_on_kernel,
+)
+from benchsvc.kernel.sysfs import (
+    MthpSettings,
+    SysfsRestoreError,
+    check_available,
+    enabled_snapshot,
+    unavailable_reason,
+)
+
+__all__ = [
+    "KernelResult",
+    "KernelRunError",
+    "MthpSettings",
+    "NotExpressibleOnKernel",
+    "SysfsRestoreError",
+    "check_available",
+    "check_expressible",
+    "enabled_snapshot",
+    "expressible_reason",
+    "run_on_kernel",
+    "time_zap_on_kernel",
+    "unavailable_reason",
+]

@@ -1,0 +1,210 @@
+"""Run a workload on the live kernel and read its per-size mTHP stats (spec §6, K§4).
+
+:func:`run_on_kernel` is the library entry point (the later ``--engine kernel``): it checks that the
+workload maps onto the kernel and that the kernel can serve, selects the layout's folio size in sysfs for the
+duration (:class:`~benchsvc.kernel.sysfs.MthpSettings`, restored on every exit path), runs the workload in a
+fresh ``spawn``-ed child (:mod:`benchsvc.kernel.worker`) and returns the stat deltas and the wall time of the
+measured zap calls.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchsvc.errors import BenchsvcError, LayoutNotReproduced
+from benchsvc.kernel import worker
+from benchsvc.kernel.sysfs import THP_ROOT, MthpSettings, check_available, read_stats
+from benchsvc.workload import PAGE_SIZE, WorkloadSpec, format_size
+
+#: seconds a worker may take before the run is abandoned (population of 4 GiB takes a few seconds)
+WORKER_TIMEOUT = 900.0
+
+
+class NotExpressibleOnKernel(BenchsvcError):
+    """The workload cannot be run on the live kernel as written (mixed sizes, swap, order-0 only, ...)."""
+
+
+class KernelRunError(BenchsvcError):
+    """A kernel run failed (a syscall error in the child, the child died, no result)."""
+
+
+@dataclass(frozen=True)
+class KernelResult:
+    """What one workload did on the live kernel.
+
+    ``counters`` uses the engine's names where a stat maps onto one (``split_deferred``: the stat's delta
+    over the measured zap calls; ``partially_mapped_after``: the ``nr_anon_partially_mapped`` delta from the
+    start of the zap steps to their end). ``stats_population`` and ``stats_zap`` are the raw deltas under
+    the sysfs names: population = before mmap -> after the region is built (touched, moved, forked-ready);
+    zap = event stats summed over the measured steps, gauges end minus start of the steps.
+    """
+
+    workload: str
+    kernel_release: str
+    folio_size: int
+    folios: int
+    counters: dict[str, int]
+    stats_population: dict[str, int]
+    stats_zap: dict[str, int]
+    zap_ns: int
+    zap_calls: int
+    sysfs_changes: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def zap_seconds(self) -> float:
+        return self.zap_ns / 1e9
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "workload": self.workload,
+            "engine": "kernel",
+            "kernel_release": self.kernel_release,
+            "folio_size": self.folio_size,
+            "folios": self.folios,
+            "counters": self.counters,
+            "stats_population": self.stats_population,
+            "stats_zap": self.stats_zap,
+            "zap_ns": self.zap_ns,
+            "zap_calls": self.zap_calls,
+        }
+
+
+def expressible_reason(spec: WorkloadSpec) -> str | None:
+    """Why ``spec`` cannot run on the kernel, or None when it can."""
+    if spec.single_folio_size is None:
+        sizes = ", ".join(format_size(s) for s, _ in spec.folios)
+        if spec.arrangement == "shuffled":
+            return f"a shuffled mix of folio sizes ({sizes}); the kernel picks one size per fault"
+        return f"the layout mixes folio sizes ({sizes}); only single-size layouts map onto per-size mTHP"
+    if spec.swap_share > 0:
+        return f"swap_share = {spec.swap_share:g}; the oracle does not swap pages out"
+    if spec.single_folio_size == PAGE_SIZE:
+        return "order-0 (4KiB) folios have no per-size mTHP stats"
+    return None
+
+
+def check_expressible(spec: WorkloadSpec) -> int:
+    """The layout's folio size; raise :class:`NotExpressibleOnKernel` if the kernel cannot run ``spec``."""
+    reason = expressible_reason(spec)
+    if reason is not None:
+        raise NotExpressibleOnKernel(f"{spec.name}: not expressible on the kernel: {reason}")
+    assert spec.single_folio_size is not None
+    return spec.single_folio_size
+
+
+def _expected_folios(spec: WorkloadSpec) -> int:
+    return sum(n for _, n in spec.folio_counts())
+
+
+def _run_worker(spec: WorkloadSpec, root: Path) -> dict[str, Any]:
+    """Run ``spec`` in a fresh spawned child; return :func:`worker.summarize`'s dict. Kills it on any exit."""
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=worker.main, args=(send, spec, str(root)), name=f"benchsvc-kernel-{spec.name}", daemon=True
+    )
+    proc.start()
+    send.close()
+    try:
+        msg: tuple[str, dict[str, Any]] | None = None
+        waited = 0.0
+        while msg is None and waited < WORKER_TIMEOUT:
+            if recv.poll(0.2):
+                try:
+                    msg = recv.recv()
+                except EOFError:
+                    break
+            elif not proc.is_alive() and not recv.poll(0):
+                break
+            waited += 0.2
+        if msg is None:
+            proc.join(1.0)
+            state = (
+                f"exit code {proc.exitcode}" if proc.exitcode is not None else f"timeout {WORKER_TIMEOUT:g}s"
+            )
+            raise KernelRunError(f"{spec.name}: the kernel worker gave no result ({state})")
+        kind, payload = msg
+        if kind == "exit":  # the worker owned the mapping and exited: reap it, then read the stats
+            proc.join()
+            zaps = worker.finish_exit(payload["zaps"], payload["t0_ns"], _stats(spec, root))
+            return worker.summarize(payload["population"], zaps)
+        proc.join()
+        if kind == "ok":
+            return payload
+        if kind == "layout":
+            raise LayoutNotReproduced(
+                f"{spec.name}: the kernel did not reproduce the layout: {payload['what']} expected "
+                f"{payload['expected']}, got {payload['got']} (it fell back to other sizes or mappings, so its "
+                "counters would describe another layout)"
+            )
+        raise KernelRunError(f"{spec.name}: kernel run failed: {payload['what']}")
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        recv.close()
+
+
+def _stats(spec: WorkloadSpec, root: Path) -> dict[str, int]:
+    assert spec.single_folio_size is not None
+    return read_stats(spec.single_folio_size, root)
+
+
+def _result(spec: WorkloadSpec, raw: dict[str, Any], settings: MthpSettings) -> KernelResult:
+    zap = raw["zap"]
+    return KernelResult(
+        workload=spec.name,
+        kernel_release=os.uname().release,
+        folio_size=spec.single_folio_size or 0,
+        folios=_expected_folios(spec),
+        counters={
+            "split_deferred": zap["split_deferred"],
+            "partially_mapped_after": zap["nr_anon_partially_mapped"],
+        },
+        stats_population=dict(raw["population"]),
+        stats_zap=dict(zap),
+        zap_ns=int(raw["zap_ns"]),
+        zap_calls=int(raw["calls"]),
+        sysfs_changes=[(c.path, c.original, c.ours) for c in settings.changes],
+    )
+
+
+def run_on_kernel(spec: WorkloadSpec, *, root: Path = THP_ROOT) -> KernelResult:
+    """Run ``spec`` on the live kernel once (see the module docstring); sysfs is restored on every path.
+
+    Raises :class:`NotExpressibleOnKernel`, :class:`~benchsvc.errors.KernelUnavailable`,
+    :class:`~benchsvc.errors.LayoutNotReproduced` or :class:`KernelRunError`.
+    """
+    folio_size = check_expressible(spec)
+    check_available(folio_size, root)
+    with MthpSettings(folio_size, root=root) as settings:
+        raw = _run_worker(spec, root)
+        return _result(spec, raw, settings)
+
+
+def time_zap_on_kernel(spec: WorkloadSpec, repeat: int = 5, *, root: Path = THP_ROOT) -> list[float]:
+    """Seconds spent in the measured zap calls, one value per run (each run a fresh child and region)."""
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, got {repeat}")
+    folio_size = check_expressible(spec)
+    check_available(folio_size, root)
+    out: list[float] = []
+    with MthpSettings(folio_size, root=root):
+        for _ in range(repeat):
+            out.append(_run_worker(spec, root)["zap_ns"] / 1e9)
+    return out
+
+
+__all__ = [
+    "KernelResult",
+    "KernelRunError",
+    "NotExpressibleOnKernel",
+    "check_expressible",
+    "expressible_reason",
+    "run_on_kernel",
+    "time_zap_on_kernel",
+]

@@ -1,0 +1,333 @@
+"""The child side of a kernel run: build the region with real syscalls, run the zap steps, read the stats.
+
+Runs in a fresh process started with the ``spawn`` method (see :mod:`benchsvc.kernel.oracle`); it never
+touches sysfs knobs, only reads the per-size ``stats/`` files. Results travel back as plain dicts.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from benchsvc.kernel.sysfs import EVENT_STATS, GAUGE_STATS, PMD_SIZE, STAT_NAMES, read_stats
+from benchsvc.workload import PAGE_SIZE, WorkloadSpec
+
+#: test hook, read in the child: ``pause:<file>`` = create <file> after population and sleep;
+#: ``fail:populate`` = raise after population (sysfs already changed by the parent)
+TEST_HOOK_ENV = "BENCHSVC_KERNEL_TEST_HOOK"
+PAUSE_SECONDS = 120.0
+
+PROT_NONE = 0x0
+PROT_READ = 0x1
+PROT_WRITE = 0x2
+MAP_PRIVATE = 0x02
+MAP_ANONYMOUS = 0x20
+MAP_NORESERVE = 0x4000
+MADV_DONTNEED = 4
+MADV_HUGEPAGE = 14
+MREMAP_MAYMOVE = 1
+MREMAP_FIXED = 2
+PR_SET_PDEATHSIG = 1
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class SyscallError(OSError):
+    """A failed libc call in the child, with errno and the call spelled out."""
+
+
+class LayoutMismatch(Exception):
+    """The kernel did not build the layout the workload asks for (anon_fault_alloc or PMD mappings)."""
+
+    def __init__(self, message: str, expected: int, got: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.got = got
+
+
+class _Libc:
+    def __init__(self) -> None:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        vp, sz, i, ul = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_ulong
+        lib.mmap.argtypes = [vp, sz, i, i, i, ctypes.c_long]
+        lib.mmap.restype = vp
+        lib.munmap.argtypes = [vp, sz]
+        lib.munmap.restype = i
+        lib.madvise.argtypes = [vp, sz, i]
+        lib.madvise.restype = i
+        lib.mprotect.argtypes = [vp, sz, i]
+        lib.mprotect.restype = i
+        lib.mremap.argtypes = [vp, sz, sz, i, vp]
+        lib.mremap.restype = vp
+        lib.prctl.argtypes = [i, ul, ul, ul, ul]
+        lib.prctl.restype = i
+        self.lib = lib
+
+    @staticmethod
+    def _fail(call: str) -> SyscallError:
+        err = ctypes.get_errno()
+        return SyscallError(err, f"{call} failed: {os.strerror(err)}")
+
+    def mmap(self, length: int, prot: int, flags: int) -> int:
+        addr = self.lib.mmap(None, length, prot, flags, -1, 0)
+        if addr is None or addr == MAP_FAILED:
+            raise self._fail(f"mmap(NULL, {length:#x})")
+        return int(addr)
+
+    def munmap(self, addr: int, length: int) -> None:
+        if self.lib.munmap(addr, length) != 0:
+            raise self._fail(f"munmap({addr:#x}, {length:#x})")
+
+    def madvise(self, addr: int, length: int, advice: int) -> None:
+        if self.lib.madvise(addr, length, advice) != 0:
+            raise self._fail(f"madvise({addr:#x}, {length:#x}, {advice})")
+
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        if self.lib.mprotect(addr, length, prot) != 0:
+            raise self._fail(f"mprotect({addr:#x}, {length:#x}, {prot})")
+
+    def mremap_fixed(self, old: int, length: int, new: int) -> None:
+        got = self.lib.mremap(old, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, new)
+        if got is None or got == MAP_FAILED:
+            raise self._fail(f"mremap({old:#x}, {length:#x} -> {new:#x})")
+        if int(got) != new:
+            raise SyscallError(0, f"mremap moved the region to {int(got):#x}, not {new:#x}")
+
+    def set_pdeathsig(self) -> None:
+        """Die with SIGKILL when the parent dies, so no child outlives an interrupted run."""
+        if self.lib.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise self._fail("prctl(PR_SET_PDEATHSIG)")
+
+
+def _align_up(x: int, a: int) -> int:
+    return -(-x // a) * a
+
+
+def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before[k] for k in STAT_NAMES}
+
+
+def _pmd_mapped_kb(addr: int) -> int:
+    """``AnonHugePages`` (PMD-mapped THP memory) of the VMA starting at ``addr``, from /proc/self/smaps."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split(None, 1)[0]
+        if "-" in head and not head.endswith(":"):
+            inside = int(head.split("-")[0], 16) == addr
+        elif inside and head == "AnonHugePages:":
+            return int(line.split()[1])
+    return 0
+
+
+class _Run:
+    """One workload in this process: the region's address and the stats reader."""
+
+    def __init__(self, spec: WorkloadSpec, stats_root: str) -> None:
+        self.spec = spec
+        self.libc = _Libc()
+        self.folio_size = spec.single_folio_size or 0
+        self.root = Path(stats_root)
+        self.base = 0
+        self.hook = os.environ.get(TEST_HOOK_ENV, "")
+
+    def stats(self) -> dict[str, int]:
+        return read_stats(self.folio_size, self.root)
+
+    # ------------------------------------------------------------------ population
+    def populate(self) -> None:
+        """mmap 2 MiB aligned, MADV_HUGEPAGE, touch every page, PTE-map 2 MiB folios if asked, mremap."""
+        spec, libc, size = self.spec, self.libc, self.spec.size_bytes
+        raw = libc.mmap(size + PMD_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
+        addr = _align_up(raw, PMD_SIZE)
+        if addr > raw:
+            libc.munmap(raw, addr - raw)
+        if raw + size + PMD_SIZE > addr + size:
+            libc.munmap(addr + size, raw + size + PMD_SIZE - (addr + size))
+        self.base = addr
+        libc.madvise(addr, size, MADV_HUGEPAGE)
+        pages = size // PAGE_SIZE
+        # one write per 4 KiB page; the first write into each folio's range faults it in
+        buf = (ctypes.c_ubyte * size).from_address(addr)
+        buf[::PAGE_SIZE] = [1] * pages
+
+        if self.folio_size == PMD_SIZE and not spec.pmd_mapped:
+            # PTE-map every 2 MiB THP: a VMA split inside the PMD splits the mapping (not the folio)
+            for off in range(0, size, PMD_SIZE):
+                libc.mprotect(addr + off, PAGE_SIZE, PROT_READ)
+            libc.mprotect(addr, size, PROT_READ | PROT_WRITE)
+
+        if spec.va_offset_bytes:
+            reserve_len = size + 2 * PMD_SIZE
+            reserve = libc.mmap(reserve_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
+            dst = _align_up(reserve, PMD_SIZE) + spec.va_offset_bytes
+            libc.mremap_fixed(addr, size, dst)  # MREMAP_FIXED replaces the reservation under dst
+            if dst > reserve:
+                libc.munmap(reserve, dst - reserve)
+            if reserve + reserve_len > dst + size:
+                libc.munmap(dst + size, reserve + reserve_len - (dst + size))
+            self.base = dst
+
+    def check_layout(self, population: dict[str, int]) -> None:
+        spec = self.spec
+        expected = sum(n for _, n in spec.folio_counts())
+        got = population["anon_fault_alloc"]
+        if got != expected:
+            raise LayoutMismatch("anon_fault_alloc", expected, got)
+        if self.folio_size == PMD_SIZE:
+            want_kb = spec.size_bytes // 1024 if spec.pmd_mapped and not spec.va_offset_bytes else 0
+            got_kb = _pmd_mapped_kb(self.base)
+            if got_kb != want_kb:
+                raise LayoutMismatch("AnonHugePages (PMD-mapped kB)", want_kb, got_kb)
+
+    def run_test_hook(self) -> None:
+        if self.hook.startswith("pause:"):
+            Path(self.hook[len("pause:") :]).write_text(str(os.getpid()))
+            time.sleep(PAUSE_SECONDS)
+        elif self.hook == "fail:populate":
+            raise RuntimeError(f"injected failure after population ({TEST_HOOK_ENV})")
+
+    # ------------------------------------------------------------------ zap steps
+    def zap_steps(self) -> dict[str, Any]:
+        """Run the steps; stop before an exit step and describe it (the caller's parent finishes it)."""
+        spec, libc = self.spec, self.libc
+        events = dict.fromkeys(EVENT_STATS, 0)
+        zap_ns = 0
+        calls = 0
+        start = self.stats()
+        out: dict[str, Any] = {"start": start, "events": events, "calls": calls}
+        for step in spec.zaps:
+            if step.call == "exit":  # always the last step
+                out["pending_exit"] = {"before": self.stats(), "measure": step.measure}
+                break
+            fn: Callable[[int, int], None] = libc.munmap if step.call == "munmap" else self._dontneed
+            before = self.stats() if step.measure else None
+            base = self.base
+            step_ns = 0
+            ranges = step.ranges(spec.size_bytes)
+            for lo, hi in ranges:
+                t0 = time.perf_counter_ns()
+                fn(base + lo, hi - lo)
+                step_ns += time.perf_counter_ns() - t0
+            if before is not None:
+                after = self.stats()
+                for k in EVENT_STATS:
+                    events[k] += after[k] - before[k]
+                zap_ns += step_ns
+                calls += len(ranges)
+        else:
+            out["end"] = self.stats()
+        out["zap_ns"] = zap_ns
+        out["calls"] = calls
+        return out
+
+    def _dontneed(self, addr: int, length: int) -> None:
+        self.libc.madvise(addr, length, MADV_DONTNEED)
+
+    def cleanup(self) -> None:
+        if self.base:
+            self.libc.munmap(self.base, self.spec.size_bytes)
+            self.base = 0
+
+
+def finish_exit(partial: dict[str, Any], t0_ns: int, stats: dict[str, int]) -> dict[str, Any]:
+    """Complete a result whose last step was ``exit``: the owner was reaped just now; ``stats`` read after."""
+    t1 = time.perf_counter_ns()
+    pending = partial.pop("pending_exit")
+    out = dict(partial)
+    out["events"] = dict(partial["events"])
+    if pending["measure"]:
+        for k in EVENT_STATS:
+            out["events"][k] += stats[k] - pending["before"][k]
+        out["zap_ns"] = partial["zap_ns"] + (t1 - t0_ns)
+        out["calls"] = partial["calls"] + 1
+    out["end"] = stats
+    return out
+
+
+def summarize(population: dict[str, int], zaps: dict[str, Any]) -> dict[str, Any]:
+    """Raw deltas: population (before -> after building), zap (events over measured steps, gauges end-start)."""
+    zap = dict(zaps["events"])
+    for k in GAUGE_STATS:
+        zap[k] = zaps["end"][k] - zaps["start"][k]
+    return {"population": population, "zap": zap, "zap_ns": zaps["zap_ns"], "calls": zaps["calls"]}
+
+
+def _in_forked_child(run: _Run, wfd: int) -> None:
+    """The grandchild of a ``fork = true`` workload: zap, report through ``wfd``, exit. Never returns."""
+    code = 0
+    try:
+        run.libc.set_pdeathsig()
+        result: dict[str, Any] = run.zap_steps()
+        if "pending_exit" in result:
+            result["exit_t0_ns"] = time.perf_counter_ns()
+    except BaseException as exc:  # report anything, then leave without running the parent's code
+        result = {"error": f"in the forked child: {type(exc).__name__}: {exc}"}
+        code = 1
+    try:
+        with os.fdopen(wfd, "w") as f:
+            json.dump(result, f)
+    finally:
+        os._exit(code)
+
+
+def _zap_in_forked_child(run: _Run) -> dict[str, Any]:
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        _in_forked_child(run, wfd)
+    os.close(wfd)
+    with os.fdopen(rfd) as f:
+        text = f.read()
+    _, status = os.waitpid(pid, 0)
+    stats_after_reap = run.stats()
+    if not text:
+        raise RuntimeError(f"the forked child died without a result (wait status {status:#x})")
+    result: dict[str, Any] = json.loads(text)
+    if "error" in result:
+        raise RuntimeError(result["error"])
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"the forked child exited with status {os.waitstatus_to_exitcode(status)}")
+    if "pending_exit" in result:
+        result = finish_exit(result, result.pop("exit_t0_ns"), stats_after_reap)
+    return result
+
+
+def main(conn: Connection, spec: WorkloadSpec, stats_root: str) -> None:
+    """Entry point of the spawned worker. Sends exactly one message: ``("ok", dict)`` or ``("error", ...)``."""
+    run: _Run | None = None
+    try:
+        run = _Run(spec, stats_root)
+        run.libc.set_pdeathsig()
+        if os.getppid() == 1:  # the parent died before the prctl took effect
+            os._exit(1)
+        before = run.stats()
+        run.populate()
+        population = _diff(run.stats(), before)
+        run.check_layout(population)
+        run.run_test_hook()
+        if spec.fork:
+            zaps = _zap_in_forked_child(run)
+        else:
+            zaps = run.zap_steps()
+            if "pending_exit" in zaps:
+                # this process owns the mapping: the parent reaps it and reads the stats (finish_exit)
+                run.base = 0
+                conn.send(("exit", {"population": population, "zaps": zaps, "t0_ns": time.perf_counter_ns()}))
+                conn.close()
+                os._exit(0)
+        run.cleanup()
+        conn.send(("ok", summarize(population, zaps)))
+    except LayoutMismatch as exc:
+        conn.send(("layout", {"what": str(exc), "expected": exc.expected, "got": exc.got}))
+    except BaseException as exc:
+        conn.send(("error", {"what": f"{type(exc).__name__}: {exc}"}))
+    finally:
+        conn.close()
