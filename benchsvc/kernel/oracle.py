@@ -3,18 +3,23 @@
 :func:`run_on_kernel` is the library entry point (the later ``--engine kernel``): it checks that the
 workload maps onto the kernel and that the kernel can serve, selects the layout's folio size in sysfs for the
 duration (:class:`~benchsvc.kernel.sysfs.MthpSettings`, restored on every exit path), runs the workload in a
-fresh ``spawn``-ed child (:mod:`benchsvc.kernel.worker`) and returns the stat deltas and the wall time of the
+fresh child interpreter (:mod:`benchsvc.kernel.worker`) and returns the stat deltas and the wall time of the
 measured zap calls.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import pickle
+import select
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import benchsvc
 from benchsvc.errors import BenchsvcError, LayoutNotReproduced
 from benchsvc.kernel import worker
 from benchsvc.kernel.sysfs import THP_ROOT, MthpSettings, check_available, read_stats
@@ -100,41 +105,53 @@ def _expected_folios(spec: WorkloadSpec) -> int:
     return sum(n for _, n in spec.folio_counts())
 
 
+def _worker_env() -> dict[str, str]:
+    """The caller's environment, with this checkout of benchsvc first on the child's import path."""
+    env = dict(os.environ)
+    pkg_parent = str(Path(benchsvc.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 def _run_worker(spec: WorkloadSpec, root: Path) -> dict[str, Any]:
-    """Run ``spec`` in a fresh spawned child; return :func:`worker.summarize`'s dict. Kills it on any exit."""
-    ctx = multiprocessing.get_context("spawn")
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(
-        target=worker.main, args=(send, spec, str(root)), name=f"benchsvc-kernel-{spec.name}", daemon=True
-    )
-    proc.start()
-    send.close()
+    """Run ``spec`` in a fresh child interpreter; return :func:`worker.summarize`'s dict.
+
+    The child is killed on every way out of here (exception, KeyboardInterrupt, the sysfs guard's signal
+    exception); it also dies by itself if this process dies (PR_SET_PDEATHSIG).
+    """
+    rfd, wfd = os.pipe()
     try:
-        msg: tuple[str, dict[str, Any]] | None = None
-        waited = 0.0
-        while msg is None and waited < WORKER_TIMEOUT:
-            if recv.poll(0.2):
-                try:
-                    msg = recv.recv()
-                except EOFError:
-                    break
-            elif not proc.is_alive() and not recv.poll(0):
-                break
-            waited += 0.2
-        if msg is None:
-            proc.join(1.0)
-            state = (
-                f"exit code {proc.exitcode}" if proc.exitcode is not None else f"timeout {WORKER_TIMEOUT:g}s"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from benchsvc.kernel.worker import main; main()", str(wfd)],
+            stdin=subprocess.PIPE,
+            pass_fds=(wfd,),
+            env=_worker_env(),
+        )
+    except BaseException:
+        os.close(rfd)
+        os.close(wfd)
+        raise
+    os.close(wfd)
+    try:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(pickle.dumps((spec, str(root))))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the child died at start-up: reported below as "no result"
+        data = _read_until_eof(rfd, spec.name)
+        proc.wait()
+        reaped_ns = time.perf_counter_ns()
+        if not data:
+            raise KernelRunError(
+                f"{spec.name}: the kernel worker gave no result (exit code {proc.returncode})"
             )
-            raise KernelRunError(f"{spec.name}: the kernel worker gave no result ({state})")
-        kind, payload = msg
-        if kind == "exit":  # the worker owned the mapping and exited: reap it, then read the stats
-            proc.join()
-            zaps = worker.finish_exit(payload["zaps"], payload["t0_ns"], _stats(spec, root))
+        kind, payload = pickle.loads(data)
+        if kind == "exit":  # the worker owned the mapping and exited: it is reaped, read the stats now
+            zaps = worker.finish_exit(payload["zaps"], reaped_ns, _stats(spec, root))
             return worker.summarize(payload["population"], zaps)
-        proc.join()
         if kind == "ok":
-            return payload
+            return dict(payload)
         if kind == "layout":
             raise LayoutNotReproduced(
                 f"{spec.name}: the kernel did not reproduce the layout: {payload['what']} expected "
@@ -143,10 +160,24 @@ def _run_worker(spec: WorkloadSpec, root: Path) -> dict[str, Any]:
             )
         raise KernelRunError(f"{spec.name}: kernel run failed: {payload['what']}")
     finally:
-        if proc.is_alive():
+        os.close(rfd)
+        if proc.poll() is None:
             proc.kill()
-            proc.join()
-        recv.close()
+            proc.wait()
+
+
+def _read_until_eof(fd: int, name: str) -> bytes:
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + WORKER_TIMEOUT
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+        elif time.monotonic() > deadline:
+            raise KernelRunError(f"{name}: the kernel worker did not finish within {WORKER_TIMEOUT:g}s")
 
 
 def _stats(spec: WorkloadSpec, root: Path) -> dict[str, int]:

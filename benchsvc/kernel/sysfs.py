@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
@@ -39,7 +38,9 @@ STAT_NAMES = EVENT_STATS + GAUGE_STATS
 #: values this module may write to an ``enabled`` file (restoring an original ``inherit`` included)
 WRITABLE_VALUES = ("madvise", "never", "inherit")
 #: signals during which a changed sysfs value is restored before the signal takes effect
-GUARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+GUARDED_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 _CHOICE_RE = re.compile(r"\[([a-z]+)\]")
 _SIZE_DIR_RE = re.compile(r"^hugepages-(\d+)kB$")
@@ -177,8 +178,8 @@ class _SignalGuard:
             signal.signal(sig, self._handler)
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.critical:
-            self.pending = signum
+        if self.critical or _inside_entry_or_exit(frame):
+            self.pending = signum  # honoured once the values are written or restored
             return
         raise _Interrupted(signum)
 
@@ -259,9 +260,9 @@ class MthpSettings:
 
     def __enter__(self) -> MthpSettings:
         self._acquire_lock()
-        self._guard.install()
-        self._guard.critical = True
         try:
+            self._guard.critical = True
+            self._guard.install()
             self._recover_journal()
             planned = self.plan()
             self._write_journal(planned)
@@ -302,7 +303,10 @@ class MthpSettings:
         self._guard.pending = None
         if signum is not None:
             # the previous handler decides: KeyboardInterrupt for SIGINT, termination for a default SIGTERM
-            signal.raise_signal(signum)
+            try:
+                signal.raise_signal(signum)
+            except BaseException as raised:
+                raise raised from None  # hide the private _Interrupted it replaces
 
     def restore(self) -> None:
         """Put back every value this context changed (last change first); keep the journal on failure."""
@@ -325,6 +329,8 @@ class MthpSettings:
 
     # ------------------------------------------------------------------ lock and journal
     def _acquire_lock(self) -> None:
+        import fcntl  # POSIX only; imported here so that the module (and the skip reasons) load anywhere
+
         self.state_dir.mkdir(parents=True, exist_ok=True)
         lock_path = self.state_dir / "lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -377,6 +383,19 @@ class MthpSettings:
                 write_enabled(path, change.original)
                 self.recovered.append(change)
         self.journal_path.unlink()
+
+
+def _inside_entry_or_exit(frame: FrameType | None) -> bool:
+    """True while ``MthpSettings.__enter__``/``__exit__`` is on the stack (even before its first statement
+    has set the critical flag): raising there could skip the restore."""
+    while frame is not None:
+        if frame.f_code in _CRITICAL_CODES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+_CRITICAL_CODES = frozenset({MthpSettings.__enter__.__code__, MthpSettings.__exit__.__code__})
 
 
 def _default_state_dir() -> Path:

@@ -1,6 +1,7 @@
 """The child side of a kernel run: build the region with real syscalls, run the zap steps, read the stats.
 
-Runs in a fresh process started with the ``spawn`` method (see :mod:`benchsvc.kernel.oracle`); it never
+Runs in a fresh interpreter started by :mod:`benchsvc.kernel.oracle` (a new ``sys.executable`` process, so
+the caller's ``__main__`` is never re-imported and no state or signal handler is inherited); it never
 touches sysfs knobs, only reads the per-size ``stats/`` files. Results travel back as plain dicts.
 """
 
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
+import pickle
 import signal
+import sys
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +231,13 @@ class _Run:
         return out
 
     def _dontneed(self, addr: int, length: int) -> None:
-        self.libc.madvise(addr, length, MADV_DONTNEED)
+        try:
+            self.libc.madvise(addr, length, MADV_DONTNEED)
+        except SyscallError as err:
+            # ENOMEM: part of the range is not mapped (an earlier munmap step). The kernel has still zapped
+            # every mapped VMA in the range before returning it, which is what the engine models.
+            if err.errno != errno.ENOMEM:
+                raise
 
     def cleanup(self) -> None:
         if self.base:
@@ -236,16 +245,19 @@ class _Run:
             self.base = 0
 
 
-def finish_exit(partial: dict[str, Any], t0_ns: int, stats: dict[str, int]) -> dict[str, Any]:
-    """Complete a result whose last step was ``exit``: the owner was reaped just now; ``stats`` read after."""
-    t1 = time.perf_counter_ns()
-    pending = partial.pop("pending_exit")
+def finish_exit(partial: dict[str, Any], reaped_ns: int, stats: dict[str, int]) -> dict[str, Any]:
+    """Complete a result whose last step was ``exit``, in the process that reaped the owner.
+
+    ``reaped_ns``: ``perf_counter_ns()`` right after ``waitpid`` returned (CLOCK_MONOTONIC is system-wide, so
+    it compares with the owner's ``t0_ns`` stamped just before it exited); ``stats`` read after the reap.
+    """
     out = dict(partial)
+    pending = out.pop("pending_exit")
     out["events"] = dict(partial["events"])
     if pending["measure"]:
         for k in EVENT_STATS:
             out["events"][k] += stats[k] - pending["before"][k]
-        out["zap_ns"] = partial["zap_ns"] + (t1 - t0_ns)
+        out["zap_ns"] = partial["zap_ns"] + (reaped_ns - pending["t0_ns"])
         out["calls"] = partial["calls"] + 1
     out["end"] = stats
     return out
@@ -266,7 +278,7 @@ def _in_forked_child(run: _Run, wfd: int) -> None:
         run.libc.set_pdeathsig()
         result: dict[str, Any] = run.zap_steps()
         if "pending_exit" in result:
-            result["exit_t0_ns"] = time.perf_counter_ns()
+            result["pending_exit"]["t0_ns"] = time.perf_counter_ns()
     except BaseException as exc:  # report anything, then leave without running the parent's code
         result = {"error": f"in the forked child: {type(exc).__name__}: {exc}"}
         code = 1
@@ -287,6 +299,7 @@ def _zap_in_forked_child(run: _Run) -> dict[str, Any]:
     with os.fdopen(rfd) as f:
         text = f.read()
     _, status = os.waitpid(pid, 0)
+    reaped_ns = time.perf_counter_ns()
     stats_after_reap = run.stats()
     if not text:
         raise RuntimeError(f"the forked child died without a result (wait status {status:#x})")
@@ -296,38 +309,51 @@ def _zap_in_forked_child(run: _Run) -> dict[str, Any]:
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"the forked child exited with status {os.waitstatus_to_exitcode(status)}")
     if "pending_exit" in result:
-        result = finish_exit(result, result.pop("exit_t0_ns"), stats_after_reap)
+        result = finish_exit(result, reaped_ns, stats_after_reap)
     return result
 
 
-def main(conn: Connection, spec: WorkloadSpec, stats_root: str) -> None:
-    """Entry point of the spawned worker. Sends exactly one message: ``("ok", dict)`` or ``("error", ...)``."""
-    run: _Run | None = None
+def _send(fd: int, msg: tuple[str, dict[str, Any]]) -> None:
+    data = pickle.dumps(msg)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def run(spec: WorkloadSpec, stats_root: str, result_fd: int) -> None:
+    """Build, zap and measure ``spec``; write exactly one pickled ``(kind, dict)`` message to ``result_fd``.
+
+    ``kind`` is ``ok``, ``exit`` (this process owns the mapping and exits right after the message: the
+    parent reaps it, reads the stats and completes the result with :func:`finish_exit`), ``layout`` or
+    ``error``.
+    """
     try:
-        run = _Run(spec, stats_root)
-        run.libc.set_pdeathsig()
-        if os.getppid() == 1:  # the parent died before the prctl took effect
-            os._exit(1)
-        before = run.stats()
-        run.populate()
-        population = _diff(run.stats(), before)
-        run.check_layout(population)
-        run.run_test_hook()
+        r = _Run(spec, stats_root)
+        r.libc.set_pdeathsig()
+        before = r.stats()
+        r.populate()
+        population = _diff(r.stats(), before)
+        r.check_layout(population)
+        r.run_test_hook()
         if spec.fork:
-            zaps = _zap_in_forked_child(run)
+            zaps = _zap_in_forked_child(r)
         else:
-            zaps = run.zap_steps()
+            zaps = r.zap_steps()
             if "pending_exit" in zaps:
-                # this process owns the mapping: the parent reaps it and reads the stats (finish_exit)
-                run.base = 0
-                conn.send(("exit", {"population": population, "zaps": zaps, "t0_ns": time.perf_counter_ns()}))
-                conn.close()
-                os._exit(0)
-        run.cleanup()
-        conn.send(("ok", summarize(population, zaps)))
+                zaps["pending_exit"]["t0_ns"] = time.perf_counter_ns()
+                _send(result_fd, ("exit", {"population": population, "zaps": zaps}))
+                os._exit(0)  # the exit step: the kernel tears the whole mm down
+        r.cleanup()
+        _send(result_fd, ("ok", summarize(population, zaps)))
     except LayoutMismatch as exc:
-        conn.send(("layout", {"what": str(exc), "expected": exc.expected, "got": exc.got}))
+        _send(result_fd, ("layout", {"what": str(exc), "expected": exc.expected, "got": exc.got}))
     except BaseException as exc:
-        conn.send(("error", {"what": f"{type(exc).__name__}: {exc}"}))
-    finally:
-        conn.close()
+        _send(result_fd, ("error", {"what": f"{type(exc).__name__}: {exc}"}))
+
+
+def main() -> None:
+    """``python -c 'from benchsvc.kernel.worker import main; main()' <fd>``: pickled (spec, root) on stdin."""
+    result_fd = int(sys.argv[1])
+    spec, stats_root = pickle.loads(sys.stdin.buffer.read())
+    run(spec, stats_root, result_fd)
+    os.close(result_fd)
