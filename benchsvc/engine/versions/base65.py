@@ -70,16 +70,19 @@ class Base65(ZapEngine):
         """``page_remove_rmap(page, vma, compound=false)`` (v6.5)."""
         c = self.counters
         c.rmap_calls += 1
-        mapcount = self.mapcount
-        mapcount[pfn] -= 1
         c.mapcount_atomics += 1
-        if mapcount[pfn] >= 0:  # atomic_add_negative() false: still mapped elsewhere
+        mapcount = self.mapcount
+        left = mapcount[pfn] - 1
+        mapcount[pfn] = left
+        if left >= 0:  # atomic_add_negative() false: still mapped elsewhere
             return
         f = self.page_folio[pfn]
         if self.f_nr[f] > 1:
-            self.f_nrpm[f] -= 1  # atomic_dec_return_relaxed(mapped)
+            nrpm = self.f_nrpm
+            mapped = nrpm[f] - 1  # atomic_dec_return_relaxed(mapped)
+            nrpm[f] = mapped
             c.nr_pages_mapped_atomics += 1
-            if self.f_nrpm[f] >= ENTIRELY_MAPPED:
+            if mapped >= ENTIRELY_MAPPED:
                 return
         c.stat_updates += 1  # __lruvec_stat_mod_folio(NR_ANON_MAPPED, -1)
         if self.f_order[f] >= self.ds_min_order:  # folio_test_{pmd_mappable,large} && folio_test_anon
