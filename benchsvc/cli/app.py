@@ -12,7 +12,7 @@ import sys
 import typer
 
 from benchsvc import __version__
-from benchsvc.cli import engine_cmds, workloads_cmds
+from benchsvc.cli import db_cmds, engine_cmds, workloads_cmds
 
 app = typer.Typer(
     name="benchsvc",
@@ -42,6 +42,7 @@ def _root(
 app.command("versions")(engine_cmds.versions)
 app.command("simulate")(engine_cmds.simulate)
 app.add_typer(workloads_cmds.app, name="workloads")
+app.add_typer(db_cmds.app, name="db")
 
 
 def run(argv: list[str] | None = None) -> None:

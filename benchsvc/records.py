@@ -1,0 +1,203 @@
+"""Plain records of what a run measured, with full provenance (DESIGN §4).
+
+The runner, the importers and the tests build these; :mod:`benchsvc.store.ingest` writes them. Nothing here
+imports SQLAlchemy. Times are UTC; durations are seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: packages whose versions make up the environment fingerprint
+KEY_PACKAGES = ("pyperf", "numpy", "pandas", "sqlalchemy", "typer")
+
+
+def utcnow() -> dt.datetime:
+    """Now, as a naive UTC datetime (the store keeps every timestamp in UTC without a zone)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def fingerprint(fields: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``fields``."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    hostname: str
+    cpu_model: str
+    cpu_count: int
+    kernel: str
+    arch: str
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.as_dict())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "hostname": self.hostname,
+            "cpu_model": self.cpu_model,
+            "cpu_count": self.cpu_count,
+            "kernel": self.kernel,
+            "arch": self.arch,
+        }
+
+    @classmethod
+    def current(cls) -> MachineInfo:
+        return cls(
+            hostname=platform.node(),
+            cpu_model=_cpu_model(),
+            cpu_count=os.cpu_count() or 0,
+            kernel=platform.release(),
+            arch=platform.machine(),
+        )
+
+
+@dataclass(frozen=True)
+class EnvironmentInfo:
+    python_version: str
+    packages: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.as_dict())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"python_version": self.python_version, "packages": dict(sorted(self.packages.items()))}
+
+    @classmethod
+    def current(cls) -> EnvironmentInfo:
+        from importlib.metadata import PackageNotFoundError, version
+
+        packages = {}
+        for name in KEY_PACKAGES:
+            try:
+                packages[name] = version(name)
+            except PackageNotFoundError:
+                packages[name] = "absent"
+        return cls(python_version=platform.python_version(), packages=packages)
+
+
+@dataclass(frozen=True)
+class WorkloadRef:
+    """A workload as stored: name, sha256 of the file's bytes, the definition text, its description."""
+
+    name: str
+    content_hash: str
+    definition: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    id: str
+    engine: str
+    parent: str | None = None
+    title: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ProcessValues:
+    """The raw values one pyperf worker process produced (seconds per measured zap work)."""
+
+    values: tuple[float, ...]
+    warmups: tuple[float, ...] = ()
+    loops: int = 1
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """One (engine, version, workload) result of a run."""
+
+    engine: str
+    version: str
+    workload: WorkloadRef
+    status: str = "ok"  # ok | failed
+    error: str | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+    modeled_ns: float | None = None
+    processes: tuple[ProcessValues, ...] = ()
+    warnings: tuple[str, ...] = ()
+    pyperf_metadata: dict[str, Any] = field(default_factory=dict)
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+    @property
+    def values(self) -> list[float]:
+        return [v for p in self.processes for v in p.values]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run's provenance: who, where, with what, how."""
+
+    uuid: str
+    started_at: dt.datetime
+    machine: MachineInfo
+    environment: EnvironmentInfo
+    benchsvc_version: str
+    git_commit: str | None
+    mode: str = "default"
+    trigger: str = "manual"
+    pyperf_settings: dict[str, Any] = field(default_factory=dict)
+    status: str = "running"
+    finished_at: dt.datetime | None = None
+
+    @classmethod
+    def new(
+        cls, *, mode: str = "default", trigger: str = "manual", pyperf_settings: dict[str, Any] | None = None
+    ) -> RunRecord:
+        from benchsvc import __version__
+
+        return cls(
+            uuid=str(uuid.uuid4()),
+            started_at=utcnow(),
+            machine=MachineInfo.current(),
+            environment=EnvironmentInfo.current(),
+            benchsvc_version=__version__,
+            git_commit=git_commit(),
+            mode=mode,
+            trigger=trigger,
+            pyperf_settings=pyperf_settings or {},
+        )
+
+
+def git_commit() -> str | None:
+    """The commit of the benchsvc checkout, or None when not run from a git checkout."""
+    here = Path(__file__).resolve().parent.parent
+    if not (here / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit or None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or sys.platform

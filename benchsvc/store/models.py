@@ -1,0 +1,200 @@
+"""The result database's schema (SQLAlchemy 2 ORM). Every change here comes with an Alembic migration.
+
+Provenance: a result belongs to a run (machine, environment, benchsvc version and commit, mode and pyperf
+settings) and names its engine, version and workload (name + content hash). A series is machine ×
+environment × engine × version × workload hash × metric (× mode), so two results with different provenance
+never land in one series. Timestamps are naive UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUN_STATUSES = ("running", "complete", "failed", "interrupted")
+RESULT_STATUSES = ("ok", "failed")
+REGRESSION_STATUSES = ("new", "acknowledged", "fixed")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Machine(Base):
+    __tablename__ = "machines"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    cpu_model: Mapped[str] = mapped_column(String(255))
+    cpu_count: Mapped[int] = mapped_column(Integer)
+    kernel: Mapped[str] = mapped_column(String(255))
+    arch: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class Environment(Base):
+    __tablename__ = "environments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    python_version: Mapped[str] = mapped_column(String(64))
+    packages: Mapped[dict[str, Any]] = mapped_column(JSON)
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class Version(Base):
+    __tablename__ = "versions"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    engine: Mapped[str] = mapped_column(String(32))
+    parent: Mapped[str | None] = mapped_column(String(128))
+    title: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(Text, default="")
+
+
+class Workload(Base):
+    __tablename__ = "workloads"
+    __table_args__ = (UniqueConstraint("name", "content_hash", name="uq_workloads_name_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    definition: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machines.id"))
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id"))
+    benchsvc_version: Mapped[str] = mapped_column(String(64))
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(32))
+    trigger: Mapped[str] = mapped_column(String(32))
+    pyperf_settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+    machine: Mapped[Machine] = relationship()
+    environment: Mapped[Environment] = relationship()
+    results: Mapped[list[Result]] = relationship(back_populates="run", cascade="all, delete-orphan")
+
+
+class Result(Base):
+    __tablename__ = "results"
+    __table_args__ = (
+        UniqueConstraint("run_id", "engine", "version_id", "workload_id", name="uq_results_run_key"),
+        Index("ix_results_series", "workload_id", "version_id", "engine"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    engine: Mapped[str] = mapped_column(String(32))
+    version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"))
+    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    modeled_ns: Mapped[float | None] = mapped_column(Float)
+    n_values: Mapped[int] = mapped_column(Integer, default=0)
+    mean_s: Mapped[float | None] = mapped_column(Float)
+    median_s: Mapped[float | None] = mapped_column(Float)
+    stdev_s: Mapped[float | None] = mapped_column(Float)
+    min_s: Mapped[float | None] = mapped_column(Float)
+    max_s: Mapped[float | None] = mapped_column(Float)
+    warnings: Mapped[list[Any]] = mapped_column(JSON)
+    pyperf_metadata: Mapped[dict[str, Any]] = mapped_column(JSON)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+    run: Mapped[Run] = relationship(back_populates="results")
+    workload: Mapped[Workload] = relationship()
+    version: Mapped[Version] = relationship()
+    samples: Mapped[list[Sample]] = relationship(cascade="all, delete-orphan", order_by="Sample.process")
+    counters: Mapped[list[Counter]] = relationship(cascade="all, delete-orphan")
+
+
+class Sample(Base):
+    """The raw values of one pyperf worker process of a result."""
+
+    __tablename__ = "samples"
+
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), primary_key=True)
+    process: Mapped[int] = mapped_column(Integer, primary_key=True)
+    loops: Mapped[int] = mapped_column(Integer, default=1)
+    values: Mapped[list[Any]] = mapped_column(JSON)
+    warmups: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class Counter(Base):
+    __tablename__ = "counters"
+
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class Regression(Base):
+    """A detected change (issue 5 fills it): along the lineage within a run, or across nights in a series."""
+
+    __tablename__ = "regressions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    axis: Mapped[str] = mapped_column(String(16))  # lineage | nightly
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machines.id"))
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id"))
+    engine: Mapped[str] = mapped_column(String(32))
+    version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"))
+    baseline_version_id: Mapped[str | None] = mapped_column(ForeignKey("versions.id"))
+    baseline_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"))
+    metric: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(16))  # worse | better
+    effect: Mapped[float] = mapped_column(Float)
+    ci_low: Mapped[float | None] = mapped_column(Float)
+    ci_high: Mapped[float | None] = mapped_column(Float)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    note: Mapped[str | None] = mapped_column(Text)
+    detected_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class RunLock(Base):
+    """At most one row (id 1): the run that holds the database's run lock (``benchsvc run``, DESIGN §3)."""
+
+    __tablename__ = "run_lock"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    holder_pid: Mapped[int] = mapped_column(Integer)
+    holder_host: Mapped[str] = mapped_column(String(255))
+    acquired_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(DateTime)

@@ -1,0 +1,205 @@
+"""Reading the store: everything comes back as pandas DataFrames (analysis and reports never see SQL).
+
+Metrics: ``time`` (the pyperf mean of a result, seconds), ``modeled_ns``, or any counter name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from benchsvc.errors import BenchsvcError
+from benchsvc.store.models import Counter, Environment, Machine, Result, Run, Sample, Version, Workload
+
+TIME_METRIC = "time"
+
+
+class NotFound(BenchsvcError):
+    """A run, workload or series that is not in the database."""
+
+
+def _frame(session: Session, stmt: Select[Any]) -> pd.DataFrame:
+    result = session.execute(stmt)
+    return pd.DataFrame(result.all(), columns=list(result.keys()))
+
+
+def series_history(
+    session: Session,
+    *,
+    workload: str,
+    version: str,
+    metric: str = TIME_METRIC,
+    engine: str = "sim",
+    machine: str | None = None,
+    since: dt.datetime | None = None,
+    mode: str | None = None,
+) -> pd.DataFrame:
+    """One row per run that has an ``ok`` result for (workload, version, engine), oldest first.
+
+    Columns: run_id, run_uuid, started_at, mode, git_commit, machine (hostname), machine_fp, environment_fp,
+    workload_hash, value, plus mean_s, median_s, stdev_s, n_values for the time metric. The key columns let a
+    caller split rows of different provenance into separate series; ``machine`` filters by hostname or
+    fingerprint prefix."""
+    if metric == TIME_METRIC:
+        value_cols = [
+            Result.mean_s.label("value"),
+            Result.mean_s,
+            Result.median_s,
+            Result.stdev_s,
+            Result.n_values,
+        ]
+    elif metric == "modeled_ns":
+        value_cols = [Result.modeled_ns.label("value")]
+    else:
+        value_cols = [Counter.value.label("value")]
+    stmt = (
+        select(
+            Run.id.label("run_id"),
+            Run.uuid.label("run_uuid"),
+            Run.started_at,
+            Run.mode,
+            Run.git_commit,
+            Machine.hostname.label("machine"),
+            Machine.fingerprint.label("machine_fp"),
+            Environment.fingerprint.label("environment_fp"),
+            Workload.content_hash.label("workload_hash"),
+            *value_cols,
+        )
+        .select_from(Result)
+        .join(Run, Result.run_id == Run.id)
+        .join(Machine, Run.machine_id == Machine.id)
+        .join(Environment, Run.environment_id == Environment.id)
+        .join(Workload, Result.workload_id == Workload.id)
+        .where(
+            Workload.name == workload,
+            Result.version_id == version,
+            Result.engine == engine,
+            Result.status == "ok",
+        )
+        .order_by(Run.started_at, Run.id)
+    )
+    if metric not in (TIME_METRIC, "modeled_ns"):
+        stmt = stmt.join(Counter, (Counter.result_id == Result.id) & (Counter.name == metric))
+    if machine is not None:
+        stmt = stmt.where((Machine.hostname == machine) | Machine.fingerprint.startswith(machine))
+    if since is not None:
+        stmt = stmt.where(Run.started_at >= since)
+    if mode is not None:
+        stmt = stmt.where(Run.mode == mode)
+    return _frame(session, stmt)
+
+
+def list_runs(session: Session, limit: int = 20) -> pd.DataFrame:
+    """The most recent runs, newest first, with their result counts by status."""
+    ok = func.count(Result.id).filter(Result.status == "ok")
+    stmt = (
+        select(
+            Run.id.label("run_id"),
+            Run.uuid.label("run_uuid"),
+            Run.started_at,
+            Run.finished_at,
+            Run.status,
+            Run.mode,
+            Run.trigger,
+            Run.git_commit,
+            Machine.hostname.label("machine"),
+            func.count(Result.id).label("results"),
+            ok.label("ok"),
+        )
+        .select_from(Run)
+        .join(Machine, Run.machine_id == Machine.id)
+        .outerjoin(Result, Result.run_id == Run.id)
+        .group_by(Run.id, Machine.hostname)
+        .order_by(Run.started_at.desc(), Run.id.desc())
+        .limit(limit)
+    )
+    df = _frame(session, stmt)
+    df["failed"] = df["results"] - df["ok"]
+    return df
+
+
+def get_run(session: Session, ref: str | int | None = None) -> Run:
+    """A run by id, by uuid (or a unique uuid prefix), or the latest one when ``ref`` is None."""
+    if ref is None:
+        run = session.scalar(select(Run).order_by(Run.started_at.desc(), Run.id.desc()).limit(1))
+        if run is None:
+            raise NotFound("the database has no runs yet: run benchsvc run first")
+        return run
+    text = str(ref)
+    if text.isdigit():
+        run = session.get(Run, int(text))
+        if run is not None:
+            return run
+    matches = session.scalars(select(Run).where(Run.uuid.startswith(text)).limit(2)).all()
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise NotFound(f"run {text!r} is ambiguous: give more of its uuid")
+    raise NotFound(f"no run {text!r} in this database (see benchsvc runs)")
+
+
+def run_results(session: Session, run_id: int) -> pd.DataFrame:
+    """One row per result of a run, counters as columns (``c_<name>``), lineage order not applied."""
+    stmt = (
+        select(
+            Result.id.label("result_id"),
+            Result.engine,
+            Result.version_id.label("version"),
+            Version.parent,
+            Workload.name.label("workload"),
+            Workload.content_hash.label("workload_hash"),
+            Result.status,
+            Result.error,
+            Result.modeled_ns,
+            Result.n_values,
+            Result.mean_s,
+            Result.median_s,
+            Result.stdev_s,
+            Result.warnings,
+        )
+        .join(Version, Result.version_id == Version.id)
+        .join(Workload, Result.workload_id == Workload.id)
+        .where(Result.run_id == run_id)
+        .order_by(Result.id)
+    )
+    df = _frame(session, stmt)
+    counters = _frame(
+        session,
+        select(Counter.result_id, Counter.name, Counter.value)
+        .join(Result, Counter.result_id == Result.id)
+        .where(Result.run_id == run_id),
+    )
+    if not counters.empty:
+        wide = counters.pivot(index="result_id", columns="name", values="value").add_prefix("c_")
+        df = df.merge(wide, left_on="result_id", right_index=True, how="left")
+    return df
+
+
+def run_samples(session: Session, run_id: int) -> pd.DataFrame:
+    """The raw values of a run, long: result_id, engine, version, workload, process, value_index, value_s."""
+    stmt = (
+        select(
+            Sample.result_id,
+            Result.engine,
+            Result.version_id.label("version"),
+            Workload.name.label("workload"),
+            Sample.process,
+            Sample.values,
+        )
+        .join(Result, Sample.result_id == Result.id)
+        .join(Workload, Result.workload_id == Workload.id)
+        .where(Result.run_id == run_id)
+        .order_by(Sample.result_id, Sample.process)
+    )
+    df = _frame(session, stmt)
+    if df.empty:
+        return pd.DataFrame(
+            columns=["result_id", "engine", "version", "workload", "process", "value_index", "value_s"]
+        )
+    df = df.explode("values")
+    df["value_index"] = df.groupby(["result_id", "process"]).cumcount()
+    return df.rename(columns={"values": "value_s"}).astype({"value_s": float}).reset_index(drop=True)
