@@ -6,10 +6,9 @@ Metrics: ``time`` (the pyperf mean of a result, seconds), ``modeled_ns``, or any
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import pandas as pd
-from sqlalchemy import Select, func, select
+from sqlalchemy import Executable, func, select
 from sqlalchemy.orm import Session
 
 from benchsvc.errors import BenchsvcError
@@ -22,7 +21,7 @@ class NotFound(BenchsvcError):
     """A run, workload or series that is not in the database."""
 
 
-def _frame(session: Session, stmt: Select[Any]) -> pd.DataFrame:
+def _frame(session: Session, stmt: Executable) -> pd.DataFrame:
     result = session.execute(stmt)
     return pd.DataFrame(result.all(), columns=list(result.keys()))
 
