@@ -22,8 +22,11 @@ class NotFound(BenchsvcError):
 
 
 def _frame(session: Session, stmt: Executable) -> pd.DataFrame:
-    result = session.execute(stmt)
-    return pd.DataFrame(result.all(), columns=list(result.keys()))
+    # Core execution on the session's connection, and plain tuples for pandas: ORM result handling and
+    # pandas probing each Row for namedtuple fields cost more than the query itself.
+    result = session.connection().execute(stmt)
+    columns = list(result.keys())
+    return pd.DataFrame.from_records([tuple(row) for row in result.fetchall()], columns=columns)
 
 
 def series_history(
@@ -39,10 +42,10 @@ def series_history(
 ) -> pd.DataFrame:
     """One row per run that has an ``ok`` result for (workload, version, engine), oldest first.
 
-    Columns: run_id, run_uuid, started_at, mode, git_commit, machine (hostname), machine_fp, environment_fp,
-    workload_hash, value, plus mean_s, median_s, stdev_s, n_values for the time metric. The key columns let a
-    caller split rows of different provenance into separate series; ``machine`` filters by hostname or
-    fingerprint prefix."""
+    Columns: run_id, started_at, mode, git_commit, machine (hostname), machine_fp, environment_fp,
+    workload_hash, value, plus mean_s, median_s, stdev_s, n_values for the time metric. The provenance
+    columns let a caller split rows of different provenance into separate series; ``machine`` filters by
+    hostname or fingerprint prefix."""
     if metric == TIME_METRIC:
         value_cols = [
             Result.mean_s.label("value"),
@@ -55,26 +58,33 @@ def series_history(
         value_cols = [Result.modeled_ns.label("value")]
     else:
         value_cols = [Counter.value.label("value")]
+    workload_ids = {
+        wid: chash
+        for wid, chash in session.execute(
+            select(Workload.id, Workload.content_hash).where(Workload.name == workload)
+        )
+    }
+    machines = {
+        mid: (host, fp)
+        for mid, host, fp in session.execute(select(Machine.id, Machine.hostname, Machine.fingerprint))
+    }
+    if machine is not None:
+        machines = {k: v for k, v in machines.items() if v[0] == machine or v[1].startswith(machine)}
     stmt = (
         select(
             Run.id.label("run_id"),
-            Run.uuid.label("run_uuid"),
             Run.started_at,
             Run.mode,
             Run.git_commit,
-            Machine.hostname.label("machine"),
-            Machine.fingerprint.label("machine_fp"),
-            Environment.fingerprint.label("environment_fp"),
-            Workload.content_hash.label("workload_hash"),
+            Run.machine_id,
+            Run.environment_id,
+            Result.workload_id,
             *value_cols,
         )
         .select_from(Result)
         .join(Run, Result.run_id == Run.id)
-        .join(Machine, Run.machine_id == Machine.id)
-        .join(Environment, Run.environment_id == Environment.id)
-        .join(Workload, Result.workload_id == Workload.id)
         .where(
-            Workload.name == workload,
+            Result.workload_id.in_(list(workload_ids)),
             Result.version_id == version,
             Result.engine == engine,
             Result.status == "ok",
@@ -84,12 +94,27 @@ def series_history(
     if metric not in (TIME_METRIC, "modeled_ns"):
         stmt = stmt.join(Counter, (Counter.result_id == Result.id) & (Counter.name == metric))
     if machine is not None:
-        stmt = stmt.where((Machine.hostname == machine) | Machine.fingerprint.startswith(machine))
+        stmt = stmt.where(Run.machine_id.in_(list(machines)))
     if since is not None:
         stmt = stmt.where(Run.started_at >= since)
     if mode is not None:
         stmt = stmt.where(Run.mode == mode)
-    return _frame(session, stmt)
+    df = _frame(session, stmt)
+    environments = dict(session.execute(select(Environment.id, Environment.fingerprint)).tuples().all())
+    provenance = pd.DataFrame(
+        {
+            "machine": df["machine_id"].map(lambda m: machines[m][0]),
+            "machine_fp": df["machine_id"].map(lambda m: machines[m][1]),
+            "environment_fp": df["environment_id"].map(environments),
+            "workload_hash": df["workload_id"].map(workload_ids),
+        },
+        index=df.index,
+    )
+    head = df[["run_id", "started_at", "mode", "git_commit"]]
+    value_names = (
+        ["value", "mean_s", "median_s", "stdev_s", "n_values"] if metric == TIME_METRIC else ["value"]
+    )
+    return pd.concat([head, provenance, df[value_names]], axis=1)
 
 
 def list_runs(session: Session, limit: int = 20) -> pd.DataFrame:
@@ -202,3 +227,20 @@ def run_samples(session: Session, run_id: int) -> pd.DataFrame:
     df = df.explode("values")
     df["value_index"] = df.groupby(["result_id", "process"]).cumcount()
     return df.rename(columns={"values": "value_s"}).astype({"value_s": float}).reset_index(drop=True)
+
+
+def version_comparison(session: Session, run_id: int, metric: str = TIME_METRIC) -> pd.DataFrame:
+    """Each ok result of a run beside its parent version's result on the same workload and engine.
+
+    Columns: engine, workload, version, parent, value, parent_value (NaN where the parent was not run)."""
+    df = run_results(session, run_id)
+    column = {TIME_METRIC: "mean_s", "modeled_ns": "modeled_ns"}.get(metric, f"c_{metric}")
+    if df.empty or column not in df.columns:
+        return pd.DataFrame(columns=["engine", "workload", "version", "parent", "value", "parent_value"])
+    ok = df[df["status"] == "ok"][["engine", "workload", "version", "parent", column]].rename(
+        columns={column: "value"}
+    )
+    parents = ok[["engine", "workload", "version", "value"]].rename(
+        columns={"version": "parent", "value": "parent_value"}
+    )
+    return ok.merge(parents, on=["engine", "workload", "parent"], how="left").reset_index(drop=True)
