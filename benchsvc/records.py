@@ -154,6 +154,7 @@ class RunRecord:
     pyperf_settings: dict[str, Any] = field(default_factory=dict)
     status: str = "running"
     finished_at: dt.datetime | None = None
+    plan: list[dict[str, str]] | None = None
 
     @classmethod
     def new(

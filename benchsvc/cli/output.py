@@ -42,7 +42,10 @@ def render(
         table.add_column(c, justify="right" if numeric else "left", overflow="fold")
     for r in rows:
         table.add_row(*[_cell(r.get(c)) for c in columns])
-    Console(soft_wrap=False).print(table)
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:  # logs and pipes: do not squeeze the table into 80 columns
+        console = Console(soft_wrap=False, width=max(console.width, 200))
+    console.print(table)
 
 
 def _cell(value: Any) -> str:

@@ -112,6 +112,7 @@ def create_run(session: Session, record: RunRecord) -> Run:
         mode=record.mode,
         trigger=record.trigger,
         pyperf_settings=dict(record.pyperf_settings),
+        plan=list(record.plan) if record.plan is not None else None,
         status=record.status,
         started_at=record.started_at,
         finished_at=record.finished_at,

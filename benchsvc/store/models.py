@@ -99,6 +99,8 @@ class Run(Base):
     mode: Mapped[str] = mapped_column(String(32))
     trigger: Mapped[str] = mapped_column(String(32))
     pyperf_settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: what the run set out to measure: [{"engine", "version", "workload", "workload_hash"}, ...] (for --resume)
+    plan: Mapped[list[Any] | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)

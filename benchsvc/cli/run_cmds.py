@@ -1,0 +1,274 @@
+"""``benchsvc run``, ``benchsvc runs`` and ``benchsvc show``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from benchsvc.cli.common import DbOption, open_db
+from benchsvc.cli.output import Format, render
+
+SHOW_COUNTERS = ("rmap_calls", "ds_adds", "ds_lock", "tlb_flushes", "ptl_acquisitions")
+
+
+def run(
+    resume_ref: Annotated[
+        str | None,
+        typer.Argument(metavar="[RUN]", help="With --resume: the run to finish (default: latest)."),
+    ] = None,
+    workloads: Annotated[
+        list[str] | None,
+        typer.Option("--workloads", "-w", help="Workload file, directory or shipped name; repeat it."),
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", "-t", help="Only workloads with this tag; repeat for any of several."),
+    ] = None,
+    versions: Annotated[
+        list[str] | None,
+        typer.Option("--versions", "-V", help="Version ids (repeat, comma list) or 'all' (default)."),
+    ] = None,
+    engine_name: Annotated[str, typer.Option("--engine", help="Engine: sim (the simulation).")] = "sim",
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Quick mode: 3 processes x 3 values (~2 min).")
+    ] = False,
+    rigorous: Annotated[bool, typer.Option("--rigorous", help="Rigorous mode: pyperf --rigorous.")] = False,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="quick, default, rigorous or debug (one value per result).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish an interrupted run instead of starting one.")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for a run holding the database instead of failing.")
+    ] = False,
+    trigger: Annotated[
+        str, typer.Option("--trigger", help="Recorded with the run: manual, nightly, ...")
+    ] = "manual",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Measure every version x workload with pyperf and store the results (the nightly job).
+
+    Shipped workloads tagged "large" are skipped unless --tag large. Each result is committed as it finishes;
+    Ctrl-C marks the run interrupted (exit 130) and `benchsvc run --resume` finishes it. Exit 1 when a
+    result failed (recorded with its error; the run goes on).
+    """
+    from benchsvc.records import RunRecord
+    from benchsvc.runner.matrix import MODES, RunError, execute, plan, resume_plan
+
+    if quick and rigorous:
+        raise RunError("--quick and --rigorous exclude each other")
+    chosen = mode or ("quick" if quick else "rigorous" if rigorous else "default")
+    if chosen not in MODES:
+        raise RunError(f"unknown mode {chosen!r} (one of: {', '.join(MODES)})")
+    if resume_ref is not None and not resume:
+        raise RunError(f"unexpected argument {resume_ref!r}: a RUN is only taken with --resume")
+    engine = open_db(db)
+    if resume:
+        resume_id, record, items, chosen = resume_plan(engine, resume_ref)
+    else:
+        if engine_name != "sim":
+            raise RunError(f"unknown engine {engine_name!r} (available: sim)")
+        from benchsvc.engine.versions import resolve_versions
+
+        specs = _select_workloads(workloads, tag)
+        items = plan(specs, resolve_versions(versions), engine_name)
+        record = RunRecord.new(mode=chosen, trigger=trigger, pyperf_settings={"args": list(MODES[chosen])})
+        resume_id = None
+    reporter = _Reporter(quiet)
+    try:
+        summary = execute(engine, items, record, chosen, reporter, wait=wait, resume_run_id=resume_id)
+    except KeyboardInterrupt:
+        reporter.close()
+        typer.echo(
+            "interrupted: the run is marked interrupted; finish it with benchsvc run --resume", err=True
+        )
+        raise typer.Exit(130) from None
+    reporter.close()
+    for note in summary.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(
+        f"run {summary.run_id} {summary.status}: {summary.ok} ok, {summary.failed} failed"
+        + (f", {summary.skipped} already done" if summary.skipped else "")
+        + f" in {_clock(summary.elapsed_s)} ({chosen} mode)"
+    )
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _select_workloads(refs: list[str] | None, tags: list[str] | None) -> list[Any]:
+    from benchsvc.errors import WorkloadError
+    from benchsvc.workload import WorkloadSpec, discover, load_workload, resolve
+
+    specs: list[WorkloadSpec] = []
+    if refs:
+        for ref in refs:
+            if Path(ref).is_dir():
+                specs.extend(load_workload(p) for p in discover(ref))
+            else:
+                specs.append(resolve(ref))
+    else:
+        specs = [load_workload(p) for p in discover()]
+        if not tags or "large" not in tags:
+            specs = [s for s in specs if "large" not in s.tags]
+    if tags:
+        specs = [s for s in specs if any(t in s.tags for t in tags)]
+    if not specs:
+        raise WorkloadError("no workload selected (check --workloads and --tag; see benchsvc workloads list)")
+    return specs
+
+
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60:d}:{seconds % 60:02d}"
+
+
+class _Reporter:
+    """A progress bar with ETA on a terminal; one plain line per result otherwise (cron, logs)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.progress: Any = None
+        self.task: Any = None
+        self.t0 = time.monotonic()
+
+    def __call__(self, p: Any) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            self._bar(p)
+        elif p.event == "done":
+            elapsed = time.monotonic() - self.t0
+            eta = elapsed / (p.index + 1) * (p.total - p.index - 1)
+            r = p.result
+            what = _timing(r.values) if r.status == "ok" else f"FAILED: {r.error}"
+            warn = f" ({len(r.warnings)} pyperf warnings)" if r.warnings else ""
+            print(
+                f"[{p.index + 1}/{p.total}] {p.item.label}: {what}{warn}  "
+                f"elapsed {_clock(elapsed)}, eta {_clock(eta)}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _bar(self, p: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("", total=p.total)
+        if p.event == "start":
+            self.progress.update(self.task, description=p.item.label)
+        else:
+            self.progress.advance(self.task)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _timing(values: list[float]) -> str:
+    import statistics
+
+    if not values:
+        return "no values"
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean * 1e3:.3f} ms ± {sd * 1e3:.3f}"
+
+
+def runs(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs, newest first.")] = 20,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    db: DbOption = None,
+) -> None:
+    """List recent runs: id, start, status, mode, results ok/failed, machine."""
+    from benchsvc.store.db import read_session
+    from benchsvc.store.queries import list_runs
+
+    engine = open_db(db)
+    with read_session(engine) as s:
+        df = list_runs(s, limit)
+    rows = df.assign(
+        started_at=df["started_at"].dt.strftime("%Y-%m-%d %H:%M"), commit=df["git_commit"].fillna("").str[:10]
+    )
+    render(
+        rows.to_dict("records"),
+        ["run_id", "started_at", "status", "mode", "trigger", "ok", "failed", "machine", "commit"],
+        fmt,
+    )
+
+
+def show(
+    run_ref: Annotated[
+        str | None, typer.Argument(metavar="[RUN]", help="Run id or uuid prefix (default: latest).")
+    ] = None,
+    fmt: Annotated[
+        Format, typer.Option("--format", "-f", help="Output format (csv/json carry every counter).")
+    ] = Format.table,
+    db: DbOption = None,
+) -> None:
+    """Show one run's results: counters, modelled cost, timing mean ± std dev, pyperf warnings."""
+    from benchsvc.store.db import read_session
+    from benchsvc.store.queries import get_run, run_results
+
+    engine = open_db(db)
+    with read_session(engine) as s:
+        run = get_run(s, run_ref)
+        df = run_results(s, run.id)
+        header = (
+            f"run {run.id} ({run.uuid[:8]}) {run.status}, {run.mode} mode, started {run.started_at:%Y-%m-%d %H:%M} UTC "
+            f"on {run.machine.hostname}, benchsvc {run.benchsvc_version} {(run.git_commit or '')[:10]}"
+        )
+    records = []
+    for r in df.to_dict("records"):
+        row = {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+        row["warnings"] = len(r["warnings"] or [])
+        row["warning_text"] = "; ".join(r["warnings"] or [])
+        if fmt is Format.table:
+            row["time_ms"] = _timing_ms(row["mean_s"], row["stdev_s"])
+            row["modeled_us"] = None if row["modeled_ns"] is None else round(row["modeled_ns"] / 1e3, 1)
+            row.update({c: row.get(f"c_{c}") for c in SHOW_COUNTERS})
+        records.append(row)
+    if fmt is Format.table:
+        typer.echo(header)
+        cols = ["workload", "version", "status", "time_ms", "modeled_us", *SHOW_COUNTERS, "warnings"]
+        render(records, cols, fmt)
+        return
+    counter_cols = sorted(c for c in df.columns if c.startswith("c_"))
+    cols = [
+        "workload",
+        "workload_hash",
+        "engine",
+        "version",
+        "parent",
+        "status",
+        "error",
+        "n_values",
+        "mean_s",
+        "median_s",
+        "stdev_s",
+        "modeled_ns",
+        *counter_cols,
+        "warning_text",
+    ]
+    render(records, cols, fmt)
+
+
+def _timing_ms(mean_s: float | None, stdev_s: float | None) -> str:
+    if mean_s is None:
+        return ""
+    return f"{mean_s * 1e3:.3f} ± {(stdev_s or 0.0) * 1e3:.3f}"

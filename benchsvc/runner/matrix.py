@@ -1,0 +1,390 @@
+"""The orchestrator of ``benchsvc run``: plan the matrix, measure each result, commit it, end the run cleanly.
+
+For each (engine, version, workload) of the plan: counters and modelled cost from one deterministic
+simulation in this process, then pyperf timings from :mod:`benchsvc.runner.worker` run as its own process
+(the workload's definition text, the exact bytes that were hashed, is handed to it in a temporary file).
+Each result is committed as soon as it is measured, with a lock heartbeat; a failing result is recorded as
+failed with its error and the run goes on. The run ends ``complete`` (every result ok), ``failed`` (some
+failed) or ``interrupted`` (Ctrl-C / SIGTERM, or found dead later); ``resume`` finishes an interrupted run
+without redoing what it committed. Nothing here prints: progress goes to a callback.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from benchsvc.errors import BenchsvcError
+from benchsvc.records import ProcessValues, ResultRecord, RunRecord, VersionInfo, WorkloadRef, utcnow
+from benchsvc.workload import WorkloadSpec, parse_workload
+
+#: pyperf options of each mode (DESIGN §3; documented in docs/running.md)
+MODES: dict[str, tuple[str, ...]] = {
+    "quick": ("--processes", "3", "--values", "3", "--warmups", "1", "--loops", "1"),
+    "default": ("--processes", "12", "--values", "5", "--warmups", "1", "--min-time", "0.02"),
+    "rigorous": ("--rigorous", "--min-time", "0.05"),
+    "debug": ("--debug-single-value",),
+}
+WORKER_TIMEOUT_S = 1800
+
+
+class RunError(BenchsvcError):
+    """A run that cannot start or resume as asked."""
+
+
+@dataclass(frozen=True)
+class MatrixItem:
+    engine: str
+    version: str
+    spec: WorkloadSpec
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.engine, self.version, self.spec.name, self.spec.content_hash)
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine}/{self.version}/{self.spec.name}"
+
+    def plan_entry(self) -> dict[str, str]:
+        return {
+            "engine": self.engine,
+            "version": self.version,
+            "workload": self.spec.name,
+            "workload_hash": self.spec.content_hash,
+        }
+
+
+@dataclass
+class Progress:
+    """What the callback is told: ``event`` is "start" or "done" (then ``result`` is set)."""
+
+    event: str
+    index: int
+    total: int
+    item: MatrixItem
+    result: ResultRecord | None = None
+    skipped: int = 0
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    run_uuid: str
+    status: str
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    notes: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+def plan(specs: Sequence[WorkloadSpec], versions: Sequence[str], engine: str = "sim") -> list[MatrixItem]:
+    """Workloads in the given order, each in every version (lineage order)."""
+    return [MatrixItem(engine, v, spec) for spec in specs for v in versions]
+
+
+def version_infos(items: Sequence[MatrixItem]) -> list[VersionInfo]:
+    from benchsvc.engine.versions import get_version
+
+    seen: dict[str, VersionInfo] = {}
+    for item in items:
+        if item.version not in seen and item.engine == "sim":
+            cls = get_version(item.version)
+            seen[item.version] = VersionInfo(cls.id, "sim", cls.parent, cls.title, cls.source)
+    return list(seen.values())
+
+
+def measure(item: MatrixItem, mode: str, workdir: Path) -> ResultRecord:
+    """Simulate once and time with pyperf; any failure becomes a failed result carrying the error."""
+    from benchsvc.engine import simulate
+
+    started = utcnow()
+    ref = WorkloadRef(item.spec.name, item.spec.content_hash, item.spec.source_text, item.spec.description)
+    counters: dict[str, int] = {}
+    modeled: float | None = None
+    try:
+        sim = simulate(item.spec, item.version)
+        counters, modeled = sim.counters, sim.modeled_ns
+        processes, warnings, metadata = run_pyperf(item, mode, workdir)
+    except (BenchsvcError, WorkerFailed) as exc:
+        return ResultRecord(
+            item.engine,
+            item.version,
+            ref,
+            status="failed",
+            error=str(exc),
+            counters=counters,
+            modeled_ns=modeled,
+            started_at=started,
+            finished_at=utcnow(),
+        )
+    return ResultRecord(
+        item.engine,
+        item.version,
+        ref,
+        counters=counters,
+        modeled_ns=modeled,
+        processes=processes,
+        warnings=warnings,
+        pyperf_metadata=metadata,
+        started_at=started,
+        finished_at=utcnow(),
+    )
+
+
+class WorkerFailed(Exception):
+    """The pyperf worker failed; the message is stored as the result's error."""
+
+
+def run_pyperf(
+    item: MatrixItem, mode: str, workdir: Path
+) -> tuple[tuple[ProcessValues, ...], tuple[str, ...], dict[str, Any]]:
+    import pyperf
+    from pyperf._cli import format_checks  # pyperf's own stability checks (pinned pyperf version)
+
+    wdir = Path(tempfile.mkdtemp(dir=workdir))
+    workload_file = wdir / f"{item.spec.name}.toml"
+    workload_file.write_bytes(item.spec.source_text.encode("utf-8"))
+    out = wdir / "result.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchsvc.runner.worker",
+        "--workload",
+        str(workload_file),
+        "--zap-version",
+        item.version,
+        "--engine",
+        item.engine,
+        "--quiet",
+        "-o",
+        str(out),
+        *MODES[mode],
+    ]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise WorkerFailed(f"pyperf worker timed out after {WORKER_TIMEOUT_S} s") from None
+    if proc.returncode != 0 or not out.exists():
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise WorkerFailed(f"pyperf worker exited with {proc.returncode}: {tail}")
+    suite = pyperf.BenchmarkSuite.load(str(out))
+    bench = suite.get_benchmarks()[0]
+    processes = tuple(
+        ProcessValues(
+            tuple(run.values), tuple(v for _, v in run.warmups), int(run.get_metadata().get("loops", 1))
+        )
+        for run in bench.get_runs()
+        if run.values
+    )
+    checks = [line[2:] for line in format_checks(bench) if line.startswith("* ")]
+    metadata = {k: v for k, v in bench.get_metadata().items() if isinstance(v, str | int | float | bool)}
+    return processes, tuple(checks), metadata
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (systemd stopping the timer's service, kill) ends the run like Ctrl-C."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def execute(
+    engine: Any,
+    items: Sequence[MatrixItem],
+    run_record: RunRecord,
+    mode: str,
+    on_progress: Callable[[Progress], None] | None = None,
+    *,
+    wait: bool = False,
+    wait_poll_s: float = 5.0,
+    resume_run_id: int | None = None,
+) -> RunSummary:
+    """Run the matrix into the store behind ``engine`` (a SQLAlchemy Engine).
+
+    On Ctrl-C or SIGTERM the run is marked ``interrupted`` (its committed results stay) and the
+    KeyboardInterrupt propagates."""
+    from benchsvc.store.lock import RunLocked
+
+    if mode not in MODES:
+        raise RunError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
+    t0 = time.monotonic()
+    while True:
+        try:
+            run_id, run_uuid, notes, done = _open_run(engine, items, run_record, resume_run_id)
+            break
+        except RunLocked:
+            if not wait:
+                raise
+            time.sleep(wait_poll_s)
+    todo = [i for i in items if i.key not in done]
+    summary = RunSummary(run_id, run_uuid, "running", skipped=len(items) - len(todo), notes=notes)
+    status = "interrupted"
+    try:
+        with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="benchsvc-run-") as tmp:
+            for index, item in enumerate(todo):
+                if on_progress:
+                    on_progress(Progress("start", index, len(todo), item, skipped=summary.skipped))
+                record = measure(item, mode, Path(tmp))
+                _commit_result(engine, run_id, record)
+                if record.status == "ok":
+                    summary.ok += 1
+                else:
+                    summary.failed += 1
+                if on_progress:
+                    on_progress(Progress("done", index, len(todo), item, record, skipped=summary.skipped))
+        status = "complete" if summary.failed == 0 else "failed"
+    finally:
+        _close_run(engine, run_id, status)
+        summary.status = status
+        summary.elapsed_s = time.monotonic() - t0
+    return summary
+
+
+def _open_run(
+    engine: Any, items: Sequence[MatrixItem], run_record: RunRecord, resume_run_id: int | None
+) -> tuple[int, str, list[str], set[tuple[str, ...]]]:
+    """Create (or reopen) the run and take the lock in one write transaction; return what is already done."""
+    from sqlalchemy import select
+
+    from benchsvc.store import lock
+    from benchsvc.store.db import write_session
+    from benchsvc.store.ingest import create_run, get_or_create_workload, upsert_version
+    from benchsvc.store.models import Result, Run, Workload
+
+    done: set[tuple[str, ...]] = set()
+    notes: list[str] = []
+    with write_session(engine) as s:
+        for info in version_infos(items):
+            upsert_version(s, info)
+        if resume_run_id is None:
+            run = create_run(s, replace(run_record, plan=[i.plan_entry() for i in items]))
+            # every planned workload's text is stored now, so --resume never depends on the files
+            for spec in {i.spec.content_hash: i.spec for i in items}.values():
+                get_or_create_workload(
+                    s, WorkloadRef(spec.name, spec.content_hash, spec.source_text, spec.description)
+                )
+        else:
+            found = s.get(Run, resume_run_id)
+            if found is None:
+                raise RunError(f"no run {resume_run_id} to resume")
+            run = found
+            run.status, run.finished_at = "running", None
+            committed = (
+                select(Result.engine, Result.version_id, Workload.name, Workload.content_hash)
+                .join(Workload, Result.workload_id == Workload.id)
+                .where(Result.run_id == run.id)
+            )
+            done.update(tuple(row) for row in s.execute(committed))
+        note = lock.take(s, run)
+        if note:
+            notes.append(note)
+        return run.id, run.uuid, notes, done
+
+
+def _commit_result(engine: Any, run_id: int, record: ResultRecord) -> None:
+    from benchsvc.store import lock
+    from benchsvc.store.db import write_session
+    from benchsvc.store.ingest import add_result
+    from benchsvc.store.models import Run
+
+    with write_session(engine) as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise RunError(f"run {run_id} disappeared from the database")
+        add_result(s, run, record)
+        lock.heartbeat(s, run)
+
+
+def _close_run(engine: Any, run_id: int, status: str) -> None:
+    from benchsvc.store import lock
+    from benchsvc.store.db import write_session
+    from benchsvc.store.ingest import finish_run
+    from benchsvc.store.models import Run
+
+    with write_session(engine) as s:
+        run = s.get(Run, run_id)
+        if run is not None:
+            finish_run(s, run, status)
+            lock.release(s, run)
+
+
+def resume_plan(engine: Any, run_ref: str | None) -> tuple[int, RunRecord, list[MatrixItem], str]:
+    """The run to resume (the latest interrupted one by default), its record, its full plan and its mode."""
+    from sqlalchemy import select
+
+    from benchsvc.records import EnvironmentInfo, MachineInfo
+    from benchsvc.store.db import read_session
+    from benchsvc.store.models import Run, Workload
+    from benchsvc.store.queries import get_run
+
+    with read_session(engine) as s:
+        if run_ref is None:
+            run = s.scalar(
+                select(Run).where(Run.status == "interrupted").order_by(Run.started_at.desc()).limit(1)
+            )
+            if run is None:
+                raise RunError("no interrupted run to resume (see benchsvc runs)")
+        else:
+            run = get_run(s, run_ref)
+        if run.status != "interrupted":
+            raise RunError(
+                f"run {run.id} is {run.status}, not interrupted: only interrupted runs can be resumed"
+            )
+        if not run.plan:
+            raise RunError(f"run {run.id} has no stored plan (it was imported or made by an older benchsvc)")
+        items = []
+        for entry in run.plan:
+            row = s.scalar(
+                select(Workload).where(
+                    Workload.name == entry["workload"], Workload.content_hash == entry["workload_hash"]
+                )
+            )
+            if row is None:
+                raise RunError(
+                    f"run {run.id}: workload {entry['workload']} of its plan is not in the database"
+                )
+            spec = parse_workload(row.definition.encode("utf-8"), name=row.name)
+            items.append(MatrixItem(entry["engine"], entry["version"], spec))
+        here = MachineInfo.current()
+        if here.fingerprint != run.machine.fingerprint:
+            raise RunError(
+                f"run {run.id} was started on {run.machine.hostname} ({run.machine.fingerprint[:12]}), "
+                f"this is {here.hostname} ({here.fingerprint[:12]}): resume it where it started"
+            )
+        env = EnvironmentInfo.current()
+        if env.fingerprint != run.environment.fingerprint:
+            raise RunError(
+                f"run {run.id} was started with another environment (Python or key package versions "
+                f"differ: {run.environment.fingerprint[:12]} vs {env.fingerprint[:12]}): resume it there"
+            )
+        record = RunRecord(
+            uuid=run.uuid,
+            started_at=run.started_at,
+            machine=here,
+            environment=env,
+            benchsvc_version=run.benchsvc_version,
+            git_commit=run.git_commit,
+            mode=run.mode,
+            trigger=run.trigger,
+            pyperf_settings=dict(run.pyperf_settings),
+            plan=list(run.plan),
+        )
+        return run.id, record, items, run.mode
