@@ -9,6 +9,7 @@ loop iteration rebuilds the simulated address space untimed, then times the meas
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 #: pyperf benchmark names are "<engine>/<version>/<workload>"
@@ -40,6 +41,9 @@ def main() -> None:
     runner.argparser.add_argument("--engine", default="sim", choices=("sim",))
     args = runner.parse_args()
     spec = load_workload(args.workload)
+    # Test hook: BENCHSVC_TEST_FAIL_WORKER="<version>/<workload>" makes this worker fail (tests of failed results)
+    if os.environ.get("BENCHSVC_TEST_FAIL_WORKER") == f"{args.zap_version}/{spec.name}":
+        raise SystemExit(f"injected failure for {args.zap_version}/{spec.name} (BENCHSVC_TEST_FAIL_WORKER)")
     runner.metadata["benchsvc_version"] = __version__
     runner.metadata["benchsvc_engine"] = args.engine
     runner.metadata["benchsvc_zap_version"] = args.zap_version
