@@ -30,3 +30,38 @@ def load_variant(stem: str, *, size: str | None = None, va_offset: str | None = 
 @pytest.fixture(scope="session")
 def shipped_workloads() -> list[Path]:
     return sorted(WORKLOADS.glob("*.toml"))
+
+
+# --- The result database: a SQLite file and a PostgreSQL server (tests/pg.py) for the store tests ---
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server for the session ($BENCHSVC_TEST_PG_URL, or a throwaway one); skips without one."""
+    import os
+
+    import pg
+
+    try:
+        with pg.session_server() as server:
+            yield server
+    except pg.PgUnavailable as exc:
+        if os.environ.get(pg.REQUIRE_ENV):
+            pytest.fail(f"{exc} (and ${pg.REQUIRE_ENV} is set)")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """The URL of a new, empty PostgreSQL database of this test's own (dropped afterwards)."""
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL for a database that does not exist yet (SQLite file) or is empty (PostgreSQL)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'benchsvc.db'}"
+    return request.getfixturevalue("pg_url")

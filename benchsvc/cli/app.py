@@ -12,7 +12,7 @@ import sys
 import typer
 
 from benchsvc import __version__
-from benchsvc.cli import db_cmds, engine_cmds, workloads_cmds
+from benchsvc.cli import db_cmds, engine_cmds, exchange_cmds, run_cmds, schedule_cmds, workloads_cmds
 
 app = typer.Typer(
     name="benchsvc",
@@ -39,10 +39,16 @@ def _root(
     """Benchmark the Linux large-folio batch-zap patch versions: simulate, measure, store, report."""
 
 
+app.command("run")(run_cmds.run)
+app.command("runs")(run_cmds.runs)
+app.command("show")(run_cmds.show)
+app.command("schedule")(schedule_cmds.schedule)
 app.command("versions")(engine_cmds.versions)
 app.command("simulate")(engine_cmds.simulate)
 app.add_typer(workloads_cmds.app, name="workloads")
 app.add_typer(db_cmds.app, name="db")
+app.command("export")(exchange_cmds.export)
+app.command("import")(exchange_cmds.import_files)
 
 
 def run(argv: list[str] | None = None) -> None:

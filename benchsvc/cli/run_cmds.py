@@ -34,7 +34,10 @@ def run(
     ] = None,
     engine_name: Annotated[str, typer.Option("--engine", help="Engine: sim (the simulation).")] = "sim",
     quick: Annotated[
-        bool, typer.Option("--quick", help="Quick mode: 3 processes x 3 values (~2 min).")
+        bool,
+        typer.Option(
+            "--quick", help="Quick mode: 2 processes x 4 values (under 2 min for the shipped matrix)."
+        ),
     ] = False,
     rigorous: Annotated[bool, typer.Option("--rigorous", help="Rigorous mode: pyperf --rigorous.")] = False,
     mode: Annotated[
@@ -199,7 +202,7 @@ def runs(
     from benchsvc.store.db import read_session
     from benchsvc.store.queries import list_runs
 
-    engine = open_db(db)
+    engine = open_db(db, create=False)
     with read_session(engine) as s:
         df = list_runs(s, limit)
     rows = df.assign(
@@ -225,7 +228,7 @@ def show(
     from benchsvc.store.db import read_session
     from benchsvc.store.queries import get_run, run_results
 
-    engine = open_db(db)
+    engine = open_db(db, create=False)
     with read_session(engine) as s:
         run = get_run(s, run_ref)
         df = run_results(s, run.id)

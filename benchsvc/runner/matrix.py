@@ -29,7 +29,7 @@ from benchsvc.workload import WorkloadSpec, parse_workload
 
 #: pyperf options of each mode (DESIGN §3; documented in docs/running.md)
 MODES: dict[str, tuple[str, ...]] = {
-    "quick": ("--processes", "3", "--values", "3", "--warmups", "1", "--loops", "1"),
+    "quick": ("--processes", "2", "--values", "4", "--warmups", "1", "--loops", "1"),
     "default": ("--processes", "12", "--values", "5", "--warmups", "1", "--min-time", "0.02"),
     "rigorous": ("--rigorous", "--min-time", "0.05"),
     "debug": ("--debug-single-value",),
@@ -86,6 +86,10 @@ class RunSummary:
     skipped: int = 0
     notes: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    #: where the wall time went: simulations, pyperf worker processes (whole), database commits
+    simulate_s: float = 0.0
+    pyperf_s: float = 0.0
+    commit_s: float = 0.0
 
 
 def plan(specs: Sequence[WorkloadSpec], versions: Sequence[str], engine: str = "sim") -> list[MatrixItem]:
@@ -104,7 +108,9 @@ def version_infos(items: Sequence[MatrixItem]) -> list[VersionInfo]:
     return list(seen.values())
 
 
-def measure(item: MatrixItem, mode: str, workdir: Path) -> ResultRecord:
+def measure(
+    item: MatrixItem, mode: str, workdir: Path, clock: dict[str, float] | None = None
+) -> ResultRecord:
     """Simulate once and time with pyperf; any failure becomes a failed result carrying the error."""
     from benchsvc.engine import simulate
 
@@ -113,9 +119,14 @@ def measure(item: MatrixItem, mode: str, workdir: Path) -> ResultRecord:
     counters: dict[str, int] = {}
     modeled: float | None = None
     try:
+        t0 = time.perf_counter()
         sim = simulate(item.spec, item.version)
         counters, modeled = sim.counters, sim.modeled_ns
+        t1 = time.perf_counter()
         processes, warnings, metadata = run_pyperf(item, mode, workdir)
+        if clock is not None:
+            clock["simulate_s"] += t1 - t0
+            clock["pyperf_s"] += time.perf_counter() - t1
     except (BenchsvcError, WorkerFailed) as exc:
         return ResultRecord(
             item.engine,
@@ -236,14 +247,17 @@ def execute(
             time.sleep(wait_poll_s)
     todo = [i for i in items if i.key not in done]
     summary = RunSummary(run_id, run_uuid, "running", skipped=len(items) - len(todo), notes=notes)
+    clock = {"simulate_s": 0.0, "pyperf_s": 0.0, "commit_s": 0.0}
     status = "interrupted"
     try:
         with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="benchsvc-run-") as tmp:
             for index, item in enumerate(todo):
                 if on_progress:
                     on_progress(Progress("start", index, len(todo), item, skipped=summary.skipped))
-                record = measure(item, mode, Path(tmp))
+                record = measure(item, mode, Path(tmp), clock)
+                t_commit = time.perf_counter()
                 _commit_result(engine, run_id, record)
+                clock["commit_s"] += time.perf_counter() - t_commit
                 if record.status == "ok":
                     summary.ok += 1
                 else:
@@ -255,6 +269,11 @@ def execute(
         _close_run(engine, run_id, status)
         summary.status = status
         summary.elapsed_s = time.monotonic() - t0
+        summary.simulate_s, summary.pyperf_s, summary.commit_s = (
+            clock["simulate_s"],
+            clock["pyperf_s"],
+            clock["commit_s"],
+        )
     return summary
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session
 
 from benchsvc.errors import BenchsvcError
@@ -47,8 +47,9 @@ def resolve_url(db: str | None = None) -> str:
     value = db or os.environ.get("BENCHSVC_DB") or DEFAULT_DB
     if "://" not in value:
         return f"sqlite:///{Path(value).expanduser()}"
-    if value.startswith("postgresql://"):
-        return "postgresql+psycopg://" + value[len("postgresql://") :]
+    for alias in ("postgresql://", "postgres://"):
+        if value.startswith(alias):
+            return "postgresql+psycopg://" + value[len(alias) :]
     return value
 
 
@@ -81,6 +82,10 @@ def create_db_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     except ModuleNotFoundError as exc:
         raise StoreError(f"no driver for {describe(url)}: {exc.name} is not installed") from None
+    except NoSuchModuleError:
+        raise StoreError(
+            f"{describe(url)}: unknown database kind {parsed.drivername!r} (use sqlite:/// or postgresql://)"
+        ) from None
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -132,14 +137,61 @@ def _known_revisions() -> set[str]:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply the migrations up to ``revision`` (refuses a database newer than the code)."""
+    """Apply the migrations up to ``revision`` (refuses a database newer than the code, or a foreign one)."""
     from alembic import command
 
+    _check_migratable(engine)
+    _migrate(engine, lambda cfg: command.upgrade(cfg, revision))
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Revert the migrations down to ``revision`` (for developers; data of dropped columns is lost)."""
+    from alembic import command
+
+    _check_migratable(engine)
+    _migrate(engine, lambda cfg: command.downgrade(cfg, revision))
+
+
+def _check_migratable(engine: Engine) -> None:
     current = current_revision(engine)
     if current is not None and current not in _known_revisions():
         raise _too_new(engine, current)
-    with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), revision)
+    if current is None and set(inspect(engine).get_table_names()) - {"alembic_version"}:
+        raise _not_benchsvc(engine)
+
+
+def _migrate(engine: Engine, step: Any) -> None:
+    """Run a migration step in one write transaction.
+
+    On SQLite, foreign keys are switched off for the duration (a batch migration rebuilds a table by copy,
+    drop and rename, and with foreign keys on, dropping a referenced table cascades deletes into the
+    tables that refer to it) and checked with ``PRAGMA foreign_key_check`` before the commit; the
+    transaction starts with BEGIN IMMEDIATE so that a concurrent writer cannot slip in between."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            step(_alembic_config(conn))
+        return
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.execute("PRAGMA foreign_keys=OFF")  # outside any transaction, where the pragma takes effect
+        try:
+            with conn.execution_options(sqlite_immediate=True).begin():
+                step(_alembic_config(conn))
+                problems = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if problems:
+                    raise StoreError(
+                        f"migration left {len(problems)} broken foreign keys (first: {problems[0]}); rolled back"
+                    )
+        finally:
+            raw.execute("PRAGMA foreign_keys=ON")
+
+
+def _not_benchsvc(engine: Engine) -> StoreError:
+    return StoreError(
+        f"database {describe(str(engine.url))} has tables but no benchsvc revision: "
+        "it is not a benchsvc database; use another --db"
+    )
 
 
 def _too_new(engine: Engine, current: str) -> SchemaTooNew:
@@ -156,12 +208,8 @@ def check_schema(engine: Engine, *, create: bool = True) -> None:
     if current == head:
         return
     if current is None:
-        tables = set(inspect(engine).get_table_names())
-        if tables - {"alembic_version"}:
-            raise StoreError(
-                f"database {describe(str(engine.url))} has tables but no benchsvc revision: "
-                "it is not a benchsvc database; use another --db"
-            )
+        if set(inspect(engine).get_table_names()) - {"alembic_version"}:
+            raise _not_benchsvc(engine)
         if create:
             upgrade(engine)
             return
@@ -176,9 +224,16 @@ def check_schema(engine: Engine, *, create: bool = True) -> None:
 
 def open_store(db: str | None = None, *, create: bool = True) -> Engine:
     """Resolve, connect and check the schema: the one call the commands make."""
-    engine = create_db_engine(resolve_url(db))
+    from sqlalchemy.exc import DBAPIError
+
+    url = resolve_url(db)
+    engine = create_db_engine(url)
     try:
         check_schema(engine, create=create)
+    except DBAPIError as exc:
+        engine.dispose()
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+        raise StoreError(f"cannot open database {describe(url)}: {first}") from None
     except Exception:
         engine.dispose()
         raise

@@ -10,9 +10,11 @@ same file twice adds nothing).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from benchsvc.records import (
@@ -24,6 +26,7 @@ from benchsvc.records import (
     WorkloadRef,
     utcnow,
 )
+from benchsvc.store.db import StoreError
 from benchsvc.store.models import (
     RESULT_STATUSES,
     RUN_STATUSES,
@@ -37,59 +40,79 @@ from benchsvc.store.models import (
     Workload,
 )
 
+T = TypeVar("T")
+
+
+def _get_or_create(session: Session, model: type[T], where: Any, make: Callable[[], T]) -> T:
+    """The row matching ``where``, else a new one from ``make()``.
+
+    The insert runs in a savepoint: when a concurrent writer inserted the same natural key first (a unique
+    violation on PostgreSQL), the savepoint is rolled back and that writer's row is returned."""
+    row = session.scalar(select(model).where(where))
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():
+            row = make()
+            session.add(row)
+    except IntegrityError:
+        row = session.scalar(select(model).where(where))
+        if row is None:
+            raise
+    return row
+
 
 def get_or_create_machine(session: Session, info: MachineInfo) -> Machine:
     fp = info.fingerprint
-    row = session.scalar(select(Machine).where(Machine.fingerprint == fp))
-    if row is None:
-        row = Machine(fingerprint=fp, first_seen=utcnow(), **info.as_dict())
-        session.add(row)
-        session.flush()
-    return row
+    return _get_or_create(
+        session,
+        Machine,
+        Machine.fingerprint == fp,
+        lambda: Machine(fingerprint=fp, first_seen=utcnow(), **info.as_dict()),
+    )
 
 
 def get_or_create_environment(session: Session, info: EnvironmentInfo) -> Environment:
     fp = info.fingerprint
-    row = session.scalar(select(Environment).where(Environment.fingerprint == fp))
-    if row is None:
-        row = Environment(
+    return _get_or_create(
+        session,
+        Environment,
+        Environment.fingerprint == fp,
+        lambda: Environment(
             fingerprint=fp,
             python_version=info.python_version,
             packages=dict(info.packages),
             first_seen=utcnow(),
-        )
-        session.add(row)
-        session.flush()
-    return row
+        ),
+    )
 
 
 def get_or_create_workload(session: Session, ref: WorkloadRef) -> Workload:
-    row = session.scalar(
-        select(Workload).where(Workload.name == ref.name, Workload.content_hash == ref.content_hash)
-    )
-    if row is None:
-        row = Workload(
+    return _get_or_create(
+        session,
+        Workload,
+        (Workload.name == ref.name) & (Workload.content_hash == ref.content_hash),
+        lambda: Workload(
             name=ref.name,
             content_hash=ref.content_hash,
             definition=ref.definition,
             description=ref.description,
-        )
-        session.add(row)
-        session.flush()
-    return row
+        ),
+    )
 
 
 def upsert_version(session: Session, info: VersionInfo) -> Version:
     """Create the version row, or bring its title/source/parent up to date (ids are stable)."""
-    row = session.get(Version, info.id)
-    if row is None:
-        row = Version(
+    row = _get_or_create(
+        session,
+        Version,
+        Version.id == info.id,
+        lambda: Version(
             id=info.id, engine=info.engine, parent=info.parent, title=info.title, source=info.source
-        )
-        session.add(row)
-        session.flush()
-    else:
-        row.parent, row.title, row.source = info.parent, info.title or row.title, info.source or row.source
+        ),
+    )
+    if info.title or info.source:  # a full description (a bare VersionInfo(id, engine) changes nothing)
+        row.engine, row.parent, row.title, row.source = info.engine, info.parent, info.title, info.source
     return row
 
 
@@ -183,6 +206,17 @@ def ingest(
     run = session.scalar(select(Run).where(Run.uuid == run_record.uuid))
     if run is None:
         run = create_run(session, run_record)
+    else:
+        if (
+            run.machine.fingerprint != run_record.machine.fingerprint
+            or run.environment.fingerprint != run_record.environment.fingerprint
+        ):
+            raise StoreError(
+                f"run {run_record.uuid} is already stored with another machine or environment: "
+                "its results cannot be added to it"
+            )
+        if run.status in ("running", "interrupted") and run_record.status in ("complete", "failed"):
+            run.status, run.finished_at = run_record.status, run_record.finished_at
     existing = {
         (engine, version, name, chash)
         for engine, version, name, chash in session.execute(

@@ -100,7 +100,7 @@ def series_history(
     if mode is not None:
         stmt = stmt.where(Run.mode == mode)
     df = _frame(session, stmt)
-    environments = dict(session.execute(select(Environment.id, Environment.fingerprint)).tuples().all())
+    environments = {eid: fp for eid, fp in session.execute(select(Environment.id, Environment.fingerprint))}
     provenance = pd.DataFrame(
         {
             "machine": df["machine_id"].map(lambda m: machines[m][0]),
@@ -158,7 +158,7 @@ def get_run(session: Session, ref: str | int | None = None) -> Run:
         run = session.get(Run, int(text))
         if run is not None:
             return run
-    matches = session.scalars(select(Run).where(Run.uuid.startswith(text)).limit(2)).all()
+    matches = session.scalars(select(Run).where(Run.uuid.startswith(text, autoescape=True)).limit(2)).all()
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
@@ -198,6 +198,8 @@ def run_results(session: Session, run_id: int) -> pd.DataFrame:
         .where(Result.run_id == run_id),
     )
     if not counters.empty:
+        # nullable integers: a counter missing from some results must not turn the column into floats
+        counters["value"] = counters["value"].astype("Int64")
         wide = counters.pivot(index="result_id", columns="name", values="value").add_prefix("c_")
         df = df.merge(wide, left_on="result_id", right_index=True, how="left")
     return df

@@ -1,0 +1,149 @@
+"""``benchsvc export`` and ``benchsvc import``: results as JSON Lines or CSV, and back (docs/formats.md)."""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from benchsvc.cli.common import DbOption, open_db
+
+
+class ExportFormat(enum.StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+def export(
+    run: Annotated[
+        str | None, typer.Option("--run", metavar="RUN", help="Only this run: its id or a uuid prefix.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="DATE",
+            help="Only runs started at or after this UTC date or time (YYYY-MM-DD, ISO 8601).",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="DATE",
+            help="Only runs started up to this UTC date (the whole day) or time, inclusive.",
+        ),
+    ] = None,
+    workload: Annotated[
+        str | None, typer.Option("--workload", metavar="NAME", help="Only this workload (by name).")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", metavar="ID", help="Only this version id.")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option("--engine", metavar="ENGINE", help="Only this engine (sim, kernel).")
+    ] = None,
+    machine: Annotated[
+        str | None,
+        typer.Option("--machine", metavar="HOST", help="Only this machine: hostname or fingerprint prefix."),
+    ] = None,
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format", "-f", help="jsonl: benchsvc-result/1, everything; csv: summaries, counters."
+        ),
+    ] = ExportFormat.jsonl,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write to this file instead of stdout."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Export results with their provenance, raw values and counters as JSON Lines, or as CSV.
+
+    The JSON Lines output reads back with benchsvc import; the same results give the same bytes from any
+    database. The formats are described in docs/formats.md.
+    """
+    from benchsvc.store.db import read_session
+    from benchsvc.store.exchange import ExchangeError, ExportFilter, export_csv, export_jsonl, parse_when
+
+    flt = ExportFilter(
+        run=run,
+        since=parse_when(since, "--since") if since else None,
+        until=parse_when(until, "--until", end=True) if until else None,
+        workload=workload,
+        version=version,
+        engine=engine,
+        machine=machine,
+    )
+    write = export_csv if fmt is ExportFormat.csv else export_jsonl
+    engine_ = open_db(db, create=False)
+    try:
+        with read_session(engine_) as session:
+            if output is None:
+                write(session, flt, sys.stdout)
+                return
+            try:
+                out = output.open("w", encoding="utf-8", newline="")
+            except OSError as exc:
+                raise ExchangeError(f"cannot write {output}: {exc.strerror or exc}") from None
+            with out:
+                n = write(session, flt, out)
+    finally:
+        engine_.dispose()
+    typer.echo(f"{output}: {n} results")
+
+
+def import_files(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE",
+            help="benchsvc-result/1 JSON Lines files or pyperf JSON files (.json, .json.gz).",
+            show_default=False,
+        ),
+    ],
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine", metavar="ENGINE", help="Engine of pyperf benchmarks that do not name theirs."
+        ),
+    ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version", metavar="ID", help="Version id of pyperf benchmarks that do not name theirs."
+        ),
+    ] = None,
+    workload: Annotated[
+        str | None,
+        typer.Option(
+            "--workload",
+            metavar="WORKLOAD",
+            help="Workload (name or .toml path) of pyperf benchmarks; its file gives the content hash.",
+        ),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Import results from JSON Lines files written by benchsvc export, or from pyperf JSON files.
+
+    Every file is checked completely before anything is written; a bad line is reported as FILE:LINE and
+    nothing is imported. Each file is then written in one transaction. Results already in the database are
+    skipped, so importing a file twice adds nothing.
+    """
+    from benchsvc.store.db import write_session
+    from benchsvc.store.exchange import PyperfDefaults, read_import_file, store_batch
+
+    defaults = PyperfDefaults(engine=engine, version=version, workload=workload)
+    batches = [read_import_file(path, defaults) for path in files]
+    engine_ = open_db(db)
+    try:
+        for batch in batches:
+            with write_session(engine_) as session:
+                counts = store_batch(session, batch)
+            typer.echo(f"{counts.label}: {counts.added} results added, {counts.already} already there")
+    finally:
+        engine_.dispose()
