@@ -62,7 +62,7 @@ def run(
     result failed (recorded with its error; the run goes on).
     """
     from benchsvc.records import RunRecord
-    from benchsvc.runner.matrix import MODES, RunError, execute, plan, resume_plan
+    from benchsvc.runner.matrix import MODES, InterruptedBeforeStart, RunError, execute, plan, resume_plan
 
     if quick and rigorous:
         raise RunError("--quick and --rigorous exclude each other")
@@ -86,6 +86,9 @@ def run(
     reporter = _Reporter(quiet)
     try:
         summary = execute(engine, items, record, chosen, reporter, wait=wait, resume_run_id=resume_id)
+    except InterruptedBeforeStart:
+        typer.echo("interrupted while waiting for the database: no run was started", err=True)
+        raise typer.Exit(130) from None
     except KeyboardInterrupt:
         reporter.close()
         typer.echo(
@@ -98,9 +101,10 @@ def run(
     typer.echo(
         f"run {summary.run_id} {summary.status}: {summary.ok} ok, {summary.failed} failed"
         + (f", {summary.skipped} already done" if summary.skipped else "")
+        + (f" ({summary.failed_before} of them failed)" if summary.failed_before else "")
         + f" in {_clock(summary.elapsed_s)} ({chosen} mode)"
     )
-    if summary.failed:
+    if summary.status == "failed":
         raise typer.Exit(1)
 
 

@@ -41,6 +41,10 @@ class RunError(BenchsvcError):
     """A run that cannot start or resume as asked."""
 
 
+class InterruptedBeforeStart(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while waiting for the database's run lock: no run was created or reopened."""
+
+
 @dataclass(frozen=True)
 class MatrixItem:
     engine: str
@@ -84,6 +88,8 @@ class RunSummary:
     ok: int = 0
     failed: int = 0
     skipped: int = 0
+    #: failed results a resumed run had already committed (they keep the run from ending "complete")
+    failed_before: int = 0
     notes: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
     #: where the wall time went: simulations, pyperf worker processes (whole), database commits
@@ -239,14 +245,20 @@ def execute(
     t0 = time.monotonic()
     while True:
         try:
-            run_id, run_uuid, notes, done = _open_run(engine, items, run_record, resume_run_id)
+            run_id, run_uuid, notes, done, failed_before = _open_run(engine, items, run_record, resume_run_id)
             break
         except RunLocked:
             if not wait:
                 raise
-            time.sleep(wait_poll_s)
+            try:
+                with _sigterm_as_interrupt():
+                    time.sleep(wait_poll_s)
+            except KeyboardInterrupt:
+                raise InterruptedBeforeStart from None
     todo = [i for i in items if i.key not in done]
-    summary = RunSummary(run_id, run_uuid, "running", skipped=len(items) - len(todo), notes=notes)
+    summary = RunSummary(
+        run_id, run_uuid, "running", skipped=len(items) - len(todo), notes=notes, failed_before=failed_before
+    )
     clock = {"simulate_s": 0.0, "pyperf_s": 0.0, "commit_s": 0.0}
     status = "interrupted"
     try:
@@ -264,7 +276,7 @@ def execute(
                     summary.failed += 1
                 if on_progress:
                     on_progress(Progress("done", index, len(todo), item, record, skipped=summary.skipped))
-        status = "complete" if summary.failed == 0 else "failed"
+        status = "complete" if summary.failed + summary.failed_before == 0 else "failed"
     finally:
         _close_run(engine, run_id, status)
         summary.status = status
@@ -279,8 +291,11 @@ def execute(
 
 def _open_run(
     engine: Any, items: Sequence[MatrixItem], run_record: RunRecord, resume_run_id: int | None
-) -> tuple[int, str, list[str], set[tuple[str, ...]]]:
-    """Create (or reopen) the run and take the lock in one write transaction; return what is already done."""
+) -> tuple[int, str, list[str], set[tuple[str, ...]], int]:
+    """Create (or reopen) the run and take the lock in one write transaction.
+
+    Returns the run's id and uuid, notes, the keys of the results already committed and how many of those
+    failed."""
     from sqlalchemy import select
 
     from benchsvc.store import lock
@@ -289,6 +304,7 @@ def _open_run(
     from benchsvc.store.models import Result, Run, Workload
 
     done: set[tuple[str, ...]] = set()
+    failed_before = 0
     notes: list[str] = []
     with write_session(engine) as s:
         for info in version_infos(items):
@@ -307,15 +323,17 @@ def _open_run(
             run = found
             run.status, run.finished_at = "running", None
             committed = (
-                select(Result.engine, Result.version_id, Workload.name, Workload.content_hash)
+                select(Result.engine, Result.version_id, Workload.name, Workload.content_hash, Result.status)
                 .join(Workload, Result.workload_id == Workload.id)
                 .where(Result.run_id == run.id)
             )
-            done.update(tuple(row) for row in s.execute(committed))
+            for *key, status in s.execute(committed):
+                done.add(tuple(key))
+                failed_before += status == "failed"
         note = lock.take(s, run)
         if note:
             notes.append(note)
-        return run.id, run.uuid, notes, done
+        return run.id, run.uuid, notes, done, failed_before
 
 
 def _commit_result(engine: Any, run_id: int, record: ResultRecord) -> None:
