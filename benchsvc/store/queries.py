@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
-from sqlalchemy import Executable, func, select
+from sqlalchemy import Executable, String, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from benchsvc.errors import BenchsvcError
@@ -73,7 +73,9 @@ def series_history(
     stmt = (
         select(
             Run.id.label("run_id"),
-            Run.started_at,
+            # raw column values, parsed below by pandas in one vectorised call (SQLAlchemy would parse the
+            # SQLite text of each row in Python)
+            type_coerce(Run.started_at, String).label("started_at"),
             Run.mode,
             Run.git_commit,
             Run.machine_id,
@@ -100,6 +102,7 @@ def series_history(
     if mode is not None:
         stmt = stmt.where(Run.mode == mode)
     df = _frame(session, stmt)
+    df["started_at"] = pd.to_datetime(df["started_at"], format="ISO8601")
     environments = {eid: fp for eid, fp in session.execute(select(Environment.id, Environment.fingerprint))}
     provenance = pd.DataFrame(
         {
