@@ -278,9 +278,9 @@ def test_debug_matrix_end_to_end_matches_simulate(bench: Bench) -> None:
         "run", "-w", W1, "-w", W2, "-V", ",".join(versions), "--mode", "debug", "--trigger", "nightly"
     )
     assert cp.returncode == 0, cp.stderr
-    assert re.match(r"run 1 complete: 6 ok, 0 failed in \d+:\d\d \(debug mode\)$", cp.stdout.strip()), (
-        cp.stdout
-    )
+    lines = cp.stdout.strip().splitlines()
+    assert re.match(r"run 1 complete: 6 ok, 0 failed in \d+:\d\d \(debug mode\)$", lines[0]), cp.stdout
+    assert len(lines) == 2 and lines[1].startswith("analysis: "), cp.stdout
     progress = [line for line in cp.stderr.splitlines() if line.startswith("[")]
     assert len(progress) == 6 and all("eta" in line for line in progress), cp.stderr
 

@@ -12,7 +12,15 @@ import sys
 import typer
 
 from benchsvc import __version__
-from benchsvc.cli import db_cmds, engine_cmds, exchange_cmds, run_cmds, schedule_cmds, workloads_cmds
+from benchsvc.cli import (
+    analysis_cmds,
+    db_cmds,
+    engine_cmds,
+    exchange_cmds,
+    run_cmds,
+    schedule_cmds,
+    workloads_cmds,
+)
 
 app = typer.Typer(
     name="benchsvc",
@@ -43,6 +51,10 @@ app.command("run")(run_cmds.run)
 app.command("runs")(run_cmds.runs)
 app.command("show")(run_cmds.show)
 app.command("schedule")(schedule_cmds.schedule)
+app.command("compare")(analysis_cmds.compare)
+app.command("history")(analysis_cmds.history)
+app.add_typer(analysis_cmds.regressions_app, name="regressions")
+app.command("evaluate")(analysis_cmds.evaluate)
 app.command("versions")(engine_cmds.versions)
 app.command("simulate")(engine_cmds.simulate)
 app.add_typer(workloads_cmds.app, name="workloads")

@@ -104,6 +104,13 @@ def run(
         + (f" ({summary.failed_before} of them failed)" if summary.failed_before else "")
         + f" in {_clock(summary.elapsed_s)} ({chosen} mode)"
     )
+    from benchsvc.findings import analyze_run
+
+    found = analyze_run(engine, summary.run_id)
+    typer.echo(
+        f"analysis: {found.lineage_new} new lineage findings ({found.lineage_fixed} fixed), "
+        f"{found.nightly_new} new nightly findings; see benchsvc regressions"
+    )
     if summary.status == "failed":
         raise typer.Exit(1)
 

@@ -1,0 +1,1 @@
+"""Analysis: pure pandas/numpy/scipy on DataFrames from the store (no SQL, no printing)."""

@@ -1,0 +1,409 @@
+"""Change points across nights, per series: E-divisive means with a Student-t test, split then merge.
+
+One series is the run-level summary of one (machine, environment, engine, version, workload hash, metric)
+per night, oldest first. The detector is the Hunter/Otava formulation (Fleming et al., ICPE 2023,
+arXiv:2301.03034) of E-divisive means (Matteson & James, arXiv:1306.4933, alpha = 1), implemented here with
+numpy/scipy:
+
+1. **Split.** Slide windows of ``window`` nights with a step of ``window // 2`` (after a window, restart at
+   ``max(last change point found in it, start + step)``). Inside each window run E-divisive: in every segment
+   between the change points found so far, take the split (tau, kappa) that maximises the divergence Q-hat
+   (:func:`qhat_matrix`); of the segments' best splits take the largest; accept it when a two-sided Student-t
+   test between the two sides of the segment gives ``p <= relaxed_pvalue(max_pvalue)``, and repeat; stop at
+   the first split that fails. The union of all windows' points is the set of *weak* change points.
+2. **Merge.** Give each weak point the t-test between its neighbouring segments over the whole series.
+   Repeatedly drop the weakest point (largest p) while some p >= ``max_pvalue``; then drop the point of
+   smallest magnitude ``max(|after/before - 1|, |before/after - 1|)`` while that is <= ``min_magnitude``;
+   recompute the two neighbours' statistics after every removal.
+
+Differences from Otava, on purpose: the t-test uses the unbiased pooled variance (Otava feeds population
+standard deviations to ``ttest_ind_from_stats``, which understates the variance of short segments); a window
+is always the slice of the series (Otava ignores the window for numpy input, see anchors §1.8); and there is
+no randomness anywhere (the t-test replaces MongoDB's permutation test), so the same input gives the same
+change points.
+
+Each :class:`ChangePoint` carries the effect ``mean_after / mean_before`` with a 95% **Fieller** interval for
+that ratio of means (pooled variance of the two neighbouring segments, Student t with ``n_before + n_after -
+2`` degrees of freedom): the exact interval for a ratio of two normal means, not a bootstrap.
+
+:func:`analyze_night` runs :func:`detect` on every series of a night, keeps the change points that are *new*
+(their index among the last ``new_nights`` nights, with at least ``min_nights_after`` nights after it) and
+applies Benjamini-Hochberg at level ``fdr`` across the
+night, counting one hypothesis per series (a series with no new candidate counts as p = 1) or per candidate
+when a series has several.
+
+The defaults, and the measured false-alarm rate and power they give, are in ``docs/detection.md``
+(``python benchmarks/detector_speed.py`` reproduces them). Pure numpy/scipy: no database, no printing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TypeVar
+
+import numpy as np
+from scipy import special
+
+DEFAULT_WINDOW = 50
+DEFAULT_MAX_PVALUE = 2e-4
+DEFAULT_MIN_MAGNITUDE = 0.01
+DEFAULT_FDR = 0.05
+DEFAULT_NEW_NIGHTS = 5
+DEFAULT_MIN_NIGHTS_AFTER = 1
+CI_LEVEL = 0.95
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class ChangePoint:
+    """A change of level in one series.
+
+    ``index`` is the first night of the new level (0 = the oldest night given). ``effect`` is ``mean_after /
+    mean_before`` over the neighbouring segments (``nights_before`` and ``nights_after`` nights, bounded by
+    the neighbouring change points or the ends of the series), ``ci_low``/``ci_high`` its 95% Fieller
+    interval (NaN when the interval is unbounded), ``p_value`` the two-sided Student-t test of the two
+    segments."""
+
+    index: int
+    p_value: float
+    mean_before: float
+    mean_after: float
+    effect: float
+    ci_low: float
+    ci_high: float
+    nights_before: int
+    nights_after: int
+
+    @property
+    def magnitude(self) -> float:
+        """Relative size regardless of direction: ``max(|after/before - 1|, |before/after - 1|)``."""
+        return _magnitude(self.mean_before, self.mean_after)
+
+
+def relaxed_pvalue(max_pvalue: float) -> float:
+    """The split pass's threshold (Otava): 10p below 0.05, 2p below 0.5, else p."""
+    if max_pvalue < 0.05:
+        return 10 * max_pvalue
+    if max_pvalue < 0.5:
+        return 2 * max_pvalue
+    return max_pvalue
+
+
+# --- E-divisive divergence -------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=512)
+def _q_coefficients(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For a segment of n points: the coefficients of Q-hat over all (tau, kappa) and the invalid mask.
+
+    Rows are tau = 1..n-1, columns kappa = 2..n; entries with kappa <= tau are invalid."""
+    tau = np.arange(1, n, dtype=float)[:, None]
+    kappa = np.arange(2, n + 1, dtype=float)[None, :]
+    m = kappa - tau  # size of Y
+    invalid = m < 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c_cross = np.broadcast_to(2.0 / kappa, invalid.shape)
+        c_x = np.where((tau > 1) & ~invalid, 2.0 * m / (kappa * (tau - 1)), 0.0)
+        c_y = np.where((m > 1) & ~invalid, 2.0 * tau / (kappa * (m - 1)), 0.0)
+    for a in (c_x, c_y, invalid):
+        a.setflags(write=False)
+    c_cross = np.ascontiguousarray(c_cross)
+    c_cross.setflags(write=False)
+    return c_cross, c_x, c_y, invalid
+
+
+def qhat_matrix(x: np.ndarray) -> np.ndarray:
+    """Q-hat(tau, kappa) of Matteson & James (alpha = 1) for every split of ``x``, vectorised.
+
+    ``Q[tau - 1, kappa - 2]`` compares X = x[:tau] with Y = x[tau:kappa] (1 <= tau < kappa <= n):
+    ``n m / (n + m) * (2/(n m) sum|X_i - Y_j| - sum_{i<j}|X_i - X_j| / C(n, 2) - sum_{i<j}|Y_i - Y_j| / C(m, 2))``
+    with n = tau, m = kappa - tau (a within-term is 0 for a single point). Invalid cells are -inf.
+
+    All three sums come from one 2-D cumulative sum of the distance matrix D,
+    ``S[r, c] = sum_{i<r, j<c} |x_i - x_j|``: within X = S[tau, tau] / 2, between X and Y =
+    S[tau, kappa] - S[tau, tau], within Y = (S[kappa, kappa] - 2 S[tau, kappa] + S[tau, tau]) / 2.
+    O(n^2) time and memory."""
+    x = np.asarray(x, dtype=float)
+    n = len(x)
+    if n < 2:
+        return np.empty((0, 0))
+    s = np.zeros((n + 1, n + 1))
+    np.cumsum(np.abs(x[:, None] - x[None, :]), axis=0, out=s[1:, 1:])
+    np.cumsum(s[1:, 1:], axis=1, out=s[1:, 1:])
+    diag = np.diagonal(s)
+    s_tk = s[1:n, 2 : n + 1]
+    s_tt = diag[1:n, None]
+    s_kk = diag[None, 2 : n + 1]
+    c_cross, c_x, c_y, invalid = _q_coefficients(n)
+    q = c_cross * (s_tk - s_tt) - c_x * (0.5 * s_tt) - c_y * (0.5 * (s_kk - 2.0 * s_tk + s_tt))
+    q[invalid] = -np.inf
+    return q
+
+
+def best_split(x: np.ndarray) -> tuple[int, float]:
+    """The tau (first index of the second part) maximising Q-hat over all kappa, and that Q-hat."""
+    q = qhat_matrix(x)
+    i = int(np.argmax(q))
+    row, col = divmod(i, q.shape[1])
+    return row + 1, float(q[row, col])
+
+
+# --- Student t between neighbouring segments -------------------------------------------------------------
+
+
+class _Sums:
+    """Prefix sums of a centred series, for O(1) mean and sum of squares of any segment."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.shift = float(values.mean()) if len(values) else 0.0
+        centred = values - self.shift
+        self.s1 = [0.0, *np.cumsum(centred).tolist()]
+        self.s2 = [0.0, *np.cumsum(centred * centred).tolist()]
+        self.scale = float(np.abs(centred).max()) if len(values) else 0.0
+
+    def stats(self, a: int, b: int) -> tuple[int, float, float]:
+        """(n, centred mean, sum of squared deviations) of values[a:b]."""
+        n = b - a
+        s1 = self.s1[b] - self.s1[a]
+        mean = s1 / n
+        ss = (self.s2[b] - self.s2[a]) - s1 * mean
+        # cumulative-sum round-off: treat a spread below ~1e-12 of the data's scale as none
+        if ss <= n * (1e-12 * self.scale) ** 2:
+            ss = 0.0
+        return n, mean, ss
+
+
+def _t_test(sums: _Sums, a: int, tau: int, b: int) -> float:
+    """Two-sided Student-t p-value (pooled variance) of values[a:tau] against values[tau:b]."""
+    n1, m1, ss1 = sums.stats(a, tau)
+    n2, m2, ss2 = sums.stats(tau, b)
+    df = n1 + n2 - 2
+    if df <= 0:
+        return 1.0
+    diff = m2 - m1
+    var = (ss1 + ss2) / df
+    if var <= 0.0:
+        return 1.0 if diff == 0.0 else 0.0
+    t = diff / np.sqrt(var * (1.0 / n1 + 1.0 / n2))
+    return float(2.0 * special.stdtr(df, -abs(t)))
+
+
+def _magnitude(before: float, after: float) -> float:
+    if before == 0.0 or after == 0.0:
+        return float("inf") if before != after else 0.0
+    return max(abs(after / before - 1.0), abs(before / after - 1.0))
+
+
+def _fieller(mean_b: float, mean_a: float, var: float, n_b: int, n_a: int, df: int) -> tuple[float, float]:
+    """95% Fieller interval of mean_a / mean_b for independent normal means with a pooled variance."""
+    if mean_b == 0.0:
+        return float("nan"), float("nan")
+    ratio = mean_a / mean_b
+    if var <= 0.0:
+        return ratio, ratio
+    if df <= 0:
+        return float("nan"), float("nan")
+    t = float(special.stdtrit(df, 0.5 + CI_LEVEL / 2))
+    va, vb = var / n_a, var / n_b
+    denom = mean_b * mean_b - t * t * vb
+    if denom <= 0.0:  # the baseline mean is not distinguishable from 0: the interval is unbounded
+        return float("nan"), float("nan")
+    disc = mean_a * mean_a * vb + mean_b * mean_b * va - t * t * va * vb
+    half = t * np.sqrt(max(disc, 0.0))
+    lo, hi = (mean_a * mean_b - half) / denom, (mean_a * mean_b + half) / denom
+    return float(lo), float(hi)
+
+
+def _change_point(sums: _Sums, a: int, tau: int, b: int) -> ChangePoint:
+    n1, m1, ss1 = sums.stats(a, tau)
+    n2, m2, ss2 = sums.stats(tau, b)
+    df = n1 + n2 - 2
+    var = (ss1 + ss2) / df if df > 0 else 0.0
+    before, after = m1 + sums.shift, m2 + sums.shift
+    lo, hi = _fieller(before, after, var, n1, n2, df)
+    return ChangePoint(
+        index=tau,
+        p_value=_t_test(sums, a, tau, b),
+        mean_before=before,
+        mean_after=after,
+        effect=after / before if before != 0.0 else float("nan"),
+        ci_low=lo,
+        ci_high=hi,
+        nights_before=n1,
+        nights_after=n2,
+    )
+
+
+# --- split and merge ------------------------------------------------------------------------------------
+
+
+def _edivisive_window(values: np.ndarray, sums: _Sums, start: int, end: int, pvalue: float) -> list[int]:
+    """E-divisive with the t-test inside the window values[start:end]; change points as series indices."""
+    x = values[start:end]
+    bounds = [0, len(x)]
+    memo: dict[tuple[int, int], tuple[int, float]] = {}
+    found: list[int] = []
+    while True:
+        best: tuple[float, int, int, int] | None = None  # (qhat, tau, a, b)
+        for a, b in itertools.pairwise(bounds):
+            if b - a < 3:
+                continue
+            if (a, b) not in memo:
+                tau, q = best_split(x[a:b])
+                memo[(a, b)] = (a + tau, q)
+            tau, q = memo[(a, b)]
+            if best is None or q > best[0]:
+                best = (q, tau, a, b)
+        if best is None:
+            return [start + i for i in found]
+        _, tau, a, b = best
+        if _t_test(sums, start + a, start + tau, start + b) > pvalue:
+            return [start + i for i in found]
+        found.append(tau)
+        bounds = sorted([*bounds, tau])
+
+
+def split(values: np.ndarray, window: int, pvalue: float, sums: _Sums | None = None) -> list[int]:
+    """Weak change points: E-divisive at ``pvalue`` in sliding windows of ``window`` nights (step window/2)."""
+    if window < 3:
+        raise ValueError(f"window must be at least 3 nights, not {window}")
+    sums = sums or _Sums(values)
+    n = len(values)
+    step = window // 2
+    start = 0
+    points: set[int] = set()
+    while start < n:
+        end = min(start + window, n)
+        new = _edivisive_window(values, sums, start, end, pvalue) if end - start >= 3 else []
+        points.update(new)
+        start = max(max(new, default=0), start + step)
+    return sorted(points)
+
+
+def merge(
+    values: np.ndarray,
+    indices: list[int],
+    max_pvalue: float,
+    min_magnitude: float,
+    sums: _Sums | None = None,
+) -> list[ChangePoint]:
+    """Drop weak change points bottom-up until every p < max_pvalue and every magnitude > min_magnitude."""
+    sums = sums or _Sums(values)
+    n = len(values)
+    idx = sorted(indices)
+    ends = [0, *idx, n]
+    cps = [_change_point(sums, ends[k], idx[k], ends[k + 2]) for k in range(len(idx))]
+    while cps:
+        k = max(range(len(cps)), key=lambda i: cps[i].p_value)
+        if cps[k].p_value < max_pvalue:
+            k = min(range(len(cps)), key=lambda i: cps[i].magnitude)
+            if cps[k].magnitude > min_magnitude:
+                break
+        del cps[k]
+        ends = [0, *(c.index for c in cps), n]
+        for j in (k - 1, k):
+            if 0 <= j < len(cps):
+                cps[j] = _change_point(sums, ends[j], cps[j].index, ends[j + 2])
+    return cps
+
+
+def detect(
+    values: np.ndarray,
+    *,
+    window: int = DEFAULT_WINDOW,
+    max_pvalue: float = DEFAULT_MAX_PVALUE,
+    min_magnitude: float = DEFAULT_MIN_MAGNITUDE,
+) -> list[ChangePoint]:
+    """Change points of one series of nightly summaries (oldest first, no NaNs), oldest first.
+
+    ``window``: nights per E-divisive window (step ``window // 2``); ``max_pvalue``: the t-test level a
+    change point must pass after merging (the split pass uses :func:`relaxed_pvalue`); ``min_magnitude``:
+    relative changes this small are merged away even when significant."""
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1:
+        raise ValueError(f"detect() takes one series (1-D), not an array of shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("the series has NaN or infinite values; drop those nights before detecting")
+    if len(x) < 3:
+        return []
+    sums = _Sums(x)
+    weak = split(x, window, relaxed_pvalue(max_pvalue), sums)
+    return merge(x, weak, max_pvalue, min_magnitude, sums)
+
+
+# --- one night across many series ----------------------------------------------------------------------
+
+
+def benjamini_hochberg(p_values: np.ndarray, fdr: float, n_tests: int | None = None) -> np.ndarray:
+    """Which of ``p_values`` are discoveries at false-discovery rate ``fdr`` (step-up BH).
+
+    ``n_tests``: the number of hypotheses tested, when more than ``len(p_values)`` (the others had p = 1)."""
+    p = np.asarray(p_values, dtype=float)
+    m = len(p) if n_tests is None else max(n_tests, len(p))
+    if len(p) == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(p, kind="stable")
+    passed = p[order] <= fdr * np.arange(1, len(p) + 1) / m
+    keep = np.zeros(len(p), dtype=bool)
+    if passed.any():
+        last = int(np.flatnonzero(passed)[-1])
+        keep[order[: last + 1]] = True
+    return keep
+
+
+def new_change_points(
+    values: np.ndarray,
+    *,
+    new_nights: int = DEFAULT_NEW_NIGHTS,
+    min_nights_after: int = DEFAULT_MIN_NIGHTS_AFTER,
+    window: int = DEFAULT_WINDOW,
+    max_pvalue: float = DEFAULT_MAX_PVALUE,
+    min_magnitude: float = DEFAULT_MIN_MAGNITUDE,
+) -> list[ChangePoint]:
+    """The change points of :func:`detect` whose index is among the last ``new_nights`` nights and that have
+    at least ``min_nights_after`` nights at the new level."""
+    n = len(values)
+    cps = detect(values, window=window, max_pvalue=max_pvalue, min_magnitude=min_magnitude)
+    return [cp for cp in cps if n - new_nights <= cp.index <= n - min_nights_after]
+
+
+def analyze_night(
+    series: Mapping[K, np.ndarray],
+    *,
+    fdr: float = DEFAULT_FDR,
+    new_nights: int = DEFAULT_NEW_NIGHTS,
+    min_nights_after: int = DEFAULT_MIN_NIGHTS_AFTER,
+    window: int = DEFAULT_WINDOW,
+    max_pvalue: float = DEFAULT_MAX_PVALUE,
+    min_magnitude: float = DEFAULT_MIN_MAGNITUDE,
+    n_tests: int | None = None,
+) -> list[tuple[K, ChangePoint]]:
+    """Detect on every series of a night; keep the new change points that survive Benjamini-Hochberg.
+
+    A change point is *new* when its index is among the last ``new_nights`` nights of its series. The
+    hypotheses are one per series (p = 1 when it has no new candidate) or one per candidate when it has
+    several; ``n_tests`` overrides that count (e.g. to include series that were not analysed). Returns
+    (key, change point) in the order of ``series``, oldest change point first within a series."""
+    candidates: list[tuple[K, ChangePoint]] = []
+    hypotheses = 0
+    for key, values in series.items():
+        found = new_change_points(
+            np.asarray(values, dtype=float),
+            new_nights=new_nights,
+            min_nights_after=min_nights_after,
+            window=window,
+            max_pvalue=max_pvalue,
+            min_magnitude=min_magnitude,
+        )
+        candidates.extend((key, cp) for cp in found)
+        hypotheses += max(1, len(found))
+    if not candidates:
+        return []
+    keep = benjamini_hochberg(
+        np.array([cp.p_value for _, cp in candidates]), fdr, hypotheses if n_tests is None else n_tests
+    )
+    return [c for c, k in zip(candidates, keep, strict=True) if k]

@@ -1,0 +1,323 @@
+"""``benchsvc compare``, ``history``, ``regressions`` (and ``regressions ack``), ``evaluate``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+import typer
+
+from benchsvc.cli.common import DbOption, open_db
+from benchsvc.cli.output import Format, render
+from benchsvc.errors import BenchsvcError
+
+FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+SinceOption = Annotated[
+    str | None, typer.Option("--since", help="Only runs started on or after this date (YYYY-MM-DD, UTC).")
+]
+
+
+def _date(text: str | None, option: str) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise BenchsvcError(f"{option} {text!r} is not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+
+
+def compare(
+    run_ref: Annotated[
+        str | None, typer.Option("--run", help="Run id or uuid prefix (default: the latest).")
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", help="Compare every version with this one instead of its parent.")
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", "-m", help="time, modeled_ns or a counter; repeat (default: all)."),
+    ] = None,
+    changed: Annotated[
+        bool, typer.Option("--changed/--all", help="Only rows that changed significantly.")
+    ] = True,
+    fmt: FormatOption = Format.table,
+    db: DbOption = None,
+) -> None:
+    """The version lineage of one run: each version against its parent (or --base), per workload and metric.
+
+    Counters and modelled cost: exact differences. Time: ratio of means with a 95% bootstrap interval over
+    worker processes; significant when it excludes 1 and the effect is at least 3%.
+    """
+    from benchsvc.analysis.lineage import compare_lineage
+    from benchsvc.store.db import read_session
+    from benchsvc.store.queries import get_run, run_results, run_samples
+
+    engine = open_db(db, create=False)
+    with read_session(engine) as s:
+        run = get_run(s, run_ref)
+        df = compare_lineage(run_results(s, run.id), run_samples(s, run.id), base=base, metrics=metric)
+    if changed:
+        df = df[df["significant"]]
+    rows = df.to_dict("records")
+    for r in rows:
+        r["ratio"] = _num(r["ratio"])
+        r["interval"] = (
+            ""
+            if r["kind"] == "exact" or r["ci_low"] != r["ci_low"]
+            else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        )
+    cols = [
+        "workload",
+        "version",
+        "baseline",
+        "metric",
+        "direction",
+        "value",
+        "baseline_value",
+        "delta",
+        "ratio",
+    ]
+    if fmt is Format.table:
+        typer.echo(f"run {run.id}: {len(rows)} {'changes' if changed else 'comparisons'}")
+        render(rows, [*cols, "interval"], fmt)
+    else:
+        render(rows, [*cols, "ci_low", "ci_high", "significant", "kind", "engine", "workload_hash"], fmt)
+
+
+def _num(x: Any) -> Any:
+    if isinstance(x, float) and x in (float("inf"), float("-inf")):
+        return "inf"
+    return x
+
+
+def history(
+    workload: Annotated[str, typer.Option("--workload", "-w", help="Workload name.")],
+    version: Annotated[str, typer.Option("--version", "-V", help="Version id.")],
+    metric: Annotated[
+        str, typer.Option("--metric", "-m", help="time, modeled_ns or a counter name.")
+    ] = "time",
+    engine_name: Annotated[str, typer.Option("--engine", help="Engine.")] = "sim",
+    since: SinceOption = None,
+    machine: Annotated[str | None, typer.Option("--machine", help="Hostname or fingerprint prefix.")] = None,
+    fmt: FormatOption = Format.table,
+    db: DbOption = None,
+) -> None:
+    """One series across nights, one row per run, with the detected change points marked.
+
+    Rows of different provenance (machine, environment, workload content, mode) are separate series and are
+    analysed separately.
+    """
+    from benchsvc.analysis.changepoints import detect
+    from benchsvc.store.db import read_session
+    from benchsvc.store.queries import series_history
+
+    engine = open_db(db, create=False)
+    with read_session(engine) as s:
+        df = series_history(
+            s,
+            workload=workload,
+            version=version,
+            metric=metric,
+            engine=engine_name,
+            machine=machine,
+            since=_date(since, "--since"),
+        )
+    if df.empty:
+        raise BenchsvcError(
+            f"no {metric} history for {engine_name}/{version}/{workload} (check the names: benchsvc runs, "
+            "benchsvc workloads list, benchsvc versions)"
+        )
+    df["series"] = (
+        df["machine"]
+        + "/"
+        + df["environment_fp"].str[:6]
+        + "/"
+        + df["workload_hash"].str[:6]
+        + "/"
+        + df["mode"]
+    )
+    df["change"] = ""
+    if metric == "time":
+        for _, idx in df.groupby("series").groups.items():
+            values = df.loc[idx, "value"].to_numpy(float)
+            for cp in detect(values):
+                row = idx[cp.index]
+                df.loc[row, "change"] = f"{cp.effect - 1:+.1%} (p={cp.p_value:.1e})"
+    else:
+        prev = df.groupby("series")["value"].shift()
+        moved = prev.notna() & (df["value"] != prev)
+        df.loc[moved, "change"] = (df["value"] - prev)[moved].map(lambda d: f"{d:+,.0f}")
+    df["started_at"] = df["started_at"].dt.strftime("%Y-%m-%d %H:%M")
+    df["commit"] = df["git_commit"].fillna("").str[:10]
+    cols = ["run_id", "started_at", "series", "commit", "value", "change"]
+    if metric == "time":
+        df["value"] = df["value"] * 1e3
+        df = df.rename(columns={"value": "mean_ms"})
+        cols[4] = "mean_ms"
+    render(df.to_dict("records"), cols, fmt)
+
+
+regressions_app = typer.Typer(
+    help="Regressions and improvements found on both axes; acknowledge them.",
+    invoke_without_command=True,
+)
+
+
+@regressions_app.callback()
+def regressions(
+    ctx: typer.Context,
+    since: SinceOption = None,
+    status: Annotated[str | None, typer.Option("--status", help="new, acknowledged or fixed.")] = None,
+    axis: Annotated[str | None, typer.Option("--axis", help="lineage (within a run) or nightly.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include improvements, not only regressions.")] = False,
+    fail_on_regression: Annotated[
+        bool, typer.Option("--fail-on-regression", help="Exit 2 when there is a new regression (CI gating).")
+    ] = False,
+    fmt: FormatOption = Format.table,
+    db: DbOption = None,
+) -> None:
+    """List regressions (with --all, improvements too): both axes, with their effect and interval."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from benchsvc.store.db import read_session
+    from benchsvc.store.regressions import list_regressions
+
+    engine = open_db(db, create=False)
+    with read_session(engine) as s:
+        df = list_regressions(
+            s, since=_date(since, "--since"), status=status, axis=axis, direction=None if all_ else "worse"
+        )
+    rows = []
+    for r in df.to_dict("records"):
+        d = r["details"] or {}
+        if d.get("kind") in ("exact", "counter"):
+            size = f"{d.get('delta', 0):+,}"
+            if d.get("kind") == "counter":
+                size += (
+                    f" (commit {str(d.get('previous_commit') or '')[:8]} -> {str(d.get('commit') or '')[:8]})"
+                )
+        elif r["ci_low"] is not None and r["ci_low"] == r["ci_low"]:
+            size = f"{r['effect'] - 1:+.1%} [{r['ci_low'] - 1:+.1%}, {r['ci_high'] - 1:+.1%}]"
+        else:
+            size = f"{r['effect'] - 1:+.1%}"
+        rows.append(
+            {
+                **r,
+                "against": r["baseline"] or f"night before run {r['run_id']}",
+                "size": size,
+                "started_at": r["started_at"].strftime("%Y-%m-%d %H:%M"),
+            }
+        )
+    cols = [
+        "id",
+        "axis",
+        "status",
+        "direction",
+        "run_id",
+        "started_at",
+        "workload",
+        "version",
+        "against",
+        "metric",
+        "size",
+    ]
+    if fmt is not Format.table:
+        cols += ["effect", "ci_low", "ci_high", "machine", "note"]
+    render(rows, cols, fmt)
+    if fail_on_regression and any(r["status"] == "new" and r["direction"] == "worse" for r in rows):
+        raise typer.Exit(2)
+
+
+@regressions_app.command("ack")
+def ack(
+    regression_id: Annotated[
+        int, typer.Argument(metavar="ID", help="The regression's id (benchsvc regressions).")
+    ],
+    note: Annotated[str, typer.Option("--note", help="Why it is acknowledged (shown in reports).")],
+    db: DbOption = None,
+) -> None:
+    """Acknowledge a regression: its status becomes 'acknowledged', with your note."""
+    from benchsvc.store.db import write_session
+    from benchsvc.store.regressions import acknowledge
+
+    engine = open_db(db, create=False)
+    with write_session(engine) as s:
+        reg = acknowledge(s, regression_id, note)
+        typer.echo(f"regression {reg.id} acknowledged: {reg.metric} of {reg.version_id}")
+
+
+def evaluate(
+    noise: Annotated[
+        float | None,
+        typer.Option("--noise", help="Night-to-night noise (relative, e.g. 0.015) for one scenario."),
+    ] = None,
+    step: Annotated[
+        float | None, typer.Option("--step", help="Injected step (relative, e.g. 0.05); 0 for A/A.")
+    ] = None,
+    trials: Annotated[int | None, typer.Option("--trials", help="Series per scenario.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    workload: Annotated[
+        str | None,
+        typer.Option("--workload", "-w", help="Estimate the noise of this real series (with --version)."),
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", "-V", help="Version of the real series.")
+    ] = None,
+    fmt: FormatOption = Format.table,
+    db: DbOption = None,
+) -> None:
+    """Measure the change-point detector: false alarms on A/A series and power against injected steps.
+
+    Default: the scenarios of the targets (A/A at 0.5% and 1.5% noise, +5% at 1.5%, +2% at 0.5%). With
+    --workload and --version, estimate the noise of that stored series and the smallest step detectable
+    there within 3 nights.
+    """
+    from benchsvc.analysis import evaluate as ev
+
+    if workload is not None or version is not None:
+        if workload is None or version is None:
+            raise BenchsvcError("--workload and --version go together (the real series to estimate)")
+        from benchsvc.store.db import read_session
+        from benchsvc.store.queries import series_history
+
+        engine = open_db(db, create=False)
+        with read_session(engine) as s:
+            df = series_history(s, workload=workload, version=version)
+        if len(df) < 5:
+            raise BenchsvcError(
+                f"{version}/{workload} has {len(df)} nights; at least 5 are needed to estimate noise"
+            )
+        sigma = ev.estimate_noise(df["value"].to_numpy(float))
+        smallest = ev.smallest_detectable_step(sigma, seed=seed)
+        typer.echo(f"{version}/{workload}: {len(df)} nights, night-to-night noise {sigma:.2%}")
+        typer.echo(f"smallest step found within 3 nights in >= 90% of trials: {smallest:.1%}")
+        return
+    scenarios = None
+    if noise is not None or step is not None:
+        scenarios = [
+            ev.Scenario("custom", sigma_night=noise if noise is not None else 0.015, step=step or 0.0)
+        ]
+    kwargs: dict[str, Any] = {"seed": seed}
+    if trials is not None:
+        kwargs["trials"] = trials
+    table = ev.run_evaluation(scenarios, **kwargs)
+    if fmt is not Format.table:
+        render(table.to_dict("records"), list(table.columns), fmt)
+        return
+    rows = []
+    for r in table.to_dict("records"):
+        row = {k: r[k] for k in ev.SUMMARY_COLUMNS}
+        for k in ("noise", "step"):
+            row[k] = f"{r[k]:.1%}"
+        for k in ev.RATES:
+            lo, hi = r.get(f"{k}_low"), r.get(f"{k}_high")
+            if r[k] != r[k]:  # NaN: not applicable to this scenario
+                row[k] = ""
+            elif lo is not None and lo == lo:
+                row[k] = (
+                    f"{r[k]:.{3 if k == 'false_alarm_rate' else 1}%} [{lo:.{3 if k == 'false_alarm_rate' else 1}%}, {hi:.{3 if k == 'false_alarm_rate' else 1}%}]"
+                )
+            else:
+                row[k] = f"{r[k]:.1%}"
+        rows.append(row)
+    render(rows, list(ev.SUMMARY_COLUMNS), fmt)

@@ -1,0 +1,229 @@
+"""Regressions (and improvements) as records with a status: new, acknowledged, fixed.
+
+A lineage finding (a version against its baseline, inside a run) is a property of the two versions on one
+workload content and machine: it is recorded once, at the first run that shows it, and each later run that
+analyses the same comparison either confirms it (``details.last_seen_run``) or, when the change is gone,
+marks it ``fixed``. A nightly finding (a change point in a series) is recorded once per series and change
+night. The analysis decides what is a finding; this module only stores, lists and acknowledges.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased
+
+from benchsvc.errors import BenchsvcError
+from benchsvc.records import utcnow
+from benchsvc.store.models import REGRESSION_STATUSES, Machine, Regression, Run, Version, Workload
+
+
+class RegressionNotFound(BenchsvcError):
+    """No regression with that id."""
+
+
+def record_lineage(session: Session, run: Run, comparison: pd.DataFrame) -> tuple[int, int]:
+    """Store the significant rows of a lineage comparison of ``run``; mark vanished ones fixed.
+
+    Returns (new records, records marked fixed)."""
+    workloads = {
+        (w.name, w.content_hash): w.id
+        for w in session.scalars(
+            select(Workload).where(Workload.content_hash.in_(set(comparison.get("workload_hash", []))))
+        )
+    }
+    existing = {
+        _lineage_key(r): r
+        for r in session.scalars(
+            select(Regression).where(
+                Regression.axis == "lineage",
+                Regression.machine_id == run.machine_id,
+                Regression.status.in_(("new", "acknowledged")),
+            )
+        )
+    }
+    analysed: set[tuple[Any, ...]] = set()
+    added = 0
+    for row in comparison.itertuples(index=False):
+        wid = workloads.get((row.workload, row.workload_hash))
+        if wid is None:
+            continue
+        key = (row.engine, wid, row.version, row.baseline, row.metric)
+        analysed.add(key)
+        if not row.significant:
+            continue
+        if key in existing:
+            existing[key].details = {**existing[key].details, "last_seen_run": run.id}
+            continue
+        session.add(
+            Regression(
+                axis="lineage",
+                run_id=run.id,
+                machine_id=run.machine_id,
+                environment_id=run.environment_id,
+                engine=row.engine,
+                version_id=row.version,
+                baseline_version_id=row.baseline,
+                workload_id=wid,
+                metric=row.metric,
+                direction=row.direction,
+                # the ratio; from a zero baseline it is undefined and the delta stands in (details say so)
+                effect=_finite(row.ratio) if _finite(row.ratio) is not None else float(row.delta),
+                ci_low=_finite(row.ci_low),
+                ci_high=_finite(row.ci_high),
+                details={
+                    "kind": row.kind,
+                    "value": _plain(row.value),
+                    "baseline_value": _plain(row.baseline_value),
+                    "delta": _plain(row.delta),
+                    "effect_is_delta": _finite(row.ratio) is None,
+                    "last_seen_run": run.id,
+                },
+                status="new",
+                detected_at=utcnow(),
+            )
+        )
+        added += 1
+    fixed = 0
+    significant = {
+        (r.engine, workloads.get((r.workload, r.workload_hash)), r.version, r.baseline, r.metric)
+        for r in comparison.itertuples(index=False)
+        if r.significant
+    }
+    for key, reg in existing.items():
+        if key in analysed and key not in significant:
+            reg.status = "fixed"
+            reg.details = {**reg.details, "fixed_in_run": run.id}
+            fixed += 1
+    session.flush()
+    return added, fixed
+
+
+def record_change(session: Session, run: Run, finding: dict[str, Any]) -> bool:
+    """Store one nightly change unless the same series already has it (True if added).
+
+    "The same" is the same night, or any run listed in ``finding["same_as_runs"]`` (a change point's night
+    can move by one as later nights arrive).
+
+    ``finding``: engine, version, workload_id, metric, direction, effect, ci_low, ci_high, baseline_run_id,
+    details (nights before/after, p-value, commits on both sides ...)."""
+    same = session.scalar(
+        select(Regression.id).where(
+            Regression.axis == "nightly",
+            Regression.run_id.in_(finding.get("same_as_runs") or [run.id]),
+            Regression.machine_id == run.machine_id,
+            Regression.environment_id == run.environment_id,
+            Regression.engine == finding["engine"],
+            Regression.version_id == finding["version"],
+            Regression.workload_id == finding["workload_id"],
+            Regression.metric == finding["metric"],
+        )
+    )
+    if same is not None:
+        return False
+    session.add(
+        Regression(
+            axis="nightly",
+            run_id=run.id,
+            machine_id=run.machine_id,
+            environment_id=run.environment_id,
+            engine=finding["engine"],
+            version_id=finding["version"],
+            baseline_version_id=None,
+            baseline_run_id=finding.get("baseline_run_id"),
+            workload_id=finding["workload_id"],
+            metric=finding["metric"],
+            direction=finding["direction"],
+            effect=float(finding["effect"]),
+            ci_low=_finite(finding.get("ci_low")),
+            ci_high=_finite(finding.get("ci_high")),
+            details=dict(finding.get("details", {})),
+            status="new",
+            detected_at=utcnow(),
+        )
+    )
+    session.flush()
+    return True
+
+
+def list_regressions(
+    session: Session,
+    *,
+    since: dt.datetime | None = None,
+    status: str | None = None,
+    axis: str | None = None,
+    direction: str | None = None,
+) -> pd.DataFrame:
+    """Regressions and improvements, newest first, with the run's start and machine."""
+    baseline = aliased(Version)
+    stmt = (
+        select(
+            Regression.id,
+            Regression.axis,
+            Regression.status,
+            Regression.direction,
+            Run.id.label("run_id"),
+            Run.started_at,
+            Machine.hostname.label("machine"),
+            Regression.engine,
+            Workload.name.label("workload"),
+            Regression.version_id.label("version"),
+            Regression.baseline_version_id.label("baseline"),
+            Regression.metric,
+            Regression.effect,
+            Regression.ci_low,
+            Regression.ci_high,
+            Regression.details,
+            Regression.note,
+            Regression.detected_at,
+        )
+        .join(Run, Regression.run_id == Run.id)
+        .join(Machine, Regression.machine_id == Machine.id)
+        .join(Workload, Regression.workload_id == Workload.id)
+        .outerjoin(baseline, Regression.baseline_version_id == baseline.id)
+        .order_by(Run.started_at.desc(), Regression.id)
+    )
+    if since is not None:
+        stmt = stmt.where(Run.started_at >= since)
+    if status is not None:
+        if status not in REGRESSION_STATUSES:
+            raise BenchsvcError(f"unknown status {status!r} (one of: {', '.join(REGRESSION_STATUSES)})")
+        stmt = stmt.where(Regression.status == status)
+    if axis is not None:
+        stmt = stmt.where(Regression.axis == axis)
+    if direction is not None:
+        stmt = stmt.where(Regression.direction == direction)
+    result = session.connection().execute(stmt)
+    return pd.DataFrame.from_records([tuple(r) for r in result.fetchall()], columns=list(result.keys()))
+
+
+def acknowledge(session: Session, regression_id: int, note: str) -> Regression:
+    reg = session.get(Regression, regression_id)
+    if reg is None:
+        raise RegressionNotFound(f"no regression {regression_id} (see benchsvc regressions)")
+    reg.status = "acknowledged"
+    reg.note = note
+    return reg
+
+
+def _lineage_key(r: Regression) -> tuple[Any, ...]:
+    return (r.engine, r.workload_id, r.version_id, r.baseline_version_id, r.metric)
+
+
+def _finite(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if x == x and x not in (float("inf"), float("-inf")) else None
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, float | int):
+        return x
+    try:
+        return x.item()  # numpy / pandas scalars
+    except AttributeError:
+        return x

@@ -1,0 +1,207 @@
+"""The nightly change-point detector: E-divisive statistic, split/merge, intervals, one night across series."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import special, stats
+
+from benchsvc.analysis import changepoints as cp
+
+
+def qhat_reference(x: np.ndarray, tau: int, kappa: int) -> float:
+    """Q-hat of Matteson & James (alpha = 1) for X = x[:tau], Y = x[tau:kappa], straight from the definition."""
+    xs, ys = x[:tau], x[tau:kappa]
+    n, m = len(xs), len(ys)
+    between = sum(abs(a - b) for a in xs for b in ys)
+    within_x = sum(abs(a - b) for a, b in itertools.combinations(xs, 2))
+    within_y = sum(abs(a - b) for a, b in itertools.combinations(ys, 2))
+    e = 2.0 * between / (n * m)
+    e -= within_x / (n * (n - 1) / 2) if n > 1 else 0.0
+    e -= within_y / (m * (m - 1) / 2) if m > 1 else 0.0
+    return n * m / (n + m) * e
+
+
+def _aa(rng: np.random.Generator, nights: int, noise: float = 0.01) -> np.ndarray:
+    return 1e-3 * (1.0 + rng.normal(0.0, noise, nights))
+
+
+# --- the E-divisive statistic ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 7, 12, 25])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_qhat_matrix_matches_direct_definition(n: int, seed: int) -> None:
+    rng = np.random.default_rng([n, seed])
+    x = rng.normal(size=n) * rng.choice([1e-3, 1.0, 50.0])
+    if seed == 2:
+        x = np.round(x, 1)  # ties
+    q = cp.qhat_matrix(x)
+    assert q.shape == (n - 1, n - 1)
+    for tau in range(1, n):
+        for kappa in range(2, n + 1):
+            got = q[tau - 1, kappa - 2]
+            if kappa <= tau:
+                assert got == -np.inf
+            else:
+                assert got == pytest.approx(
+                    qhat_reference(x, tau, kappa), rel=1e-9, abs=1e-12 * np.abs(x).max()
+                )
+
+
+def test_best_split_is_the_argmax_of_the_reference() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        x = rng.normal(size=int(rng.integers(3, 15)))
+        n = len(x)
+        ref = max(
+            ((qhat_reference(x, t, k), t) for t in range(1, n) for k in range(t + 1, n + 1)),
+            key=lambda v: v[0],
+        )
+        tau, q = cp.best_split(x)
+        assert q == pytest.approx(ref[0])
+        assert qhat_reference(x, tau, n) <= q + 1e-12  # tau is a maximiser for some kappa
+        assert any(qhat_reference(x, tau, k) == pytest.approx(q) for k in range(tau + 1, n + 1))
+
+
+def test_qhat_of_tiny_input_is_empty() -> None:
+    assert cp.qhat_matrix(np.array([1.0])).shape == (0, 0)
+
+
+def test_relaxed_pvalue_follows_otava() -> None:
+    assert cp.relaxed_pvalue(0.001) == pytest.approx(0.01)
+    assert cp.relaxed_pvalue(0.1) == pytest.approx(0.2)
+    assert cp.relaxed_pvalue(0.6) == pytest.approx(0.6)
+
+
+# --- detect ----------------------------------------------------------------------------------------------
+
+
+def test_detect_finds_a_clear_step_at_its_first_night() -> None:
+    rng = np.random.default_rng(1)
+    x = np.concatenate([_aa(rng, 40), 1.1 * _aa(rng, 10)])
+    (found,) = cp.detect(x)
+    assert found.index == 40
+    assert (found.nights_before, found.nights_after) == (40, 10)
+    assert found.effect == pytest.approx(found.mean_after / found.mean_before)
+    assert found.effect == pytest.approx(1.1, abs=0.01)
+    assert found.ci_low < 1.1 < found.ci_high
+    assert found.ci_low < found.effect < found.ci_high
+    assert found.p_value < 1e-10
+    assert found.magnitude == pytest.approx(max(found.effect - 1, 1 - 1 / found.effect))
+
+
+def test_detect_p_value_is_the_pooled_student_t_of_the_neighbouring_segments() -> None:
+    rng = np.random.default_rng(2)
+    x = np.concatenate([_aa(rng, 30), 0.95 * _aa(rng, 20), 1.02 * _aa(rng, 25)])
+    found = cp.detect(x)
+    assert [c.index for c in found] == [30, 50]
+    ends = [0, 30, 50, 75]
+    for k, c in enumerate(found):
+        before, after = x[ends[k] : ends[k + 1]], x[ends[k + 1] : ends[k + 2]]
+        ref = stats.ttest_ind(before, after, equal_var=True)
+        assert c.p_value == pytest.approx(ref.pvalue, rel=1e-6)
+        assert c.mean_before == pytest.approx(before.mean())
+        assert c.mean_after == pytest.approx(after.mean())
+
+
+def test_fieller_interval_ends_solve_the_fieller_equation() -> None:
+    rng = np.random.default_rng(3)
+    x = np.concatenate([_aa(rng, 45, 0.015), 1.05 * _aa(rng, 3, 0.015)])
+    (c,) = cp.detect(x)
+    before, after = x[: c.index], x[c.index :]
+    df = len(x) - 2
+    var = (before.var(ddof=1) * (len(before) - 1) + after.var(ddof=1) * (len(after) - 1)) / df
+    t = special.stdtrit(df, 0.975)
+    for r in (c.ci_low, c.ci_high):
+        lhs = (after.mean() - r * before.mean()) ** 2
+        rhs = t * t * var * (1 / len(after) + r * r / len(before))
+        assert lhs == pytest.approx(rhs, rel=1e-9)
+
+
+def test_detect_finds_several_steps_across_windows() -> None:
+    rng = np.random.default_rng(4)
+    levels = [1.0, 1.08, 0.97, 1.03]
+    x = np.concatenate([lv * _aa(rng, 70, 0.005) for lv in levels])
+    assert [c.index for c in cp.detect(x)] == [70, 140, 210]
+
+
+def test_noiseless_step_and_constant_series() -> None:
+    step = np.r_[np.full(20, 2.0), np.full(20, 3.0)]
+    (c,) = cp.detect(step)
+    assert (c.index, c.p_value, c.effect, c.ci_low, c.ci_high) == (20, 0.0, 1.5, 1.5, 1.5)
+    assert cp.detect(np.full(60, 1.234e-3)) == []
+
+
+def test_nothing_in_aa_series() -> None:
+    rng = np.random.default_rng(6)
+    with_changes = sum(bool(cp.detect(_aa(rng, 100, 0.015))) for _ in range(100))
+    # offline over a whole 100-night history; the online rate per night is in test_evaluate
+    assert with_changes <= 3
+
+
+def test_min_magnitude_merges_small_but_significant_changes() -> None:
+    rng = np.random.default_rng(7)
+    x = np.concatenate([_aa(rng, 50, 0.001), 1.005 * _aa(rng, 50, 0.001)])
+    assert [c.index for c in cp.detect(x, min_magnitude=0.0)] == [50]
+    assert cp.detect(x) == []  # 0.5% is below the default 1%
+
+
+def test_short_and_bad_input() -> None:
+    assert cp.detect(np.array([])) == []
+    assert cp.detect(np.array([1.0, 2.0])) == []
+    with pytest.raises(ValueError, match="NaN"):
+        cp.detect(np.array([1.0, np.nan, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="1-D"):
+        cp.detect(np.ones((3, 3)))
+    with pytest.raises(ValueError, match="window"):
+        cp.detect(np.ones(10), window=2)
+
+
+def test_detect_is_deterministic() -> None:
+    rng = np.random.default_rng(8)
+    x = np.concatenate([_aa(rng, 200, 0.02), 1.03 * _aa(rng, 100, 0.02)])
+    assert cp.detect(x) == cp.detect(x.copy()) == cp.detect(list(x))  # type: ignore[arg-type]
+
+
+# --- one night across series ---------------------------------------------------------------------------
+
+
+def test_benjamini_hochberg_matches_scipy() -> None:
+    rng = np.random.default_rng(9)
+    for _ in range(50):
+        p = rng.uniform(0, 0.05, size=int(rng.integers(1, 30))) ** 2
+        keep = cp.benjamini_hochberg(p, 0.05)
+        assert np.array_equal(keep, stats.false_discovery_control(p) <= 0.05)
+        extra = int(rng.integers(0, 100))
+        padded = np.concatenate([p, np.ones(extra)])
+        assert np.array_equal(
+            cp.benjamini_hochberg(p, 0.05, len(padded)),
+            (stats.false_discovery_control(padded) <= 0.05)[: len(p)],
+        )
+    assert cp.benjamini_hochberg(np.array([]), 0.05).shape == (0,)
+
+
+def test_analyze_night_reports_only_new_changes_that_survive() -> None:
+    rng = np.random.default_rng(10)
+    series: dict[tuple[str, str], np.ndarray] = {(f"w{i}", "v1"): _aa(rng, 80, 0.01) for i in range(30)}
+    series[("new", "v1")] = np.concatenate([_aa(rng, 77, 0.01), 1.04 * _aa(rng, 3, 0.01)])
+    series[("old", "v1")] = np.concatenate([_aa(rng, 40, 0.01), 1.08 * _aa(rng, 40, 0.01)])
+    found = cp.analyze_night(series)
+    assert [(k, c.index) for k, c in found] == [(("new", "v1"), 77)]
+    assert cp.detect(series[("old", "v1")])[0].index == 40  # in the history, but not new tonight
+    assert cp.analyze_night(series) == found
+    # counted among many more series, the same evidence is not enough (BH: p <= fdr / n_tests for one)
+    p = found[0][1].p_value
+    assert cp.analyze_night(series, n_tests=int(0.5 * cp.DEFAULT_FDR / p)) == found
+    assert cp.analyze_night(series, n_tests=int(2.0 * cp.DEFAULT_FDR / p)) == []
+
+
+def test_analyze_night_min_nights_after_and_empty() -> None:
+    rng = np.random.default_rng(11)
+    x = np.concatenate([_aa(rng, 60, 0.005), 1.2 * _aa(rng, 1, 0.005)])
+    assert [c.index for _, c in cp.analyze_night({"a": x})] == [60]
+    assert cp.analyze_night({"a": x}, min_nights_after=2) == []
+    assert cp.analyze_night({}) == []
