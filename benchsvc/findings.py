@@ -52,6 +52,7 @@ def nightly_series(session: Any, run: Any, results: pd.DataFrame) -> dict[tuple[
             & (hist["environment_fp"] == run.environment.fingerprint)
             & (hist["workload_hash"] == r.workload_hash)
             & (hist["started_at"] <= run.started_at)
+            & hist["value"].notna()  # a night without timing values (no worker values) is no data point
         ]
         wid = session.query(Workload.id).filter_by(name=r.workload, content_hash=r.workload_hash).scalar()
         out[(r.engine, r.version, wid)] = hist.reset_index(drop=True)
