@@ -41,6 +41,8 @@ def lineage_for_run(
 
 def nightly_series(session: Any, run: Any, results: pd.DataFrame) -> dict[tuple[str, str, int], pd.DataFrame]:
     """The timing history of every ok result of ``run`` in its own series (same provenance and mode)."""
+    from sqlalchemy import select
+
     from benchsvc.store.models import Workload
     from benchsvc.store.queries import series_history
 
@@ -54,7 +56,9 @@ def nightly_series(session: Any, run: Any, results: pd.DataFrame) -> dict[tuple[
             & (hist["started_at"] <= run.started_at)
             & hist["value"].notna()  # a night without timing values (no worker values) is no data point
         ]
-        wid = session.query(Workload.id).filter_by(name=r.workload, content_hash=r.workload_hash).scalar()
+        wid = session.scalar(
+            select(Workload.id).where(Workload.name == r.workload, Workload.content_hash == r.workload_hash)
+        )
         out[(r.engine, r.version, wid)] = hist.reset_index(drop=True)
     return out
 

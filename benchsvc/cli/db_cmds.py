@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import typer
 
 from benchsvc.cli.common import DbOption
@@ -11,20 +14,30 @@ app = typer.Typer(
 )
 
 
-@app.command("upgrade")
-def upgrade(db: DbOption = None) -> None:
-    """Apply the schema migrations to the database (creating it if needed); refuses a newer database."""
-    from benchsvc.store.db import create_db_engine, current_revision, describe, head_revision, resolve_url
-    from benchsvc.store.db import upgrade as run_upgrade
+def _with_engine(db: str | None, action: Callable[[Any], Any]) -> tuple[str, Any]:
+    """Connect without the schema check (these commands are the way out of a failing one), act, dispose."""
+    from benchsvc.store.db import create_db_engine, resolve_url
 
     url = resolve_url(db)
     engine = create_db_engine(url)
     try:
-        before = current_revision(engine)
-        run_upgrade(engine)
-        after = current_revision(engine)
+        return url, action(engine)
     finally:
         engine.dispose()
+
+
+@app.command("upgrade")
+def upgrade(db: DbOption = None) -> None:
+    """Apply the schema migrations to the database (creating it if needed); refuses a newer database."""
+    from benchsvc.store.db import current_revision, describe, head_revision
+    from benchsvc.store.db import upgrade as run_upgrade
+
+    def act(engine: Any) -> tuple[str | None, str | None]:
+        before = current_revision(engine)
+        run_upgrade(engine)
+        return before, current_revision(engine)
+
+    url, (before, after) = _with_engine(db, act)
     if before == after:
         typer.echo(f"{describe(url)}: already at {after} (head {head_revision()})")
     else:
@@ -34,14 +47,9 @@ def upgrade(db: DbOption = None) -> None:
 @app.command("current")
 def current(db: DbOption = None) -> None:
     """Show the database's schema revision and the revision this benchsvc expects."""
-    from benchsvc.store.db import create_db_engine, current_revision, describe, head_revision, resolve_url
+    from benchsvc.store.db import current_revision, describe, head_revision
 
-    url = resolve_url(db)
-    engine = create_db_engine(url)
-    try:
-        rev = current_revision(engine)
-    finally:
-        engine.dispose()
+    url, rev = _with_engine(db, current_revision)
     head = head_revision()
     state = (
         "up to date"

@@ -21,7 +21,8 @@ class NotFound(BenchsvcError):
     """A run, workload or series that is not in the database."""
 
 
-def _frame(session: Session, stmt: Executable) -> pd.DataFrame:
+def frame(session: Session, stmt: Executable) -> pd.DataFrame:
+    """Execute ``stmt`` and return its rows as a DataFrame (the store's one way to build frames)."""
     # Core execution on the session's connection, and plain tuples for pandas: ORM result handling and
     # pandas probing each Row for namedtuple fields cost more than the query itself.
     result = session.connection().execute(stmt)
@@ -101,7 +102,7 @@ def series_history(
         stmt = stmt.where(Run.started_at >= since)
     if mode is not None:
         stmt = stmt.where(Run.mode == mode)
-    df = _frame(session, stmt)
+    df = frame(session, stmt)
     df["started_at"] = pd.to_datetime(df["started_at"], format="ISO8601")
     environments = {eid: fp for eid, fp in session.execute(select(Environment.id, Environment.fingerprint))}
     provenance = pd.DataFrame(
@@ -144,7 +145,7 @@ def list_runs(session: Session, limit: int = 20) -> pd.DataFrame:
         .order_by(Run.started_at.desc(), Run.id.desc())
         .limit(limit)
     )
-    df = _frame(session, stmt)
+    df = frame(session, stmt)
     df["failed"] = df["results"] - df["ok"]
     return df
 
@@ -193,8 +194,8 @@ def run_results(session: Session, run_id: int) -> pd.DataFrame:
         .where(Result.run_id == run_id)
         .order_by(Result.id)
     )
-    df = _frame(session, stmt)
-    counters = _frame(
+    df = frame(session, stmt)
+    counters = frame(
         session,
         select(Counter.result_id, Counter.name, Counter.value)
         .join(Result, Counter.result_id == Result.id)
@@ -224,7 +225,7 @@ def run_samples(session: Session, run_id: int) -> pd.DataFrame:
         .where(Result.run_id == run_id)
         .order_by(Sample.result_id, Sample.process)
     )
-    df = _frame(session, stmt)
+    df = frame(session, stmt)
     if df.empty:
         return pd.DataFrame(
             columns=["result_id", "engine", "version", "workload", "process", "value_index", "value_s"]

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, aliased
 from benchsvc.errors import BenchsvcError
 from benchsvc.records import utcnow
 from benchsvc.store.models import REGRESSION_STATUSES, Machine, Regression, Run, Version, Workload
+from benchsvc.store.queries import frame
 
 
 class RegressionNotFound(BenchsvcError):
@@ -196,8 +197,7 @@ def list_regressions(
         stmt = stmt.where(Regression.axis == axis)
     if direction is not None:
         stmt = stmt.where(Regression.direction == direction)
-    result = session.connection().execute(stmt)
-    return pd.DataFrame.from_records([tuple(r) for r in result.fetchall()], columns=list(result.keys()))
+    return frame(session, stmt)
 
 
 def acknowledge(session: Session, regression_id: int, note: str) -> Regression:
