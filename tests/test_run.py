@@ -280,7 +280,11 @@ def test_debug_matrix_end_to_end_matches_simulate(bench: Bench) -> None:
     assert cp.returncode == 0, cp.stderr
     lines = cp.stdout.strip().splitlines()
     assert re.match(r"run 1 complete: 6 ok, 0 failed in \d+:\d\d \(debug mode\)$", lines[0]), cp.stdout
-    assert len(lines) == 2 and lines[1].startswith("analysis: "), cp.stdout
+    assert lines[1].startswith("analysis: "), cp.stdout
+    assert len(lines) == 3 and lines[2] == "report: reports/index.html (5 files written, 0 unchanged)", (
+        cp.stdout
+    )
+    assert (bench.dir / "reports" / "workloads" / f"{W1}.html").exists()
     progress = [line for line in cp.stderr.splitlines() if line.startswith("[")]
     assert len(progress) == 6 and all("eta" in line for line in progress), cp.stderr
 

@@ -191,7 +191,8 @@ def regressions(
     for r in df.to_dict("records"):
         d = r["details"] or {}
         if d.get("kind") in ("exact", "counter"):
-            size = f"{d.get('delta', 0):+,}"
+            delta = float(d.get("delta", 0))
+            size = f"{int(delta):+,}" if delta.is_integer() else f"{delta:+,.1f}"
             if d.get("kind") == "counter":
                 size += (
                     f" (commit {str(d.get('previous_commit') or '')[:8]} -> {str(d.get('commit') or '')[:8]})"

@@ -17,6 +17,7 @@ from benchsvc.cli import (
     db_cmds,
     engine_cmds,
     exchange_cmds,
+    report_cmds,
     run_cmds,
     schedule_cmds,
     workloads_cmds,
@@ -55,6 +56,7 @@ app.command("compare")(analysis_cmds.compare)
 app.command("history")(analysis_cmds.history)
 app.add_typer(analysis_cmds.regressions_app, name="regressions")
 app.command("evaluate")(analysis_cmds.evaluate)
+app.command("report")(report_cmds.report)
 app.command("versions")(engine_cmds.versions)
 app.command("simulate")(engine_cmds.simulate)
 app.add_typer(workloads_cmds.app, name="workloads")

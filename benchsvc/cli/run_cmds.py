@@ -53,6 +53,12 @@ def run(
         str, typer.Option("--trigger", help="Recorded with the run: manual, nightly, ...")
     ] = "manual",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    write_report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Write the HTML report when the run ends.")
+    ] = True,
+    report_dir: Annotated[Path, typer.Option("--report-dir", help="Where the report goes.")] = Path(
+        "reports"
+    ),
     db: DbOption = None,
 ) -> None:
     """Measure every version x workload with pyperf and store the results (the nightly job).
@@ -111,6 +117,18 @@ def run(
         f"analysis: {found.lineage_new} new lineage findings ({found.lineage_fixed} fixed), "
         f"{found.nightly_new} new nightly findings; see benchsvc regressions"
     )
+    if write_report:
+        from benchsvc.records import utcnow
+        from benchsvc.report.collect import collect
+        from benchsvc.report.site import build_site, write_site
+        from benchsvc.store.db import read_session
+
+        with read_session(engine) as s:
+            data = collect(s)
+        written, unchanged = write_site(
+            build_site(data, generated_at=utcnow().replace(microsecond=0)), report_dir
+        )
+        typer.echo(f"report: {report_dir / 'index.html'} ({written} files written, {unchanged} unchanged)")
     if summary.status == "failed":
         raise typer.Exit(1)
 

@@ -250,3 +250,40 @@ def version_comparison(session: Session, run_id: int, metric: str = TIME_METRIC)
         columns={"version": "parent", "value": "parent_value"}
     )
     return ok.merge(parents, on=["engine", "workload", "parent"], how="left").reset_index(drop=True)
+
+
+def run_histories(session: Session, run: Run, *, since: dt.datetime | None = None) -> pd.DataFrame:
+    """The timing history of every series of ``run`` in one query: same machine, environment, engine and mode,
+    the run's workload contents; one row per (series, night) up to the run, oldest first.
+
+    Columns: engine, workload, workload_hash, version, run_id, started_at, mean_s."""
+    workload_ids = select(Result.workload_id).where(Result.run_id == run.id).distinct()
+    stmt = (
+        select(
+            Result.engine,
+            Workload.name.label("workload"),
+            Workload.content_hash.label("workload_hash"),
+            Result.version_id.label("version"),
+            Run.id.label("run_id"),
+            type_coerce(Run.started_at, String).label("started_at"),
+            Result.mean_s,
+        )
+        .select_from(Result)
+        .join(Run, Result.run_id == Run.id)
+        .join(Workload, Result.workload_id == Workload.id)
+        .where(
+            Run.machine_id == run.machine_id,
+            Run.environment_id == run.environment_id,
+            Run.mode == run.mode,
+            Run.started_at <= run.started_at,
+            Result.workload_id.in_(workload_ids),
+            Result.status == "ok",
+            Result.mean_s.is_not(None),
+        )
+        .order_by(Run.started_at, Run.id)
+    )
+    if since is not None:
+        stmt = stmt.where(Run.started_at >= since)
+    df = frame(session, stmt)
+    df["started_at"] = pd.to_datetime(df["started_at"], format="ISO8601")
+    return df

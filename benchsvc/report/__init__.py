@@ -1,0 +1,1 @@
+"""Static HTML reports (Altair/Vega-Lite, offline): build from DataFrames, write only what changed."""

@@ -1,0 +1,194 @@
+"""The generated report site in a real browser: charts draw, no console errors, no network, no XSS, links resolve.
+
+One site per module (three debug nights of two shipped workloads plus ``xss-test``, whose description and
+tags are hostile), each page loaded once in headless Chromium (``tests/report_fixtures.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from report_fixtures import (
+    CHROMIUM,
+    EXPECTED_PAGES,
+    HOSTILE_STRINGS,
+    WORKLOADS,
+    XSS_WORKLOAD,
+    PageVisit,
+    build_database,
+    build_site,
+    element_ids,
+    launch_browser,
+    relative_html_link,
+    report_command_available,
+    visit,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("report-site")
+    if not report_command_available(workdir):
+        pytest.skip("benchsvc report not available yet")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium, or set $BENCHSVC_TEST_CHROMIUM)")
+    db = workdir / "bench.db"
+    build_database(db, workdir)
+    out = workdir / "site"
+    build_site(db, out, workdir)
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser(site: Path) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = launch_browser(p)
+        yield chromium
+        chromium.close()
+
+
+def _listing(site: Path) -> list[str]:
+    return sorted(str(p.relative_to(site)) for p in site.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def visits(site: Path, browser: Any) -> Callable[[str], PageVisit]:
+    """``visits("index.html")``: the page loaded once per module, whatever the number of tests asking."""
+    cache: dict[str, PageVisit] = {}
+
+    def get(rel: str) -> PageVisit:
+        if rel not in cache:
+            path = site / rel
+            assert path.is_file(), f"{rel} was not generated; the site holds {_listing(site)}"
+            cache[rel] = visit(browser, path)
+        return cache[rel]
+
+    return get
+
+
+def _other_pages(site: Path) -> list[str]:
+    return sorted(
+        rel
+        for rel in (p.relative_to(site).as_posix() for p in site.rglob("*.html"))
+        if rel not in EXPECTED_PAGES
+    )
+
+
+# --- The checks, one function each, so that an unexpected page gets all of them too ---
+
+
+def _check_charts(v: PageVisit) -> None:
+    assert v.chart_ids, f"{v.url}: no element with class 'chart'"
+    assert not v.charts_without_drawing, (
+        f"{v.url}: {len(v.charts_without_drawing)} of {len(v.chart_ids)} charts hold no svg/canvas after load "
+        f"(console errors: {v.console_errors + v.page_errors}):\n" + "\n".join(v.charts_without_drawing)
+    )
+
+
+def _check_console(v: PageVisit) -> None:
+    assert not v.page_errors, f"{v.url}: uncaught errors: {v.page_errors}"
+    assert not v.console_errors, f"{v.url}: console errors: {v.console_errors}"
+    assert not v.failed, f"{v.url}: local files that failed to load: {v.failed}"
+
+
+def _check_network(v: PageVisit) -> None:
+    assert not v.network_violations(), f"{v.url}: requests other than file://: {v.network_violations()}"
+    assert not v.local_scripts, f"{v.url}: scripts loaded from files, not inlined: {v.local_scripts}"
+    assert v.url in v.requests, (
+        f"{v.url}: the page's own request was not seen (harness broken?): {v.requests}"
+    )
+
+
+def _check_no_injection(v: PageVisit) -> None:
+    assert v.xss_type == "undefined", f"{v.url}: window.__xss is {v.xss_type}: a hostile string ran"
+    assert not v.dialogs, f"{v.url}: dialogs opened: {v.dialogs}"
+    created = {what: n for what, n in v.injected.items() if n}
+    assert not created, f"{v.url}: hostile strings became elements: {created}"
+
+
+def _check_links(v: PageVisit, site: Path) -> None:
+    broken = []
+    for href in v.hrefs:
+        link = relative_html_link(v.path, href)
+        if link is None:
+            continue
+        target, fragment = link
+        if not target.is_file():
+            broken.append(f"{href} -> {target}: no such file")
+        elif fragment and fragment not in element_ids(target):
+            broken.append(f"{href} -> {target}: no element with id {fragment!r}")
+    assert not broken, f"{v.url}: broken links: {broken}; the site holds {_listing(site)}"
+
+
+# --- The site ---
+
+
+def test_site_has_every_page(site: Path) -> None:
+    missing = [rel for rel in (*EXPECTED_PAGES, "feed.atom") if not (site / rel).is_file()]
+    assert not missing, f"missing {missing}; the site holds {_listing(site)}"
+
+
+@pytest.mark.parametrize("page", EXPECTED_PAGES)
+def test_charts_render(visits: Callable[[str], PageVisit], page: str) -> None:
+    _check_charts(visits(page))
+
+
+@pytest.mark.parametrize("page", EXPECTED_PAGES)
+def test_no_console_errors(visits: Callable[[str], PageVisit], page: str) -> None:
+    _check_console(visits(page))
+
+
+@pytest.mark.parametrize("page", EXPECTED_PAGES)
+def test_no_network_requests(visits: Callable[[str], PageVisit], page: str) -> None:
+    _check_network(visits(page))
+
+
+@pytest.mark.parametrize("page", EXPECTED_PAGES)
+def test_no_script_injection(visits: Callable[[str], PageVisit], page: str) -> None:
+    _check_no_injection(visits(page))
+
+
+@pytest.mark.parametrize("page", EXPECTED_PAGES)
+def test_relative_links_resolve(visits: Callable[[str], PageVisit], site: Path, page: str) -> None:
+    _check_links(visits(page), site)
+
+
+def test_hostile_strings_shown_literally(visits: Callable[[str], PageVisit]) -> None:
+    v = visits(f"workloads/{XSS_WORKLOAD}.html")
+    for raw in HOSTILE_STRINGS:
+        if raw in v.inner_text:
+            continue
+        if raw in v.text_content:
+            pytest.fail(f"{v.url}: {raw!r} is in the DOM text but not visible (hidden element?)")
+        escaped = raw.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        if escaped[:12] in v.inner_text:
+            pytest.fail(f"{v.url}: {raw!r} is shown double-escaped; the page text holds {escaped[:12]!r}...")
+        pytest.fail(f"{v.url}: {raw!r} is not shown; the page text begins:\n{v.inner_text[:1500]}")
+
+
+def test_index_links_every_page(visits: Callable[[str], PageVisit], site: Path) -> None:
+    v = visits("index.html")
+    targets = {link[0] for link in (relative_html_link(v.path, href) for href in v.hrefs) if link}
+    wanted = {(site / rel).resolve() for rel in (*(f"workloads/{w}.html" for w in WORKLOADS), "lineage.html")}
+    unlinked = sorted(str(p.relative_to(site.resolve())) for p in wanted - targets)
+    assert not unlinked, f"index.html does not link to {unlinked}; its links: {v.hrefs}"
+
+
+def test_other_pages_pass_the_same_checks(visits: Callable[[str], PageVisit], site: Path) -> None:
+    """Any page beyond the expected ones (a future per-run page, say) is held to the same checks."""
+    for rel in _other_pages(site):
+        v = visits(rel)
+        if v.chart_ids:
+            _check_charts(v)
+        _check_console(v)
+        _check_network(v)
+        _check_no_injection(v)
+        _check_links(v, site)
