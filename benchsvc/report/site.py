@@ -414,7 +414,7 @@ def _workload(data: ReportData, w: Any) -> str:
                         _cell(_num(r.value, 6 if r.kind == "timing" else 0), "num"),
                         _cell(_num(r.baseline_value, 6 if r.kind == "timing" else 0), "num"),
                         _cell(
-                            ("" if r.kind == "timing" else f"{r.delta:+,}")
+                            ("" if r.kind == "timing" else _delta(r.delta))
                             if r.kind == "exact"
                             else f"{r.ratio - 1:+.1%} [{r.ci_low - 1:+.1%}, {r.ci_high - 1:+.1%}]",
                             "num",
