@@ -14,6 +14,7 @@ import typer
 from benchsvc import __version__
 from benchsvc.cli import (
     analysis_cmds,
+    crosscheck_cmds,
     db_cmds,
     engine_cmds,
     exchange_cmds,
@@ -59,6 +60,7 @@ app.command("evaluate")(analysis_cmds.evaluate)
 app.command("report")(report_cmds.report)
 app.command("versions")(engine_cmds.versions)
 app.command("simulate")(engine_cmds.simulate)
+app.command("crosscheck")(crosscheck_cmds.crosscheck)
 app.add_typer(workloads_cmds.app, name="workloads")
 app.add_typer(db_cmds.app, name="db")
 app.command("export")(exchange_cmds.export)

@@ -1,0 +1,52 @@
+"""``benchsvc crosscheck``: the up612 simulation against the live kernel, counter by counter (spec §6)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from benchsvc.cli.output import Format, render
+
+COLUMNS = ["workload", "counter", "sim", "kernel", "agree", "status"]
+JSON_COLUMNS = [*COLUMNS, "reason"]
+
+
+def crosscheck(
+    workloads: Annotated[
+        list[str] | None,
+        typer.Argument(help="Workload files or names of shipped workloads (default: every shipped one)."),
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+) -> None:
+    """Run each workload the kernel can express on up612 and on the live kernel; compare counter by counter.
+
+    Compared: split_deferred, partially_mapped_after, and anon_fault_alloc (kernel) against the number of
+    folios of the layout. Workloads the kernel cannot express are skipped with the reason. Exits 1 on any
+    disagreement, when the kernel did not reproduce a layout, or when the kernel cannot be used here.
+    """
+    from benchsvc.crosscheck import SIM_VERSION
+    from benchsvc.crosscheck import crosscheck as run_crosscheck
+    from benchsvc.workload import discover, load_workload, resolve
+
+    specs = [resolve(w) for w in workloads] if workloads else [load_workload(p) for p in discover()]
+    report = run_crosscheck(specs)
+    rows = report.rows()
+    if fmt is Format.json:
+        render(rows, JSON_COLUMNS, fmt)
+    else:
+        table_rows = [
+            {
+                **r,
+                "counter": r["counter"] or "-",
+                "agree": "" if r["agree"] is None else ("yes" if r["agree"] else "no"),
+                "status": f"{r['status']}: {r['reason']}" if r["counter"] is None else r["status"],
+            }
+            for r in rows
+        ]
+        render(table_rows, COLUMNS, fmt, title=f"{SIM_VERSION} (sim) vs the live kernel")
+    failures = report.failures
+    if failures:
+        listed = ", ".join(f"{w.workload} ({w.status})" for w in failures)
+        typer.echo(f"Error: crosscheck failed for {len(failures)} workload(s): {listed}", err=True)
+        raise typer.Exit(1)

@@ -1,0 +1,176 @@
+"""Cross-check of the up612 simulation against the live kernel (spec §6): counter by counter, per workload.
+
+Library only (no printing): :func:`crosscheck` returns a :class:`CrosscheckReport` of plain dataclasses;
+``benchsvc crosscheck`` renders it. Compared per workload the kernel can express:
+
+* ``split_deferred`` and ``partially_mapped_after``: ``simulate(spec, "up612").counters`` against
+  :attr:`KernelResult.counters`;
+* ``anon_fault_alloc``: the number of folios of the layout against the kernel's population delta of that
+  stat (the check that the kernel built the layout the simulation assumes).
+
+A workload the kernel cannot express is ``skipped`` (with the reason), not a failure. A kernel that fell
+back to other folio sizes (:class:`~benchsvc.errors.LayoutNotReproduced`) gives ``layout not reproduced``,
+which is a failure: nothing could be compared. A kernel that cannot serve at all raises
+:class:`~benchsvc.errors.KernelUnavailable` before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from benchsvc.errors import KernelUnavailable, LayoutNotReproduced
+from benchsvc.workload import WorkloadSpec
+
+if TYPE_CHECKING:
+    from benchsvc.kernel import KernelResult
+
+#: the version the kernel is compared against
+SIM_VERSION = "up612"
+#: engine counters compared with :attr:`KernelResult.counters` (same names)
+ENGINE_COUNTERS = ("split_deferred", "partially_mapped_after")
+#: the population stat compared with the number of folios of the layout
+FAULT_COUNTER = "anon_fault_alloc"
+COUNTERS = (*ENGINE_COUNTERS, FAULT_COUNTER)
+
+AGREE = "agree"
+DISAGREE = "disagree"
+SKIPPED = "skipped"
+LAYOUT_NOT_REPRODUCED = "layout not reproduced"
+
+
+@dataclass(frozen=True)
+class CounterCheck:
+    """One counter of one workload: the simulated value and the kernel's."""
+
+    counter: str
+    sim: int
+    kernel: int | None  # None: the kernel result lacks the stat (counts as a disagreement)
+
+    @property
+    def agree(self) -> bool:
+        return self.kernel is not None and self.sim == self.kernel
+
+
+@dataclass(frozen=True)
+class WorkloadCheck:
+    """The outcome for one workload: ``status`` is one of agree, disagree, skipped, layout not reproduced."""
+
+    workload: str
+    status: str
+    reason: str | None = None
+    checks: tuple[CounterCheck, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (AGREE, SKIPPED)
+
+
+@dataclass(frozen=True)
+class CrosscheckReport:
+    workloads: tuple[WorkloadCheck, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        """True when no workload disagrees and every expressible layout was reproduced."""
+        return all(w.ok for w in self.workloads)
+
+    @property
+    def failures(self) -> list[WorkloadCheck]:
+        return [w for w in self.workloads if not w.ok]
+
+    def rows(self) -> list[dict[str, object]]:
+        """One dict per (workload, counter); one per skipped or not reproduced workload (counter None).
+
+        Keys: workload, counter, sim, kernel, agree (bool, None when nothing was compared), status, reason.
+        """
+        out: list[dict[str, object]] = []
+        for w in self.workloads:
+            if not w.checks:
+                out.append(
+                    {
+                        "workload": w.workload,
+                        "counter": None,
+                        "sim": None,
+                        "kernel": None,
+                        "agree": None,
+                        "status": w.status,
+                        "reason": w.reason,
+                    }
+                )
+            for c in w.checks:
+                out.append(
+                    {
+                        "workload": w.workload,
+                        "counter": c.counter,
+                        "sim": c.sim,
+                        "kernel": c.kernel,
+                        "agree": c.agree,
+                        "status": w.status,
+                        "reason": w.reason,
+                    }
+                )
+        return out
+
+
+def layout_folios(spec: WorkloadSpec) -> int:
+    """The number of folios the layout has (what ``anon_fault_alloc`` must count on the kernel)."""
+    return sum(n for _, n in spec.folio_counts())
+
+
+def compare(spec: WorkloadSpec, sim_counters: Mapping[str, int], kernel: KernelResult) -> WorkloadCheck:
+    """Compare the simulated counters of ``spec`` with a kernel result, counter by counter (pure)."""
+    checks = [
+        CounterCheck(name, int(sim_counters[name]), kernel.counters.get(name)) for name in ENGINE_COUNTERS
+    ]
+    checks.append(
+        CounterCheck(FAULT_COUNTER, layout_folios(spec), kernel.stats_population.get(FAULT_COUNTER))
+    )
+    bad = [c.counter for c in checks if not c.agree]
+    if bad:
+        return WorkloadCheck(spec.name, DISAGREE, f"disagree on {', '.join(bad)}", tuple(checks))
+    return WorkloadCheck(spec.name, AGREE, None, tuple(checks))
+
+
+def check_workload(
+    spec: WorkloadSpec, run: Callable[[WorkloadSpec], KernelResult] | None = None
+) -> WorkloadCheck:
+    """Run ``spec`` on the kernel (``run``, default :func:`benchsvc.kernel.run_on_kernel`) and on up612."""
+    from benchsvc.engine import simulate
+    from benchsvc.kernel import expressible_reason, run_on_kernel
+
+    reason = expressible_reason(spec)
+    if reason is not None:
+        return WorkloadCheck(spec.name, SKIPPED, f"not expressible on the kernel: {reason}")
+    try:
+        result = (run or run_on_kernel)(spec)
+    except LayoutNotReproduced as exc:
+        return WorkloadCheck(spec.name, LAYOUT_NOT_REPRODUCED, str(exc))
+    return compare(spec, simulate(spec, SIM_VERSION).counters, result)
+
+
+def check_kernel_available(specs: Iterable[WorkloadSpec]) -> None:
+    """Raise :class:`KernelUnavailable` if the kernel cannot serve a folio size that an expressible spec uses."""
+    from benchsvc.kernel import expressible_reason, unavailable_reason
+
+    sizes = sorted(
+        {
+            s.single_folio_size
+            for s in specs
+            if expressible_reason(s) is None and s.single_folio_size is not None
+        }
+    )
+    for size in sizes:
+        reason = unavailable_reason(size)
+        if reason is not None:
+            raise KernelUnavailable(f"the live kernel cannot be used: {reason}")
+
+
+def crosscheck(
+    specs: Sequence[WorkloadSpec], run: Callable[[WorkloadSpec], KernelResult] | None = None
+) -> CrosscheckReport:
+    """Cross-check every spec. Availability is checked up front (only when ``run`` is the live kernel)."""
+    if run is None:
+        check_kernel_available(specs)
+    return CrosscheckReport(tuple(check_workload(s, run) for s in specs))

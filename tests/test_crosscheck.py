@@ -1,0 +1,165 @@
+"""``benchsvc crosscheck``: up612 against the live kernel, counter by counter (spec §6).
+
+The comparison logic is tested with fake kernel results everywhere; the live run is marked ``kernel`` and
+skips with the reason from :func:`benchsvc.kernel.unavailable_reason` where the kernel cannot serve.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchsvc.crosscheck import (
+    AGREE,
+    COUNTERS,
+    DISAGREE,
+    LAYOUT_NOT_REPRODUCED,
+    SKIPPED,
+    compare,
+    crosscheck,
+    layout_folios,
+)
+from benchsvc.engine import simulate
+from benchsvc.errors import KernelUnavailable, LayoutNotReproduced
+from benchsvc.kernel import KernelResult, enabled_snapshot, unavailable_reason
+from benchsvc.workload import PMD_SIZE, WorkloadSpec, resolve
+
+KIB = 1024
+MIB = 1024 * KIB
+
+REASON = unavailable_reason()
+live = pytest.mark.skipif(REASON is not None, reason=f"live kernel unavailable: {REASON}")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchsvc", "crosscheck", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _fake_result(spec: WorkloadSpec, counters: dict[str, int], faults: int | None = None) -> KernelResult:
+    folios = layout_folios(spec)
+    return KernelResult(
+        workload=spec.name,
+        kernel_release="fake",
+        folio_size=spec.single_folio_size or 0,
+        folios=folios,
+        counters=counters,
+        stats_population={"anon_fault_alloc": folios if faults is None else faults},
+        stats_zap={},
+        zap_ns=0,
+        zap_calls=0,
+    )
+
+
+def _up612(spec: WorkloadSpec) -> dict[str, int]:
+    c = simulate(spec, "up612").counters
+    return {"split_deferred": c["split_deferred"], "partially_mapped_after": c["partially_mapped_after"]}
+
+
+# ------------------------------------------------------------------------------ the core, no kernel needed
+def test_compare_reports_a_disagreement_counter_by_counter() -> None:
+    spec = resolve("c-straddle-munmap")
+    sim = simulate(spec, "up612").counters
+    kernel = _fake_result(spec, {**_up612(spec), "split_deferred": sim["split_deferred"] + 1})
+    check = compare(spec, sim, kernel)
+    assert check.status == DISAGREE and not check.ok
+    assert {c.counter: c.agree for c in check.checks} == {
+        "split_deferred": False,
+        "partially_mapped_after": True,
+        "anon_fault_alloc": True,
+    }
+    assert check.reason is not None and "split_deferred" in check.reason
+
+
+def test_crosscheck_core_fails_on_a_disagreement_and_skips_the_inexpressible() -> None:
+    good, bad, mixed = (
+        resolve(n) for n in ("a-munmap-aligned", "b-dontneed-first-page", "e-mixed-order0-large")
+    )
+
+    def fake_run(spec: WorkloadSpec) -> KernelResult:
+        assert spec.name != mixed.name, "a not-expressible workload must not reach the kernel"
+        if spec.name == bad.name:  # the kernel built fewer folios than the layout has
+            return _fake_result(spec, _up612(spec), faults=layout_folios(spec) - 1)
+        return _fake_result(spec, _up612(spec))
+
+    report = crosscheck([good, bad, mixed], run=fake_run)
+    assert [w.status for w in report.workloads] == [AGREE, DISAGREE, SKIPPED]
+    assert not report.ok
+    assert [w.workload for w in report.failures] == [bad.name]
+    rows = report.rows()
+    assert [(r["workload"], r["counter"]) for r in rows] == [
+        *((good.name, c) for c in COUNTERS),
+        *((bad.name, c) for c in COUNTERS),
+        (mixed.name, None),
+    ]
+    bad_faults = next(r for r in rows if r["workload"] == bad.name and r["counter"] == "anon_fault_alloc")
+    assert bad_faults["agree"] is False and bad_faults["sim"] == 1024 and bad_faults["kernel"] == 1023
+    skipped = rows[-1]
+    assert skipped["status"] == SKIPPED and "not expressible" in str(skipped["reason"])
+
+    # without the disagreeing workload, a skipped one alone does not fail the report
+    assert crosscheck([good, mixed], run=fake_run).ok
+
+
+def test_layout_not_reproduced_is_a_failure() -> None:
+    spec = resolve("a-munmap-aligned")
+
+    def fell_back(spec: WorkloadSpec) -> KernelResult:
+        raise LayoutNotReproduced(f"{spec.name}: the kernel did not reproduce the layout")
+
+    report = crosscheck([spec], run=fell_back)
+    (w,) = report.workloads
+    assert w.status == LAYOUT_NOT_REPRODUCED and not w.checks and not report.ok
+
+
+def test_cli_not_expressible_workload_is_skipped_with_its_reason() -> None:
+    # needs no kernel: nothing expressible is asked for, so availability is not even checked
+    proc = _cli("e-mixed-order0-large", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(proc.stdout)
+    assert row["workload"] == "e-mixed-order0-large"
+    assert row["status"] == SKIPPED
+    assert row["reason"].startswith("not expressible on the kernel: ")
+    assert row["agree"] is None
+
+
+# --------------------------------------------------------------------------------------- the live kernel
+@pytest.mark.kernel
+@live
+def test_cli_four_workloads_agree_on_the_live_kernel() -> None:
+    before = enabled_snapshot()
+    names = ["a-munmap-aligned", "c-straddle-munmap", "b-dontneed-first-page", "f-fork-child-munmap"]
+    proc = _cli(*names, "--format", "json")
+    assert enabled_snapshot() == before, "per-size mTHP sysfs values were not restored"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["workload"], r["counter"]) for r in rows] == [(n, c) for n in names for c in COUNTERS]
+    assert all(r["agree"] is True and r["status"] == AGREE for r in rows), rows
+    got = {(r["workload"], r["counter"]): (r["sim"], r["kernel"]) for r in rows}
+
+    # spec §6: 64 MiB of 64 KiB folios moved 32 KiB past a 2 MiB boundary -> one deferred split per
+    # straddled page-table boundary, i.e. one per 2 MiB of the region
+    straddled = 64 * MIB // PMD_SIZE
+    assert got[("c-straddle-munmap", "split_deferred")] == (straddled, straddled) == (32, 32)
+    # b: MADV_DONTNEED of the first 4 KiB of each 64 KiB folio of 64 MiB leaves every folio partially mapped
+    folios = 64 * MIB // (64 * KIB)
+    assert got[("b-dontneed-first-page", "split_deferred")] == (folios, folios) == (1024, 1024)
+    for n in names:
+        assert got[(n, "anon_fault_alloc")] == (folios, folios)
+
+
+def test_unavailable_kernel_raises_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchsvc.kernel
+
+    monkeypatch.setattr(benchsvc.kernel, "unavailable_reason", lambda size: f"no {size // KIB}kB here")
+    with pytest.raises(KernelUnavailable, match="the live kernel cannot be used: no 64kB here"):
+        crosscheck([resolve("e-mixed-order0-large"), resolve("a-munmap-aligned")])
+    # nothing expressible asked for: the kernel is not needed, so its absence is no error
+    assert crosscheck([resolve("e-mixed-order0-large")]).ok
