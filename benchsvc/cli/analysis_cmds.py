@@ -179,6 +179,7 @@ def regressions(
     """List regressions (with --all, improvements too): both axes, with their effect and interval."""
     if ctx.invoked_subcommand is not None:
         return
+    from benchsvc.analysis.describe import finding_size
     from benchsvc.store.db import read_session
     from benchsvc.store.regressions import list_regressions
 
@@ -190,17 +191,9 @@ def regressions(
     rows = []
     for r in df.to_dict("records"):
         d = r["details"] or {}
-        if d.get("kind") in ("exact", "counter"):
-            delta = float(d.get("delta", 0))
-            size = f"{int(delta):+,}" if delta.is_integer() else f"{delta:+,.1f}"
-            if d.get("kind") == "counter":
-                size += (
-                    f" (commit {str(d.get('previous_commit') or '')[:8]} -> {str(d.get('commit') or '')[:8]})"
-                )
-        elif r["ci_low"] is not None and r["ci_low"] == r["ci_low"]:
-            size = f"{r['effect'] - 1:+.1%} [{r['ci_low'] - 1:+.1%}, {r['ci_high'] - 1:+.1%}]"
-        else:
-            size = f"{r['effect'] - 1:+.1%}"
+        size = finding_size(d, r["effect"], r["ci_low"], r["ci_high"])
+        if d.get("kind") == "counter":
+            size += f" (commit {str(d.get('previous_commit') or '')[:8]} -> {str(d.get('commit') or '')[:8]})"
         rows.append(
             {
                 **r,

@@ -23,6 +23,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from benchsvc import __version__
+from benchsvc.analysis.describe import finding_size, signed_count
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -149,13 +150,7 @@ def _regression_rows(df: pd.DataFrame, root: str) -> tuple[list[list[str]], list
     ]
     rows = []
     for r in df.itertuples(index=False):
-        d = r.details or {}
-        if d.get("kind") in ("exact", "counter"):
-            size = _delta(d.get("delta", 0))
-        elif r.ci_low is not None and r.ci_low == r.ci_low:
-            size = f"{r.effect - 1:+.1%} [{r.ci_low - 1:+.1%}, {r.ci_high - 1:+.1%}]"
-        else:
-            size = f"{r.effect - 1:+.1%}"
+        size = finding_size(r.details, r.effect, r.ci_low, r.ci_high)
         link = f"{root}{workload_page(r.workload)}#{quote(r.version)}-{quote(r.metric)}"
         rows.append(
             [
@@ -302,11 +297,6 @@ def _index(data: ReportData, generated_at: dt.datetime | None) -> str:
     return page.render(when)
 
 
-def _delta(x: Any) -> str:
-    x = float(x)
-    return f"{int(x):+,}" if x.is_integer() else f"{x:+,.1f}"
-
-
 def _clip_log2(r: float) -> float:
     if r is None or r != r:
         return 0.0
@@ -414,7 +404,7 @@ def _workload(data: ReportData, w: Any) -> str:
                         _cell(_num(r.value, 6 if r.kind == "timing" else 0), "num"),
                         _cell(_num(r.baseline_value, 6 if r.kind == "timing" else 0), "num"),
                         _cell(
-                            ("" if r.kind == "timing" else _delta(r.delta))
+                            ("" if r.kind == "timing" else signed_count(r.delta))
                             if r.kind == "exact"
                             else f"{r.ratio - 1:+.1%} [{r.ci_low - 1:+.1%}, {r.ci_high - 1:+.1%}]",
                             "num",
@@ -531,10 +521,7 @@ def _feed(data: ReportData) -> str:
     if not regs.empty:
         updated = max(regs["detected_at"]).strftime("%Y-%m-%dT%H:%M:%SZ")
         for r in regs.itertuples(index=False):
-            d = r.details or {}
-            size = (
-                f"{d.get('delta', 0):+,}" if d.get("kind") in ("exact", "counter") else f"{r.effect - 1:+.1%}"
-            )
+            size = finding_size(r.details, r.effect, None, None)
             title = f"{r.direction}: {r.metric} of {r.version} on {r.workload} ({size}, {r.axis})"
             entries.append(
                 "<entry>"

@@ -1,0 +1,24 @@
+"""How the size of a recorded finding reads, the same in the terminal, the report and the feed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def signed_count(x: Any) -> str:
+    """``+1,024`` for whole numbers, ``+3.5`` otherwise."""
+    x = float(x)
+    return f"{int(x):+,}" if x.is_integer() else f"{x:+,.1f}"
+
+
+def finding_size(
+    details: Mapping[str, Any] | None, effect: float, ci_low: float | None, ci_high: float | None
+) -> str:
+    """Exact findings (counters, cost): the signed difference. Timings: the relative change and its interval."""
+    d = details or {}
+    if d.get("kind") in ("exact", "counter"):
+        return signed_count(d.get("delta", 0))
+    if ci_low is not None and ci_low == ci_low and ci_high is not None:
+        return f"{effect - 1:+.1%} [{ci_low - 1:+.1%}, {ci_high - 1:+.1%}]"
+    return f"{effect - 1:+.1%}"
