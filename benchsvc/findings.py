@@ -40,26 +40,19 @@ def lineage_for_run(
 
 
 def nightly_series(session: Any, run: Any, results: pd.DataFrame) -> dict[tuple[str, str, int], pd.DataFrame]:
-    """The timing history of every ok result of ``run`` in its own series (same provenance and mode)."""
-    from sqlalchemy import select
+    """The timing history of every ok result of ``run`` in its own series (same provenance and mode), from
+    one query (:func:`benchsvc.store.queries.run_histories`); nights without timing values are left out."""
+    from benchsvc.store.queries import run_histories
 
-    from benchsvc.store.models import Workload
-    from benchsvc.store.queries import series_history
-
+    ok = results[results["status"] == "ok"]
+    wanted = set(zip(ok["engine"], ok["version"], ok["workload"], ok["workload_hash"], strict=True))
+    hist = run_histories(session, run).rename(columns={"mean_s": "value"})
     out = {}
-    for r in results[results["status"] == "ok"].itertuples(index=False):
-        hist = series_history(session, workload=r.workload, version=r.version, engine=r.engine, mode=run.mode)
-        hist = hist[
-            (hist["machine_fp"] == run.machine.fingerprint)
-            & (hist["environment_fp"] == run.environment.fingerprint)
-            & (hist["workload_hash"] == r.workload_hash)
-            & (hist["started_at"] <= run.started_at)
-            & hist["value"].notna()  # a night without timing values (no worker values) is no data point
-        ]
-        wid = session.scalar(
-            select(Workload.id).where(Workload.name == r.workload, Workload.content_hash == r.workload_hash)
-        )
-        out[(r.engine, r.version, wid)] = hist.reset_index(drop=True)
+    for (engine, version, workload, chash, wid), series in hist.groupby(
+        ["engine", "version", "workload", "workload_hash", "workload_id"], sort=False
+    ):
+        if (engine, version, workload, chash) in wanted:
+            out[(engine, version, int(wid))] = series.reset_index(drop=True)
     return out
 
 

@@ -256,16 +256,18 @@ def run_histories(session: Session, run: Run, *, since: dt.datetime | None = Non
     """The timing history of every series of ``run`` in one query: same machine, environment, engine and mode,
     the run's workload contents; one row per (series, night) up to the run, oldest first.
 
-    Columns: engine, workload, workload_hash, version, run_id, started_at, mean_s."""
+    Columns: engine, workload, workload_hash, workload_id, version, run_id, started_at, git_commit, mean_s."""
     workload_ids = select(Result.workload_id).where(Result.run_id == run.id).distinct()
     stmt = (
         select(
             Result.engine,
             Workload.name.label("workload"),
             Workload.content_hash.label("workload_hash"),
+            Result.workload_id,
             Result.version_id.label("version"),
             Run.id.label("run_id"),
             type_coerce(Run.started_at, String).label("started_at"),
+            Run.git_commit,
             Result.mean_s,
         )
         .select_from(Result)
