@@ -1,7 +1,7 @@
 """Wall time of ``benchsvc run`` on the shipped matrix, and where it goes.
 
 Runs the orchestrator (the same code as ``benchsvc run``) in each requested mode on the shipped workloads
-(tagged "large" excluded, as by default) x every version, into a fresh SQLite file, and prints:
+(tagged "large" or "oracle" excluded, as by default) x every version, into a fresh SQLite file, and prints:
 wall time; the pyperf measurement share (the timed zap calls: every stored value and warmup times its
 loops); and the overhead (worker process start-up and pyperf calibration/bookkeeping, the untimed rebuilds,
 simulations, database commits). Targets (issue 4): --quick <= 2 min, default <= 15 min on 2 cores.
@@ -20,7 +20,7 @@ from benchsvc.records import RunRecord
 from benchsvc.runner.matrix import MODES, execute, plan
 from benchsvc.store.db import open_store, read_session
 from benchsvc.store.models import Result, Sample
-from benchsvc.workload import discover, load_workload
+from benchsvc.workload import OPT_IN_TAGS, discover, load_workload
 
 
 def measured_seconds(engine: object, run_id: int) -> float:
@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--keep", help="directory for the databases (default: temporary)")
     args = ap.parse_args()
     workdir = Path(args.keep or tempfile.mkdtemp(prefix="benchsvc-runbench-"))
-    specs = [s for s in (load_workload(p) for p in discover()) if "large" not in s.tags]
+    specs = [s for s in (load_workload(p) for p in discover()) if not set(OPT_IN_TAGS) & set(s.tags)]
     items = plan(specs, version_ids())
     print(f"matrix: {len(specs)} workloads x {len(version_ids())} versions = {len(items)} results")
     for mode in args.modes.split(","):

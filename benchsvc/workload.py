@@ -21,6 +21,9 @@ from benchsvc.errors import UnknownWorkloadError, WorkloadError
 
 PAGE_SIZE = 4096
 PMD_SIZE = 2 * 1024 * 1024
+#: shipped workloads with one of these tags are left out of ``benchsvc run`` unless ``--tag`` names the tag:
+#: ``large`` (1 GiB, slow to time) and ``oracle`` (the kernel cross-checks at 16 KiB and 2 MiB folios)
+OPT_IN_TAGS = ("large", "oracle")
 MAX_REGION_BYTES = 4 * 1024**3
 MAX_ZAP_CALLS = 1 << 20
 

@@ -666,15 +666,18 @@ def test_run_errors_are_one_line(bench: Bench, args: list[str], message: str) ->
         assert bench.query("SELECT count(*) FROM runs") == [(0,)]
 
 
-def test_default_selection_excludes_large_workloads(bench: Bench) -> None:
+def test_default_selection_excludes_large_and_oracle_workloads(bench: Bench) -> None:
     proc = bench.spawn("run", "--mode", "debug", "-V", "up612")
     plan = bench.poll(lambda: bench.query("SELECT plan FROM runs WHERE id = 1"), "the run's plan", proc=proc)
     bench.kill_group(proc)  # the plan is all this test needs
     workloads = [e["workload"] for e in json.loads(plan[0][0])]
     shipped = {p.stem: load_workload(p) for p in discover()}
     assert LARGE in shipped and "large" in shipped[LARGE].tags
-    assert workloads == sorted(name for name, spec in shipped.items() if "large" not in spec.tags)
+    assert workloads == sorted(
+        name for name, spec in shipped.items() if not {"large", "oracle"} & set(spec.tags)
+    )
     assert LARGE not in workloads
+    assert "sizes-16k-munmap-aligned" in shipped and "sizes-16k-munmap-aligned" not in workloads
 
 
 def test_tag_large_includes_large_workloads(bench: Bench) -> None:

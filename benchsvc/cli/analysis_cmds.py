@@ -96,7 +96,14 @@ def history(
     metric: Annotated[
         str, typer.Option("--metric", "-m", help="time, modeled_ns or a counter name.")
     ] = "time",
-    engine_name: Annotated[str, typer.Option("--engine", help="Engine.")] = "sim",
+    engine_name: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            metavar="ENGINE",
+            help="sim or kernel (default: kernel for a kernel-* version, else sim).",
+        ),
+    ] = None,
     since: SinceOption = None,
     machine: Annotated[str | None, typer.Option("--machine", help="Hostname or fingerprint prefix.")] = None,
     fmt: FormatOption = Format.table,
@@ -111,6 +118,8 @@ def history(
     from benchsvc.store.db import read_session
     from benchsvc.store.queries import series_history
 
+    if engine_name is None:
+        engine_name = "kernel" if version.startswith("kernel-") else "sim"
     engine = open_db(db, create=False)
     with read_session(engine) as s:
         df = series_history(

@@ -12,7 +12,7 @@ import typer
 from benchsvc.cli.common import DbOption, open_db
 from benchsvc.cli.output import Format, render
 
-SHOW_COUNTERS = ("rmap_calls", "ds_adds", "ds_lock", "tlb_flushes", "ptl_acquisitions")
+SHOW_COUNTERS = ("rmap_calls", "ds_adds", "ds_lock", "split_deferred", "tlb_flushes", "ptl_acquisitions")
 
 
 def run(
@@ -32,7 +32,16 @@ def run(
         list[str] | None,
         typer.Option("--versions", "-V", help="Version ids (repeat, comma list) or 'all' (default)."),
     ] = None,
-    engine_name: Annotated[str, typer.Option("--engine", help="Engine: sim (the simulation).")] = "sim",
+    engine_name: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            metavar="ENGINE",
+            help="sim (the simulated versions), kernel (the live kernel as version kernel-<uname -r>: "
+            "root, Linux >= 6.12, per-size mTHP) or all (both; a kernel that cannot serve is skipped "
+            "with a note).",
+        ),
+    ] = "sim",
     quick: Annotated[
         bool,
         typer.Option(
@@ -63,12 +72,22 @@ def run(
 ) -> None:
     """Measure every version x workload with pyperf and store the results (the nightly job).
 
-    Shipped workloads tagged "large" are skipped unless --tag large. Each result is committed as it finishes;
-    Ctrl-C marks the run interrupted (exit 130) and `benchsvc run --resume` finishes it. Exit 1 when a
-    result failed (recorded with its error; the run goes on).
+    --engine kernel (or all) also measures the live kernel, as version kernel-<uname -r>, on every workload it
+    can express: per-size mTHP is set to madvise for the layout's folio size around each such result and
+    restored afterwards (also on Ctrl-C). Shipped workloads tagged "large" or "oracle" are left out unless
+    --tag names the tag. Each result is committed as it finishes; Ctrl-C marks the run interrupted (exit 130)
+    and `benchsvc run --resume` finishes it. Exit 1 when a result failed (recorded with its error; the run
+    goes on).
     """
     from benchsvc.records import RunRecord
-    from benchsvc.runner.matrix import MODES, InterruptedBeforeStart, RunError, execute, plan, resume_plan
+    from benchsvc.runner.matrix import (
+        MODES,
+        InterruptedBeforeStart,
+        RunError,
+        execute,
+        plan_engines,
+        resume_plan,
+    )
 
     if quick and rigorous:
         raise RunError("--quick and --rigorous exclude each other")
@@ -81,12 +100,17 @@ def run(
     if resume:
         resume_id, record, items, chosen = resume_plan(engine, resume_ref)
     else:
-        if engine_name != "sim":
-            raise RunError(f"unknown engine {engine_name!r} (available: sim)")
         from benchsvc.engine.versions import resolve_versions
 
+        if engine_name == "kernel" and versions:
+            raise RunError(
+                "--versions selects simulated versions; --engine kernel runs only the live kernel "
+                "(use --engine all to run both)"
+            )
         specs = _select_workloads(workloads, tag)
-        items = plan(specs, resolve_versions(versions), engine_name)
+        items, plan_notes = plan_engines(specs, resolve_versions(versions), engine_name)
+        for note in plan_notes:
+            typer.echo(f"note: {note}", err=True)
         record = RunRecord.new(mode=chosen, trigger=trigger, pyperf_settings={"args": list(MODES[chosen])})
         resume_id = None
     reporter = _Reporter(quiet)
@@ -135,7 +159,7 @@ def run(
 
 def _select_workloads(refs: list[str] | None, tags: list[str] | None) -> list[Any]:
     from benchsvc.errors import WorkloadError
-    from benchsvc.workload import WorkloadSpec, discover, load_workload, resolve
+    from benchsvc.workload import OPT_IN_TAGS, WorkloadSpec, discover, load_workload, resolve
 
     specs: list[WorkloadSpec] = []
     if refs:
@@ -146,8 +170,8 @@ def _select_workloads(refs: list[str] | None, tags: list[str] | None) -> list[An
                 specs.append(resolve(ref))
     else:
         specs = [load_workload(p) for p in discover()]
-        if not tags or "large" not in tags:
-            specs = [s for s in specs if "large" not in s.tags]
+        left_out = set(OPT_IN_TAGS) - set(tags or ())
+        specs = [s for s in specs if not left_out & set(s.tags)]
     if tags:
         specs = [s for s in specs if any(t in s.tags for t in tags)]
     if not specs:

@@ -9,13 +9,18 @@ Library API (no printing; every user-facing problem is a :class:`benchsvc.errors
 """
 
 from benchsvc.kernel.oracle import (
+    ENGINE,
+    STORED_COUNTERS,
     KernelResult,
     KernelRunError,
     NotExpressibleOnKernel,
     check_expressible,
     expressible_reason,
+    kernel_session,
+    run_in_session,
     run_on_kernel,
     time_zap_on_kernel,
+    version_id,
 )
 from benchsvc.kernel.sysfs import (
     MthpSettings,
@@ -26,6 +31,8 @@ from benchsvc.kernel.sysfs import (
 )
 
 __all__ = [
+    "ENGINE",
+    "STORED_COUNTERS",
     "KernelResult",
     "KernelRunError",
     "MthpSettings",
@@ -35,7 +42,10 @@ __all__ = [
     "check_expressible",
     "enabled_snapshot",
     "expressible_reason",
+    "kernel_session",
+    "run_in_session",
     "run_on_kernel",
     "time_zap_on_kernel",
     "unavailable_reason",
+    "version_id",
 ]

@@ -15,6 +15,8 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,11 @@ from benchsvc.errors import BenchsvcError, LayoutNotReproduced
 from benchsvc.kernel import worker
 from benchsvc.kernel.sysfs import THP_ROOT, MthpSettings, check_available, read_stats
 from benchsvc.workload import PAGE_SIZE, WorkloadSpec, format_size
+
+#: the engine name of results measured on the live kernel (DESIGN §2)
+ENGINE = "kernel"
+#: the per-size stat deltas a kernel result stores as its counters (see :meth:`KernelResult.stored_counters`)
+STORED_COUNTERS = ("split_deferred", "nr_anon_partially_mapped", "nr_anon", "anon_fault_alloc")
 
 #: seconds a worker may take before the run is abandoned (population of 4 GiB takes a few seconds)
 WORKER_TIMEOUT = 900.0
@@ -58,6 +65,17 @@ class KernelResult:
     zap_ns: int
     zap_calls: int
     sysfs_changes: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def stored_counters(self) -> dict[str, int]:
+        """The counters ``benchsvc run --engine kernel`` stores, under the sysfs stat names: over the measured
+        zap calls ``split_deferred`` (events), ``nr_anon_partially_mapped`` and ``nr_anon`` (gauges, end minus
+        start); ``anon_fault_alloc`` is the population's (the folios built, checked equal to N)."""
+        return {
+            "split_deferred": self.stats_zap["split_deferred"],
+            "nr_anon_partially_mapped": self.stats_zap["nr_anon_partially_mapped"],
+            "nr_anon": self.stats_zap["nr_anon"],
+            "anon_fault_alloc": self.stats_population["anon_fault_alloc"],
+        }
 
     @property
     def zap_seconds(self) -> float:
@@ -204,38 +222,60 @@ def _result(spec: WorkloadSpec, raw: dict[str, Any], settings: MthpSettings) -> 
     )
 
 
+def version_id(release: str | None = None) -> str:
+    """The version id of the live kernel's results: ``kernel-<uname -r>``."""
+    return f"kernel-{release or os.uname().release}"
+
+
+@contextmanager
+def kernel_session(spec: WorkloadSpec, *, root: Path = THP_ROOT) -> Iterator[MthpSettings]:
+    """Check that ``spec`` can run here, then hold its mTHP settings (restored on every way out).
+
+    Raises :class:`NotExpressibleOnKernel` or :class:`~benchsvc.errors.KernelUnavailable` before changing
+    anything."""
+    folio_size = check_expressible(spec)
+    check_available(folio_size, root)
+    with MthpSettings(folio_size, root=root) as settings:
+        yield settings
+
+
+def run_in_session(spec: WorkloadSpec, settings: MthpSettings) -> KernelResult:
+    """One run of ``spec`` in a fresh child, inside a :func:`kernel_session` for it."""
+    return _result(spec, _run_worker(spec, settings.root), settings)
+
+
 def run_on_kernel(spec: WorkloadSpec, *, root: Path = THP_ROOT) -> KernelResult:
     """Run ``spec`` on the live kernel once (see the module docstring); sysfs is restored on every path.
 
     Raises :class:`NotExpressibleOnKernel`, :class:`~benchsvc.errors.KernelUnavailable`,
     :class:`~benchsvc.errors.LayoutNotReproduced` or :class:`KernelRunError`.
     """
-    folio_size = check_expressible(spec)
-    check_available(folio_size, root)
-    with MthpSettings(folio_size, root=root) as settings:
-        raw = _run_worker(spec, root)
-        return _result(spec, raw, settings)
+    with kernel_session(spec, root=root) as settings:
+        return run_in_session(spec, settings)
 
 
 def time_zap_on_kernel(spec: WorkloadSpec, repeat: int = 5, *, root: Path = THP_ROOT) -> list[float]:
     """Seconds spent in the measured zap calls, one value per run (each run a fresh child and region)."""
     if repeat < 1:
         raise ValueError(f"repeat must be at least 1, got {repeat}")
-    folio_size = check_expressible(spec)
-    check_available(folio_size, root)
     out: list[float] = []
-    with MthpSettings(folio_size, root=root):
+    with kernel_session(spec, root=root):
         for _ in range(repeat):
             out.append(_run_worker(spec, root)["zap_ns"] / 1e9)
     return out
 
 
 __all__ = [
+    "ENGINE",
+    "STORED_COUNTERS",
     "KernelResult",
     "KernelRunError",
     "NotExpressibleOnKernel",
     "check_expressible",
     "expressible_reason",
+    "kernel_session",
+    "run_in_session",
     "run_on_kernel",
     "time_zap_on_kernel",
+    "version_id",
 ]

@@ -24,7 +24,8 @@ from benchsvc.kernel.sysfs import EVENT_STATS, GAUGE_STATS, PMD_SIZE, STAT_NAMES
 from benchsvc.workload import PAGE_SIZE, WorkloadSpec
 
 #: test hook, read in the child: ``pause:<file>`` = create <file> after population and sleep;
-#: ``fail:populate`` = raise after population (sysfs already changed by the parent)
+#: ``fail:populate`` = raise after population (sysfs already changed by the parent). ``pause-bench:<file>``
+#: and ``fail-bench:populate`` do the same in a pyperf worker of ``benchsvc run --engine kernel``.
 TEST_HOOK_ENV = "BENCHSVC_KERNEL_TEST_HOOK"
 PAUSE_SECONDS = 120.0
 
@@ -189,11 +190,13 @@ class _Run:
             if got_kb != want_kb:
                 raise LayoutMismatch("AnonHugePages (PMD-mapped kB)", want_kb, got_kb)
 
-    def run_test_hook(self) -> None:
-        if self.hook.startswith("pause:"):
-            Path(self.hook[len("pause:") :]).write_text(str(os.getpid()))
+    def run_test_hook(self, where: str = "") -> None:
+        """``where`` is "" in the oracle's own child and "bench" in a pyperf worker (``pause-bench:``...)."""
+        prefix = f"pause-{where}:" if where else "pause:"
+        if self.hook.startswith(prefix):
+            Path(self.hook[len(prefix) :]).write_text(str(os.getpid()))
             time.sleep(PAUSE_SECONDS)
-        elif self.hook == "fail:populate":
+        elif self.hook == (f"fail-{where}:populate" if where else "fail:populate"):
             raise RuntimeError(f"injected failure after population ({TEST_HOOK_ENV})")
 
     # ------------------------------------------------------------------ zap steps
@@ -349,6 +352,85 @@ def run(spec: WorkloadSpec, stats_root: str, result_fd: int) -> None:
         _send(result_fd, ("layout", {"what": str(exc), "expected": exc.expected, "got": exc.got}))
     except BaseException as exc:
         _send(result_fd, ("error", {"what": f"{type(exc).__name__}: {exc}"}))
+
+
+# ---------------------------------------------------------------------------------------------- in process
+def _build(spec: WorkloadSpec, stats_root: str) -> tuple[_Run, dict[str, int]]:
+    """Build the region in this process and check its layout; return the run and the population deltas."""
+    r = _Run(spec, stats_root)
+    before = r.stats()
+    try:
+        r.populate()
+        population = _diff(r.stats(), before)
+        r.check_layout(population)
+    except BaseException:
+        r.cleanup()
+        raise
+    return r, population
+
+
+def _zap_in_owner_child(spec: WorkloadSpec, stats_root: str) -> dict[str, Any]:
+    """A workload that ends in ``exit`` without ``fork``: a forked child builds, zaps and exits; we reap it."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        code = 0
+        try:
+            r, population = _build(spec, stats_root)
+            r.libc.set_pdeathsig()
+            zaps = r.zap_steps()
+            msg: dict[str, Any] = {"population": population, "zaps": zaps}
+        except LayoutMismatch as exc:
+            msg, code = {"layout": [str(exc), exc.expected, exc.got]}, 1
+        except BaseException as exc:
+            msg, code = {"error": f"in the forked owner: {type(exc).__name__}: {exc}"}, 1
+        try:
+            with os.fdopen(wfd, "w") as f:
+                if code == 0:
+                    msg["zaps"]["pending_exit"]["t0_ns"] = time.perf_counter_ns()
+                json.dump(msg, f)
+        finally:
+            os._exit(code)  # the exit step: the kernel tears the whole mm down
+    os.close(wfd)
+    with os.fdopen(rfd) as f:
+        text = f.read()
+    _, status = os.waitpid(pid, 0)
+    reaped_ns = time.perf_counter_ns()
+    stats = read_stats(spec.single_folio_size or 0, Path(stats_root))
+    if not text:
+        raise RuntimeError(f"the forked owner died without a result (wait status {status:#x})")
+    msg = json.loads(text)
+    if "layout" in msg:
+        raise LayoutMismatch(*msg["layout"])
+    if "error" in msg:
+        raise RuntimeError(msg["error"])
+    return summarize(msg["population"], finish_exit(msg["zaps"], reaped_ns, stats))
+
+
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent dies (PR_SET_PDEATHSIG)."""
+    _Libc().set_pdeathsig()
+
+
+def zap_once(spec: WorkloadSpec, stats_root: str, *, hook: str = "bench") -> dict[str, Any]:
+    """Build, check, zap and measure ``spec`` once from this process; :func:`summarize`'s dict.
+
+    What a pyperf worker of ``benchsvc run --engine kernel`` does for every loop iteration: the region is
+    built here (untimed), ``fork = true`` zaps in a forked child, and a workload that ends in ``exit``
+    without ``fork`` is built and zapped in a forked owner that exits (its teardown timed up to the reap).
+    The caller must hold the sysfs settings (:class:`~benchsvc.kernel.sysfs.MthpSettings`); raises
+    :class:`LayoutMismatch` when the kernel did not build the layout.
+    """
+    if not spec.fork and spec.zaps and spec.zaps[-1].call == "exit":
+        return _zap_in_owner_child(spec, stats_root)
+    r, population = _build(spec, stats_root)
+    try:
+        r.run_test_hook(hook)
+        zaps = _zap_in_forked_child(r) if spec.fork else r.zap_steps()
+    finally:
+        r.cleanup()
+    return summarize(population, zaps)
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
 """The orchestrator of ``benchsvc run``: plan the matrix, measure each result, commit it, end the run cleanly.
 
-For each (engine, version, workload) of the plan: counters and modelled cost from one deterministic
-simulation in this process, then pyperf timings from :mod:`benchsvc.runner.worker` run as its own process
-(the workload's definition text, the exact bytes that were hashed, is handed to it in a temporary file).
+For each (engine, version, workload) of the plan: counters (and, for the simulation, the modelled cost) from
+one deterministic simulation in this process -- or, for the ``kernel`` engine, from one run on the live
+kernel with the layout's per-size mTHP settings held (and restored) around both it and the timing -- then
+pyperf timings from :mod:`benchsvc.runner.worker` run as its own process (the workload's definition text, the
+exact bytes that were hashed, is handed to it in a temporary file).
 Each result is committed as soon as it is measured, with a lock heartbeat; a failing result is recorded as
 failed with its error and the run goes on. The run ends ``complete`` (every result ok), ``failed`` (some
 failed) or ``interrupted`` (Ctrl-C / SIGTERM, or found dead later); ``resume`` finishes an interrupted run
@@ -17,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -35,6 +37,8 @@ MODES: dict[str, tuple[str, ...]] = {
     "debug": ("--debug-single-value",),
 }
 WORKER_TIMEOUT_S = 1800
+#: what ``benchsvc run --engine`` takes: the simulation, the live kernel, or both
+ENGINE_CHOICES = ("sim", "kernel", "all")
 
 
 class RunError(BenchsvcError):
@@ -103,36 +107,121 @@ def plan(specs: Sequence[WorkloadSpec], versions: Sequence[str], engine: str = "
     return [MatrixItem(engine, v, spec) for spec in specs for v in versions]
 
 
+def plan_engines(
+    specs: Sequence[WorkloadSpec], versions: Sequence[str], engine: str
+) -> tuple[list[MatrixItem], list[str]]:
+    """The matrix of ``--engine sim|kernel|all`` and a note for each thing left out.
+
+    ``kernel`` adds, after each workload's simulated versions, one result on the live kernel (version
+    ``kernel-<uname -r>``) for every workload the kernel can express and serve here. With ``all``, a kernel
+    that cannot serve is skipped with a note; with ``kernel`` alone that is an error."""
+    if engine not in ENGINE_CHOICES:
+        raise RunError(f"unknown engine {engine!r} (one of: {', '.join(ENGINE_CHOICES)})")
+    sim_versions = versions if engine in ("sim", "all") else ()
+    if engine == "sim":
+        return plan(specs, sim_versions), []
+    from benchsvc.kernel import ENGINE, expressible_reason, unavailable_reason, version_id
+
+    notes: list[str] = []
+    unavailable: dict[str, list[str]] = {}
+    kernel_specs: set[str] = set()
+    for spec in specs:
+        reason = expressible_reason(spec)
+        if reason is not None:
+            notes.append(f"kernel: {spec.name} left out, not expressible on the kernel: {reason}")
+            continue
+        assert spec.single_folio_size is not None
+        reason = unavailable_reason(spec.single_folio_size)
+        if reason is not None:
+            unavailable.setdefault(reason, []).append(spec.name)
+            continue
+        kernel_specs.add(spec.content_hash)
+    for reason, names in unavailable.items():
+        notes.append(f"kernel: the live kernel cannot be used for {', '.join(names)}: {reason}")
+    items = [
+        item
+        for spec in specs
+        for item in (
+            *plan([spec], sim_versions),
+            *([MatrixItem(ENGINE, version_id(), spec)] if spec.content_hash in kernel_specs else []),
+        )
+    ]
+    if engine == "kernel" and not items:
+        raise RunError(
+            "--engine kernel: no workload can run on the live kernel here:\n  " + "\n  ".join(notes)
+        )
+    return items, notes
+
+
 def version_infos(items: Sequence[MatrixItem]) -> list[VersionInfo]:
     from benchsvc.engine.versions import get_version
 
     seen: dict[str, VersionInfo] = {}
     for item in items:
-        if item.version not in seen and item.engine == "sim":
+        if item.version in seen:
+            continue
+        if item.engine == "sim":
             cls = get_version(item.version)
             seen[item.version] = VersionInfo(cls.id, "sim", cls.parent, cls.title, cls.source)
+        elif item.engine == "kernel":
+            release = item.version.removeprefix("kernel-")
+            # no parent: the live kernel is not a step of the patch lineage, so lineage analysis skips it
+            seen[item.version] = VersionInfo(
+                item.version, "kernel", None, f"Linux {release}, the live kernel", "uname -r (spec §6)"
+            )
     return list(seen.values())
+
+
+def _engine_session(item: MatrixItem) -> AbstractContextManager[Any]:
+    """What must hold while an item is measured: for the kernel, its per-size mTHP settings."""
+    if item.engine != "kernel":
+        return nullcontext()
+    from benchsvc.kernel import kernel_session, version_id
+
+    if item.version != version_id():
+        raise RunError(
+            f"{item.label} was planned for {item.version}, but this machine now runs {version_id()}"
+        )
+    return kernel_session(item.spec)
+
+
+def _counters(item: MatrixItem, session: Any) -> tuple[dict[str, int], float | None, dict[str, Any]]:
+    """The result's counters, modelled cost (None for the kernel) and extra metadata."""
+    if item.engine == "kernel":
+        from benchsvc.kernel import run_in_session
+
+        kres = run_in_session(item.spec, session)
+        changes = "; ".join(f"{path}: {was} -> {ours}" for path, was, ours in kres.sysfs_changes)
+        return kres.stored_counters(), None, {"kernel_sysfs_changes": changes or "none"}
+    from benchsvc.engine import simulate
+
+    sim = simulate(item.spec, item.version)
+    return sim.counters, sim.modeled_ns, {}
 
 
 def measure(
     item: MatrixItem, mode: str, workdir: Path, clock: dict[str, float] | None = None
 ) -> ResultRecord:
-    """Simulate once and time with pyperf; any failure becomes a failed result carrying the error."""
-    from benchsvc.engine import simulate
+    """Count once (simulate, or run on the kernel) and time with pyperf; any failure becomes a failed result
+    carrying the error, except a sysfs value that could not be restored (that stops the run)."""
+    from benchsvc.kernel import SysfsRestoreError
 
     started = utcnow()
     ref = WorkloadRef(item.spec.name, item.spec.content_hash, item.spec.source_text, item.spec.description)
     counters: dict[str, int] = {}
     modeled: float | None = None
     try:
-        t0 = time.perf_counter()
-        sim = simulate(item.spec, item.version)
-        counters, modeled = sim.counters, sim.modeled_ns
-        t1 = time.perf_counter()
-        processes, warnings, metadata = run_pyperf(item, mode, workdir)
+        with _engine_session(item) as session:
+            t0 = time.perf_counter()
+            counters, modeled, extra = _counters(item, session)
+            t1 = time.perf_counter()
+            processes, warnings, metadata = run_pyperf(item, mode, workdir)
+            metadata.update(extra)
         if clock is not None:
             clock["simulate_s"] += t1 - t0
             clock["pyperf_s"] += time.perf_counter() - t1
+    except SysfsRestoreError:
+        raise
     except (BenchsvcError, WorkerFailed) as exc:
         return ResultRecord(
             item.engine,
@@ -193,8 +282,12 @@ def run_pyperf(
     except subprocess.TimeoutExpired:
         raise WorkerFailed(f"pyperf worker timed out after {WORKER_TIMEOUT_S} s") from None
     if proc.returncode != 0 or not out.exists():
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise WorkerFailed(f"pyperf worker exited with {proc.returncode}: {tail}")
+        from benchsvc.runner.worker import ERROR_PREFIX
+
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        said = [line.removeprefix(ERROR_PREFIX) for line in lines if line.startswith(ERROR_PREFIX)]
+        why = said[-1] if said else " | ".join(lines[-3:])
+        raise WorkerFailed(f"pyperf worker exited with {proc.returncode}: {why}")
     suite = pyperf.BenchmarkSuite.load(str(out))
     bench = suite.get_benchmarks()[0]
     processes = tuple(
