@@ -22,6 +22,7 @@ Representation (flat lists indexed by integers, for speed):
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -203,8 +204,19 @@ class ZapEngine:
         return out
 
     # ------------------------------------------------------------------ zap calls
+    def _overlapping(self, lo: int, hi: int) -> tuple[int, int]:
+        """``self.vmas[i:j]`` are the VMAs that overlap ``[lo, hi)`` (they are sorted and disjoint, so a
+        bisection finds them: a workload that cuts the region into thousands of VMAs stays linear)."""
+        vmas = self.vmas
+        i = bisect_right(vmas, lo, key=lambda v: v[1])  # the first VMA that ends after lo
+        j = i
+        while j < len(vmas) and vmas[j][0] < hi:
+            j += 1
+        return i, j
+
     def _vma_pieces(self, lo: int, hi: int) -> list[tuple[int, int]]:
-        return [(max(s, lo), min(e, hi)) for s, e in self.vmas if max(s, lo) < min(e, hi)]
+        i, j = self._overlapping(lo, hi)
+        return [(max(s, lo), min(e, hi)) for s, e in self.vmas[i:j] if max(s, lo) < min(e, hi)]
 
     def _new_gather(self, fullmm: bool = False) -> MmuGather:
         release = self.release_batched if self.gather_entries_are_batches else self.release_pages
@@ -219,13 +231,14 @@ class ZapEngine:
         self._inserted = []
         for s, e in pieces:
             self.unmap_page_range(tlb, s, e)
+        i, j = self._overlapping(lo, hi)
         remaining: list[tuple[int, int]] = []
-        for s, e in self.vmas:
+        for s, e in self.vmas[i:j]:
             if s < lo:
-                remaining.append((s, min(e, lo)))
+                remaining.append((s, lo))
             if e > hi:
-                remaining.append((max(s, hi), e))
-        self.vmas = remaining
+                remaining.append((hi, e))
+        self.vmas[i:j] = remaining  # the VMAs around the unmapped range are split, the rest untouched
         self.free_pgtables(tlb, lo, hi)
         tlb.tlb_finish_mmu()
         self._end_of_call()
@@ -258,7 +271,8 @@ class ZapEngine:
             if not self.pt_present[t]:
                 continue
             t_lo, t_hi = t * PTRS_PER_PTE, (t + 1) * PTRS_PER_PTE
-            if not any(max(s, t_lo) < min(e, t_hi) for s, e in self.vmas):
+            i, j = self._overlapping(t_lo, t_hi)
+            if i == j:  # no remaining VMA uses the table
                 self.pt_present[t] = False
                 tlb.freed_tables = True
 
