@@ -67,6 +67,19 @@ class MmuGather:
             return not self.tlb_next_batch()
         return False
 
+    def tlb_remove_pages(self, pfn: int, nr: int) -> tuple[int, bool]:
+        """:meth:`tlb_remove_page` for ``pfn``, ``pfn + 1``, ... in turn, up to ``nr`` pages (one slot each):
+        returns how many were gathered and whether the last of them filled the gather (stop there)."""
+        done = 0
+        while done < nr:
+            take = min(nr - done, self.active_max - self.active_nr)
+            self.entries.extend(range(pfn + done, pfn + done + take))
+            self.active_nr += take
+            done += take
+            if self.active_nr == self.active_max and not self.tlb_next_batch():
+                return done, True
+        return done, False
+
     def tlb_remove_folio_pages(self, entry: int, nr_pages: int) -> bool:
         """6.9+ ``__tlb_remove_folio_pages_size()``: one slot for a single page, two for page + nr."""
         self.entries.append(entry)

@@ -41,6 +41,29 @@ NR_BITS = 10
 NR_MASK = (1 << NR_BITS) - 1
 
 
+def pte_run(pte: list[int], addr: int, limit: int, ent: int) -> int:
+    """How many PTEs from ``addr`` (``pte[addr] == ent``; at most ``limit - addr``) map consecutive pfns: the
+    per-PTE comparison of ``folio_pte_batch()`` and its ancestors, as one list comparison when all match."""
+    n = limit - addr
+    if n > 6 and pte[addr:limit] == list(range(ent, ent + n)):
+        return n
+    k = 1
+    while k < n and pte[addr + k] == ent + k:
+        k += 1
+    return k
+
+
+def count_bad_ptes(mapcount: list[int], pfn: int, nr: int, entire_mapcount: int) -> int:
+    """How many of the pages ``pfn .. pfn + nr - 1`` of one folio have ``page_mapcount() < 1`` before their rmap
+    removal (``print_bad_pte()`` territory: a PTE mapping a page that is not mapped)."""
+    # page_mapcount() = _mapcount + 1 + (entire mapcount + 1) < 1  <=>  _mapcount < -1 - entire mapcount
+    low = -1 - entire_mapcount
+    seg = mapcount[pfn : pfn + nr]
+    if not seg or min(seg) >= low:
+        return 0
+    return sum(1 for m in seg if m < low)
+
+
 class ZapEngine:
     """State of one simulated mm plus the version-independent parts of the zap path."""
 

@@ -30,33 +30,7 @@ class Base65(ZapEngine):
     def zap_pte_range(self, tlb: MmuGather, addr: int, end: int) -> int:
         c = self.counters
         c.ptl_acquisitions += 1
-        pte = self.pte
-        mapcount = self.mapcount
-        page_folio = self.page_folio
-        f_emc = self.f_emc
-        page_remove_rmap = self.page_remove_rmap
-        tlb_remove_page = tlb.tlb_remove_page
-        force_flush = False
-        cleared = 0
-        while addr < end:
-            ent = pte[addr]
-            if ent == 0:
-                addr += 1
-                continue
-            if ent > 0:
-                pfn = ent - 1
-                pte[addr] = 0  # ptep_get_and_clear_full()
-                cleared += 1  # tlb_remove_tlb_entry()
-                page_remove_rmap(pfn)
-                if mapcount[pfn] + 1 + f_emc[page_folio[pfn]] + 1 < 0:  # page_mapcount(page) < 0
-                    c.bad_pte += 1
-                if tlb_remove_page(pfn):
-                    force_flush = True
-                    addr += 1
-                    break
-            else:
-                self.zap_nonpresent(addr)
-            addr += 1
+        addr, cleared, force_flush = self.zap_ptes_one_by_one(tlb, addr, end)
         if cleared:
             tlb.cleared_ptes = True
             c.ptes_cleared += cleared
@@ -66,27 +40,83 @@ class Base65(ZapEngine):
             tlb.tlb_flush_mmu()
         return addr
 
-    def page_remove_rmap(self, pfn: int) -> None:
-        """``page_remove_rmap(page, vma, compound=false)`` (v6.5)."""
+    def zap_ptes_one_by_one(self, tlb: MmuGather, addr: int, end: int) -> tuple[int, int, bool]:
+        """The v6.5 loop of ``zap_pte_range()`` over ``[addr, end)``: per present PTE, clear it,
+        ``page_remove_rmap(page, vma, false)``, check ``page_mapcount() < 0`` and gather the page (one slot);
+        stop after the page that fills the gather. Returns (next address, PTEs cleared, gather full).
+
+        Every page is still handled on its own, in order; only the per-page function calls are folded into
+        this loop (``page_remove_rmap()`` and ``__tlb_remove_page()``, whose slot accounting is kept in
+        ``room`` and written back), and the counters are summed locally and added once at the end.
+        """
         c = self.counters
-        c.rmap_calls += 1
-        c.mapcount_atomics += 1
+        pte = self.pte
         mapcount = self.mapcount
-        left = mapcount[pfn] - 1
-        mapcount[pfn] = left
-        if left >= 0:  # atomic_add_negative() false: still mapped elsewhere
-            return
-        f = self.page_folio[pfn]
-        if self.f_nr[f] > 1:
-            nrpm = self.f_nrpm
-            mapped = nrpm[f] - 1  # atomic_dec_return_relaxed(mapped)
-            nrpm[f] = mapped
-            c.nr_pages_mapped_atomics += 1
-            if mapped >= ENTIRELY_MAPPED:
-                return
-        c.stat_updates += 1  # __lruvec_stat_mod_folio(NR_ANON_MAPPED, -1)
-        if self.f_order[f] >= self.ds_min_order:  # folio_test_{pmd_mappable,large} && folio_test_anon
-            self.deferred_split_folio(f)  # !compound: always
+        page_folio = self.page_folio
+        f_emc = self.f_emc
+        f_nr = self.f_nr
+        nrpm = self.f_nrpm
+        f_order = self.f_order
+        f_queued = self.f_queued
+        ds_min_order = self.ds_min_order
+        deferred_split_folio = self.deferred_split_folio
+        gathered = tlb.entries
+        room = tlb.active_max - tlb.active_nr
+        cleared = nrpm_atomics = stat_updates = ds_early = bad = 0
+        full = False
+        f = large = eligible = low = -1  # the folio of the previous page, and what depends only on it
+        while addr < end:
+            ent = pte[addr]
+            if ent <= 0:
+                if ent < 0:
+                    self.zap_nonpresent(addr)
+                addr += 1
+                continue
+            pfn = ent - 1
+            pte[addr] = 0  # ptep_get_and_clear_full()
+            cleared += 1  # tlb_remove_tlb_entry()
+            addr += 1
+            if page_folio[pfn] != f:
+                f = page_folio[pfn]
+                large = f_nr[f] > 1
+                eligible = f_order[f] >= ds_min_order  # folio_test_{pmd_mappable,large} && folio_test_anon
+                low = -2 - f_emc[f]  # page_mapcount() = _mapcount + 1 + entire_mapcount + 1 < 0
+            # page_remove_rmap(): atomic_add_negative(-1, &page->_mapcount) ...
+            left = mapcount[pfn] - 1
+            mapcount[pfn] = left
+            if left < 0:  # ... true: the page is no longer mapped anywhere
+                mapped = 0
+                if large:
+                    mapped = nrpm[f] - 1  # atomic_dec_return_relaxed(&folio->_nr_pages_mapped)
+                    nrpm[f] = mapped
+                    nrpm_atomics += 1
+                if mapped < ENTIRELY_MAPPED:  # else still PMD-mapped: nothing more to do
+                    stat_updates += 1  # __lruvec_stat_mod_folio(NR_ANON_MAPPED, -1)
+                    if eligible:
+                        if f_queued[f]:  # deferred_split_folio(): the lockless list_empty() early return
+                            ds_early += 1
+                        else:
+                            deferred_split_folio(f)
+            if left < low:  # page_mapcount(page) < 0
+                bad += 1
+            # __tlb_remove_page(): one slot per page
+            gathered.append(pfn)
+            room -= 1
+            if room == 0:
+                tlb.active_nr = tlb.active_max
+                if not tlb.tlb_next_batch():
+                    full = True
+                    break
+                room = tlb.active_max - tlb.active_nr
+        if not full:
+            tlb.active_nr = tlb.active_max - room
+        c.rmap_calls += cleared
+        c.mapcount_atomics += cleared
+        c.nr_pages_mapped_atomics += nrpm_atomics
+        c.stat_updates += stat_updates
+        c.ds_calls += ds_early
+        c.bad_pte += bad
+        return addr, cleared, full
 
     def remove_rmap_pmd(self, f: int) -> None:
         """``page_remove_rmap(page, vma, compound=true)`` (v6.5)."""

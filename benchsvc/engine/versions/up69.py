@@ -19,6 +19,7 @@ from benchsvc.engine.model import (
     NR_BITS,
     SWAP_PTE,
     ZapEngine,
+    pte_run,
 )
 
 
@@ -63,9 +64,7 @@ class Up69(ZapEngine):
             nr = 1
             if f_nr[f] > 1 and end - addr != 1:
                 # folio_pte_batch(): same folio, consecutive pfns, compatible bits; max_nr and folio end caps
-                limit = min(end, addr + f_head[f] + f_nr[f] - pfn)
-                while addr + nr < limit and pte[addr + nr] == ent + nr:
-                    nr += 1
+                nr = pte_run(pte, addr, min(end, addr + f_head[f] + f_nr[f] - pfn), ent)
             # zap_present_folio_ptes()
             pte[addr : addr + nr] = [0] * nr  # clear_full_ptes(); tlb_remove_tlb_entries()
             cleared += nr

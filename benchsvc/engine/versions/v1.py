@@ -12,7 +12,7 @@ Source: <20230717143110.260162-4-ryan.roberts@arm.com> and ...-3- (K§1.2).
 from __future__ import annotations
 
 from benchsvc.engine.gather import MmuGather
-from benchsvc.engine.model import ENTIRELY_MAPPED
+from benchsvc.engine.model import ENTIRELY_MAPPED, count_bad_ptes, pte_run
 from benchsvc.engine.versions.base65_p1 import Base65P1
 
 
@@ -33,7 +33,7 @@ class V1(Base65P1):
         f_head = self.f_head
         f_nr = self.f_nr
         f_emc = self.f_emc
-        tlb_remove_page = tlb.tlb_remove_page
+        tlb_remove_pages = tlb.tlb_remove_pages
         force_flush = False
         cleared = 0
         while addr < end:
@@ -48,21 +48,12 @@ class V1(Base65P1):
             pfn = ent - 1
             f = page_folio[pfn]
             # calc_anon_folio_map_pgcount(): present PTEs with consecutive pfns, up to min(folio end, end)
-            limit = min(end, addr + f_head[f] + f_nr[f] - pfn)
-            n = 1
-            while addr + n < limit and pte[addr + n] == ent + n:
-                n += 1
-            # zap_anon_pte_range()
-            i = 0
-            full = False
-            while i < n:
-                pte[addr + i] = 0
-                full = tlb_remove_page(pfn + i)
-                if mapcount[pfn + i] + 1 + f_emc[f] + 1 < 1:  # checked before the rmap removal
-                    c.bad_pte += 1
-                i += 1
-                if full:
-                    break
+            n = pte_run(pte, addr, min(end, addr + f_head[f] + f_nr[f] - pfn), ent)
+            # zap_anon_pte_range(): page by page, clear the PTE and gather the page (one slot each); stop
+            # after the page that fills the gather
+            i, full = tlb_remove_pages(pfn, n)
+            pte[addr : addr + i] = [0] * i
+            c.bad_pte += count_bad_ptes(mapcount, pfn, i, f_emc[f])  # checked before the rmap removal
             self.folio_remove_rmap_range(f, pfn, i)
             cleared += i
             addr += i
@@ -92,12 +83,13 @@ class V1(Base65P1):
         else:
             nrpm = self.f_nrpm
             nr_mapped = 0
-            for p in range(pfn, pfn + nr):
-                mapcount[p] -= 1
-                if mapcount[p] < 0:
-                    nrpm[f] -= 1
+            left = [m - 1 for m in mapcount[pfn : pfn + nr]]  # atomic_add_negative(-1, &page->_mapcount)
+            mapcount[pfn : pfn + nr] = left
+            for m in left:
+                if m < 0:  # the page is no longer mapped: atomic_dec_return_relaxed(&folio->_nr_pages_mapped)
+                    nr_mapped = nrpm[f] - 1
+                    nrpm[f] = nr_mapped
                     c.nr_pages_mapped_atomics += 1
-                    nr_mapped = nrpm[f]
                     if nr_mapped < ENTIRELY_MAPPED:
                         nr_unmapped += 1
         if nr_unmapped:

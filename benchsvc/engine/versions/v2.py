@@ -11,7 +11,7 @@ Source: <20230719135450.545227-4-ryan.roberts@arm.com> (3/3), ...-3- (2/3) (K§1
 from __future__ import annotations
 
 from benchsvc.engine.gather import MmuGather
-from benchsvc.engine.model import ENTIRELY_MAPPED
+from benchsvc.engine.model import ENTIRELY_MAPPED, count_bad_ptes, pte_run
 from benchsvc.engine.versions.base65_p1 import Base65P1
 
 
@@ -34,7 +34,7 @@ class V2(Base65P1):
         f_head = self.f_head
         f_nr = self.f_nr
         f_emc = self.f_emc
-        tlb_remove_page = tlb.tlb_remove_page
+        tlb_remove_pages = tlb.tlb_remove_pages
         batch_small = self.batch_small_folios
         force_flush = False
         cleared = 0
@@ -51,35 +51,24 @@ class V2(Base65P1):
             f = page_folio[pfn]
             if f_nr[f] == 1 and not batch_small:
                 # v4: small folios keep the per-PTE path of the baseline
-                pte[addr] = 0
-                cleared += 1
-                self.page_remove_rmap(pfn)
-                if mapcount[pfn] + 1 < 0:
-                    c.bad_pte += 1
-                addr += 1
-                if tlb_remove_page(pfn):
+                addr, one, full = self.zap_ptes_one_by_one(tlb, addr, addr + 1)
+                cleared += one
+                if full:
                     force_flush = True
                     break
                 continue
             # folio_nr_pages_cont_mapped(): 1 for a small folio, else the contiguous run up to min(folio end, end)
             nr_pages_req = 1
             if f_nr[f] > 1:
-                limit = min(end, addr + f_head[f] + f_nr[f] - pfn)
-                while addr + nr_pages_req < limit and pte[addr + nr_pages_req] == ent + nr_pages_req:
-                    nr_pages_req += 1
+                nr_pages_req = pte_run(pte, addr, min(end, addr + f_head[f] + f_nr[f] - pfn), ent)
             # try_zap_anon_pte_range()
             if self.pin_span:
                 self.f_ref[f] += 1  # folio_get()
                 c.refcount_atomics += 1
-            i = 0
-            while i < nr_pages_req:
-                pte[addr + i] = 0
-                full = tlb_remove_page(pfn + i)
-                if mapcount[pfn + i] + 1 + f_emc[f] + 1 < 1:
-                    c.bad_pte += 1
-                i += 1
-                if full:
-                    break
+            # page by page: clear the PTE and gather the page (one slot each), stop after the one that fills it
+            i, _ = tlb_remove_pages(pfn, nr_pages_req)
+            pte[addr : addr + i] = [0] * i
+            c.bad_pte += count_bad_ptes(mapcount, pfn, i, f_emc[f])
             self.folio_remove_rmap_range(f, pfn, i)
             if self.pin_span:
                 self.f_ref[f] -= 1  # folio_put(): the gather still holds the pages, never the last ref
@@ -109,11 +98,9 @@ class V2(Base65P1):
             if mapcount[pfn] < 0:
                 c.stat_updates += 1
             return
-        nr_unmapped = 0
-        for p in range(pfn, pfn + nr):
-            mapcount[p] -= 1
-            if mapcount[p] < 0:
-                nr_unmapped += 1
+        left = [m - 1 for m in mapcount[pfn : pfn + nr]]  # atomic_add_negative(-1, &page->_mapcount)
+        mapcount[pfn : pfn + nr] = left
+        nr_unmapped = 0 if min(left) >= 0 else nr if max(left) < 0 else sum(1 for m in left if m < 0)
         nrpm = self.f_nrpm
         nrpm[f] -= nr_unmapped  # atomic_sub_return_relaxed(nr_unmapped, mapped)
         c.nr_pages_mapped_atomics += 1
