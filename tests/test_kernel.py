@@ -128,6 +128,34 @@ def test_exit_step_is_measured_after_the_owner_is_reaped(fork: bool, sysfs_uncha
 
 
 @live
+def test_page_level_layout_check_counts_whole_folios_of_the_size(sysfs_unchanged: dict[str, str]) -> None:
+    from benchsvc.kernel import kernel_session
+    from benchsvc.kernel.sysfs import THP_ROOT
+    from benchsvc.kernel.worker import _build, _folios_in_region, _Run
+
+    spec = load_workload(WORKLOADS / "a-munmap-aligned.toml")  # 64 MiB of 64 KiB folios
+    size, kib = spec.size_bytes, 1024
+    with kernel_session(spec):
+        run, population = _build(spec, str(THP_ROOT))
+        try:
+            assert population["anon_fault_alloc"] == 1024
+            assert _folios_in_region(run.base, size, 64 * kib) == 1024
+            # the same pages seen as 32 KiB or 128 KiB folios: no slice is a whole folio of that size
+            assert _folios_in_region(run.base, size, 32 * kib) == 0
+            assert _folios_in_region(run.base, size, 128 * kib) == 0
+        finally:
+            run.cleanup()
+    if sysfs_unchanged["hugepages-64kB/enabled"] == "never":
+        # with the size left at never the kernel faults 4 KiB pages: none of them is a 64 KiB folio
+        plain = _Run(spec, str(THP_ROOT))
+        plain.populate()
+        try:
+            assert _folios_in_region(plain.base, size, 64 * kib) == 0
+        finally:
+            plain.cleanup()
+
+
+@live
 def test_time_zap_on_kernel_returns_seconds_per_run(sysfs_unchanged: object) -> None:
     spec = load_workload(WORKLOADS / "a-munmap-aligned.toml")
     times = time_zap_on_kernel(spec, repeat=3)

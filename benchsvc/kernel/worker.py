@@ -130,6 +130,49 @@ def _pmd_mapped_kb(addr: int) -> int:
     return 0
 
 
+KPF_COMPOUND_HEAD = 1 << 15
+KPF_COMPOUND_TAIL = 1 << 16
+PAGEMAP_PRESENT = 1 << 63
+PAGEMAP_PFN_MASK = (1 << 55) - 1
+
+
+def _folios_in_region(base: int, size: int, folio_size: int) -> int | None:
+    """How many ``folio_size`` slices of ``[base, base + size)`` are whole folios of that size: present pages
+    with consecutive PFNs, the first one a compound head at a naturally aligned PFN, the others its tails, and
+    the page after them no tail (so the folio is not larger).
+
+    Reads ``/proc/self/pagemap`` and ``/proc/kpageflags`` (root only); None when they cannot be read."""
+    per = folio_size // PAGE_SIZE
+    npages = size // PAGE_SIZE
+    try:
+        with open("/proc/self/pagemap", "rb") as pm:
+            pm.seek(base // PAGE_SIZE * 8)
+            raw = pm.read(npages * 8)
+        flags_fd = os.open("/proc/kpageflags", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        entries = [e & PAGEMAP_PFN_MASK if e & PAGEMAP_PRESENT else -1 for e in memoryview(raw).cast("Q")]
+        if len(entries) != npages or not any(e > 0 for e in entries):
+            return None  # PFNs read as 0 without CAP_SYS_ADMIN
+        found = 0
+        for first in range(0, npages, per):
+            head = entries[first]
+            if head <= 0 or head % per or entries[first : first + per] != list(range(head, head + per)):
+                continue
+            # the head, its tails, and the page after them not a tail (the folio ends with the slice)
+            flags = memoryview(os.pread(flags_fd, (per + 1) * 8, head * 8)).cast("Q")
+            if (
+                flags[0] & KPF_COMPOUND_HEAD
+                and all(f & KPF_COMPOUND_TAIL for f in flags[1:per])
+                and not (len(flags) > per and flags[per] & KPF_COMPOUND_TAIL)
+            ):
+                found += 1
+        return found
+    finally:
+        os.close(flags_fd)
+
+
 class _Run:
     """One workload in this process: the region's address and the stats reader."""
 
@@ -178,7 +221,10 @@ class _Run:
                 libc.munmap(dst + size, reserve + reserve_len - (dst + size))
             self.base = dst
 
-    def check_layout(self, population: dict[str, int]) -> None:
+    def check_layout(self, population: dict[str, int], *, pages: bool = False) -> None:
+        """The layout is what the workload asks for: ``anon_fault_alloc`` == N (the stat is system-wide), the
+        2 MiB mappings, and with ``pages`` (when the kernel lets us read PFNs and page flags) that the region
+        is really made of N naturally aligned folios of the size, page by page."""
         spec = self.spec
         expected = sum(n for _, n in spec.folio_counts())
         got = population["anon_fault_alloc"]
@@ -189,6 +235,11 @@ class _Run:
             got_kb = _pmd_mapped_kb(self.base)
             if got_kb != want_kb:
                 raise LayoutMismatch("AnonHugePages (PMD-mapped kB)", want_kb, got_kb)
+        if pages:
+            found = _folios_in_region(self.base, spec.size_bytes, self.folio_size)
+            if found is not None and found != expected:
+                what = f"naturally aligned {self.folio_size // 1024}KiB folios in the region (pagemap, kpageflags)"
+                raise LayoutMismatch(what, expected, found)
 
     def run_test_hook(self, where: str = "") -> None:
         """``where`` is "" in the oracle's own child and "bench" in a pyperf worker (``pause-bench:``...)."""
@@ -336,7 +387,7 @@ def run(spec: WorkloadSpec, stats_root: str, result_fd: int) -> None:
         before = r.stats()
         r.populate()
         population = _diff(r.stats(), before)
-        r.check_layout(population)
+        r.check_layout(population, pages=True)
         r.run_test_hook()
         if spec.fork:
             zaps = _zap_in_forked_child(r)
