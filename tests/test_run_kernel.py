@@ -21,7 +21,7 @@ from test_run import Bench, _env, _one_error_line
 
 from benchsvc.kernel import STORED_COUNTERS, enabled_snapshot, unavailable_reason, version_id
 from benchsvc.kernel.worker import TEST_HOOK_ENV
-from benchsvc.runner.matrix import MatrixItem, RunError, measure, plan_engines
+from benchsvc.runner.matrix import MODES, MatrixItem, RunError, measure, plan_engines, pyperf_args
 from benchsvc.workload import resolve
 
 KIB, MIB = 1024, 1024 * 1024
@@ -100,6 +100,16 @@ def test_plan_without_a_kernel_skips_it_with_all_and_refuses_kernel_alone(
         plan_engines(specs, ["up612"], "kernel")
     with pytest.raises(RunError, match="unknown engine 'qemu'"):
         plan_engines(specs, ["up612"], "qemu")
+
+
+def test_kernel_results_loop_a_fixed_number_of_times_instead_of_calibrating_to_min_time() -> None:
+    # every kernel loop rebuilds a real region, so --min-time calibration (100+ loops) is replaced by --loops
+    assert pyperf_args("default", "kernel") == (*MODES["default"][:-2], "--loops", "4")
+    assert "--min-time" not in pyperf_args("rigorous", "kernel")
+    assert pyperf_args("rigorous", "kernel")[-2:] == ("--loops", "8")
+    for mode in MODES:
+        assert pyperf_args(mode, "sim") == MODES[mode]
+    assert pyperf_args("quick", "kernel") == MODES["quick"]  # already one loop per value
 
 
 @pytest.mark.parametrize(

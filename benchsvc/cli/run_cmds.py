@@ -86,6 +86,7 @@ def run(
         RunError,
         execute,
         plan_engines,
+        pyperf_args,
         resume_plan,
     )
 
@@ -111,7 +112,10 @@ def run(
         items, plan_notes = plan_engines(specs, resolve_versions(versions), engine_name)
         for note in plan_notes:
             typer.echo(f"note: {note}", err=True)
-        record = RunRecord.new(mode=chosen, trigger=trigger, pyperf_settings={"args": list(MODES[chosen])})
+        settings: dict[str, Any] = {"args": list(MODES[chosen])}
+        if any(i.engine == "kernel" for i in items):
+            settings["kernel_args"] = list(pyperf_args(chosen, "kernel"))
+        record = RunRecord.new(mode=chosen, trigger=trigger, pyperf_settings=settings)
         resume_id = None
     reporter = _Reporter(quiet)
     try:
