@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,19 @@ def load_variant(stem: str, *, size: str | None = None, va_offset: str | None = 
 @pytest.fixture(scope="session")
 def shipped_workloads() -> list[Path]:
     return sorted(WORKLOADS.glob("*.toml"))
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> Iterator[Any]:
+    """A result database in ``tmp_path`` and the ``benchsvc`` processes run against it (``test_run.Bench``);
+    every process it started is killed, with its pyperf children, at the end."""
+    from test_run import Bench
+
+    b = Bench(tmp_path)
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 # --- The result database: a SQLite file and a PostgreSQL server (tests/pg.py) for the store tests ---

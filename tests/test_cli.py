@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from benchsvc.cli.app import app
 from benchsvc.engine.counters import COUNTER_NAMES
 from benchsvc.engine.versions import version_ids
+from benchsvc.kernel import unavailable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner(env={"COLUMNS": "200", "TERM": "dumb"})
@@ -62,11 +64,18 @@ def test_versions_json_lists_the_registry():
     result = runner.invoke(app, ["versions", "--format", "json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert [r["id"] for r in rows] == version_ids()
-    ids = {r["id"] for r in rows}
-    for r in rows:
+    sim = [r for r in rows if r["engine"] == "sim"]
+    assert [r["id"] for r in sim] == version_ids()
+    ids = {r["id"] for r in sim}
+    for r in sim:
         assert r["parent"] == "" or r["parent"] in ids
         assert r["title"] and r["source"]
+    # then the live kernel, one version named after uname -r, with whether it can serve here
+    (kernel,) = [r for r in rows if r["engine"] == "kernel"]
+    assert rows[-1] == kernel
+    assert kernel["id"] == f"kernel-{os.uname().release}" and kernel["parent"] == ""
+    reason = unavailable_reason()
+    assert kernel["title"].endswith("usable here" if reason is None else f"not usable here: {reason}")
 
 
 def test_simulate_json_single_version_is_an_object():

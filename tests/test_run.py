@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -206,15 +206,6 @@ class Bench:
     def result_count(self, run_id: int = 1, status: str | None = None) -> int:
         sql = "SELECT count(*) FROM results WHERE run_id = ?" + (" AND status = ?" if status else "")
         return self.query(sql, (run_id, status) if status else (run_id,))[0][0]
-
-
-@pytest.fixture
-def bench(tmp_path: Path) -> Iterator[Bench]:
-    b = Bench(tmp_path)
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def _one_error_line(cp: subprocess.CompletedProcess[str]) -> str:

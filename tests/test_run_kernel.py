@@ -32,15 +32,6 @@ FOLIOS_64M_64K = 64 * MIB // (64 * KIB)  # the 64 MiB regions of 64 KiB folios o
 
 
 @pytest.fixture
-def bench(tmp_path: Path) -> Iterator[Bench]:
-    b = Bench(tmp_path)
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-@pytest.fixture
 def sysfs_unchanged() -> Iterator[dict[str, str]]:
     before = enabled_snapshot()
     yield before

@@ -14,14 +14,35 @@ FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output for
 
 
 def versions(fmt: FormatOption = Format.table) -> None:
-    """List the patch versions: id, parent, title and the patch they model (message-id or commit)."""
+    """List the patch versions: id, parent, title and the patch they model (message-id or commit), then the
+    live kernel (benchsvc run --engine kernel) and whether it can be used here."""
     from benchsvc.engine.versions import all_versions
+    from benchsvc.kernel import unavailable_reason, version_id
 
     rows = [
-        {"id": v.id, "parent": v.parent or "", "date": v.date, "title": v.title, "source": v.source}
+        {
+            "id": v.id,
+            "engine": "sim",
+            "parent": v.parent or "",
+            "date": v.date,
+            "title": v.title,
+            "source": v.source,
+        }
         for v in all_versions()
     ]
-    render(rows, ["id", "parent", "date", "title", "source"], fmt)
+    reason = unavailable_reason()
+    rows.append(
+        {
+            "id": version_id(),
+            "engine": "kernel",
+            "parent": "",
+            "date": "",
+            "title": "the live kernel of this machine, "
+            + ("usable here" if reason is None else f"not usable here: {reason}"),
+            "source": "uname -r; per-size mTHP stats (spec §6)",
+        }
+    )
+    render(rows, ["id", "engine", "parent", "date", "title", "source"], fmt)
 
 
 def simulate(
