@@ -50,6 +50,16 @@ def test_schedule_prints_cron_and_units():
     assert "[Timer]" in proc.stdout and "[Service]" in proc.stdout
 
 
+def test_schedule_passes_the_engine_on_to_the_nightly_run():
+    proc = _cli("schedule", "--db", "/tmp/x.db", "--engine", "all")
+    assert proc.returncode == 0, proc.stderr
+    assert "run --trigger nightly --db sqlite:////tmp/x.db --engine all >> " in proc.stdout
+    assert "ExecStart=" in proc.stdout and proc.stdout.count("--engine all") == 2  # cron line and unit
+    bad = _cli("schedule", "--engine", "qemu")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == ["Error: unknown engine 'qemu' (one of: sim, kernel, all)"]
+
+
 def test_bad_time_is_one_line_error():
     proc = _cli("schedule", "--at", "25:00")
     assert proc.returncode == 1

@@ -19,12 +19,24 @@ def schedule(
     quick: Annotated[
         bool, typer.Option("--quick", help="Schedule the quick mode instead of the default.")
     ] = False,
+    engine_name: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            metavar="ENGINE",
+            help="Passed to benchsvc run: sim, kernel or all (the kernel engine needs root).",
+        ),
+    ] = "sim",
     db: DbOption = None,
 ) -> None:
     """Print a cron line and a systemd user timer + service for the nightly run, or install the timer."""
+    from benchsvc.runner.matrix import ENGINE_CHOICES, RunError
     from benchsvc.schedule import install_timer, nightly_job
 
-    job = nightly_job(at, db, ("--quick",) if quick else ())
+    if engine_name not in ENGINE_CHOICES:
+        raise RunError(f"unknown engine {engine_name!r} (one of: {', '.join(ENGINE_CHOICES)})")
+    extra = (("--quick",) if quick else ()) + (("--engine", engine_name) if engine_name != "sim" else ())
+    job = nightly_job(at, db, extra)
     if install:
         for line in install_timer(job):
             typer.echo(line)
