@@ -70,6 +70,10 @@ class MmuGather:
     def tlb_remove_pages(self, pfn: int, nr: int) -> tuple[int, bool]:
         """:meth:`tlb_remove_page` for ``pfn``, ``pfn + 1``, ... in turn, up to ``nr`` pages (one slot each):
         returns how many were gathered and whether the last of them filled the gather (stop there)."""
+        if self.active_nr + nr < self.active_max:  # all of them fit in the current batch, none fills it
+            self.entries.extend(range(pfn, pfn + nr))
+            self.active_nr += nr
+            return nr, False
         done = 0
         while done < nr:
             take = min(nr - done, self.active_max - self.active_nr)

@@ -26,16 +26,10 @@ class V2(Base65P1):
     pin_span = False
 
     def zap_pte_range(self, tlb: MmuGather, addr: int, end: int) -> int:
+        # every span ends the call (forced flush), so the call is short: look things up where they are used
         c = self.counters
         c.ptl_acquisitions += 1
         pte = self.pte
-        mapcount = self.mapcount
-        page_folio = self.page_folio
-        f_head = self.f_head
-        f_nr = self.f_nr
-        f_emc = self.f_emc
-        tlb_remove_pages = tlb.tlb_remove_pages
-        batch_small = self.batch_small_folios
         force_flush = False
         cleared = 0
         while addr < end:
@@ -48,8 +42,9 @@ class V2(Base65P1):
                 addr += 1
                 continue
             pfn = ent - 1
-            f = page_folio[pfn]
-            if f_nr[f] == 1 and not batch_small:
+            f = self.page_folio[pfn]
+            nr_folio = self.f_nr[f]
+            if nr_folio == 1 and not self.batch_small_folios:
                 # v4: small folios keep the per-PTE path of the baseline
                 addr, one, full = self.zap_ptes_one_by_one(tlb, addr, addr + 1)
                 cleared += one
@@ -59,20 +54,22 @@ class V2(Base65P1):
                 continue
             # folio_nr_pages_cont_mapped(): 1 for a small folio, else the contiguous run up to min(folio end, end)
             nr_pages_req = 1
-            if f_nr[f] > 1:
-                nr_pages_req = pte_run(pte, addr, min(end, addr + f_head[f] + f_nr[f] - pfn), ent)
+            if nr_folio > 1:
+                nr_pages_req = pte_run(pte, addr, min(end, addr + self.f_head[f] + nr_folio - pfn), ent)
             # try_zap_anon_pte_range()
-            if self.pin_span:
+            pin = self.pin_span
+            if pin:
                 self.f_ref[f] += 1  # folio_get()
-                c.refcount_atomics += 1
             # page by page: clear the PTE and gather the page (one slot each), stop after the one that fills it
-            i, _ = tlb_remove_pages(pfn, nr_pages_req)
+            i, _ = tlb.tlb_remove_pages(pfn, nr_pages_req)
             pte[addr : addr + i] = [0] * i
-            c.bad_pte += count_bad_ptes(mapcount, pfn, i, f_emc[f])
-            self.folio_remove_rmap_range(f, pfn, i)
-            if self.pin_span:
+            mapcounts = self.mapcount[pfn : pfn + i]
+            if min(mapcounts) < -1 - self.f_emc[f]:  # page_mapcount() < 1 before the rmap removal
+                c.bad_pte += count_bad_ptes(self.mapcount, pfn, i, self.f_emc[f])
+            self.folio_remove_rmap_range(f, pfn, i, mapcounts)
+            if pin:
                 self.f_ref[f] -= 1  # folio_put(): the gather still holds the pages, never the last ref
-                c.refcount_atomics += 1
+                c.refcount_atomics += 2  # the get and the put
             cleared += i
             # "nr_pages--; ... if (unlikely(nr_pages < nr_pages_req))": always true
             addr += i
@@ -87,19 +84,20 @@ class V2(Base65P1):
             tlb.tlb_flush_mmu()
         return addr
 
-    def folio_remove_rmap_range(self, f: int, pfn: int, nr: int) -> None:
-        """v2..v4 2/3 ``folio_remove_rmap_range()``: one ``_nr_pages_mapped`` atomic per call."""
+    def folio_remove_rmap_range(self, f: int, pfn: int, nr: int, mapcounts: list[int]) -> None:
+        """v2..v4 2/3 ``folio_remove_rmap_range()``: one ``_nr_pages_mapped`` atomic per call.
+
+        ``mapcounts``: the pages' ``_mapcount`` values as the caller just read them."""
         c = self.counters
         c.rmap_calls += 1
-        mapcount = self.mapcount
         c.mapcount_atomics += nr
-        if self.f_nr[f] == 1:
-            mapcount[pfn] -= 1
-            if mapcount[pfn] < 0:
+        if nr == 1 and self.f_nr[f] == 1:
+            self.mapcount[pfn] = left_one = mapcounts[0] - 1
+            if left_one < 0:
                 c.stat_updates += 1
             return
-        left = [m - 1 for m in mapcount[pfn : pfn + nr]]  # atomic_add_negative(-1, &page->_mapcount)
-        mapcount[pfn : pfn + nr] = left
+        left = [m - 1 for m in mapcounts]  # atomic_add_negative(-1, &page->_mapcount)
+        self.mapcount[pfn : pfn + nr] = left
         nr_unmapped = 0 if min(left) >= 0 else nr if max(left) < 0 else sum(1 for m in left if m < 0)
         nrpm = self.f_nrpm
         nrpm[f] -= nr_unmapped  # atomic_sub_return_relaxed(nr_unmapped, mapped)
