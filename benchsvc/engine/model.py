@@ -401,8 +401,9 @@ class ZapEngine:
         freed = []
         for pfn in entries:
             f = page_folio[pfn]
-            ref[f] -= 1
-            if ref[f] == 0:
+            left = ref[f] - 1
+            ref[f] = left
+            if left == 0:
                 freed.append(f)
         self.counters.refcount_atomics += len(entries)
         for f in freed:
@@ -417,8 +418,9 @@ class ZapEngine:
         freed = []
         for e in entries:
             f = page_folio[e >> NR_BITS]
-            ref[f] -= e & NR_MASK
-            if ref[f] == 0:
+            left = ref[f] - (e & NR_MASK)
+            ref[f] = left
+            if left == 0:
                 freed.append(f)
         self.counters.refcount_atomics += len(entries)
         for f in freed:

@@ -36,7 +36,7 @@ class Base65(ZapEngine):
             c.ptes_cleared += cleared
             self.rss_anon -= cleared  # add_mm_rss_vec()
         if force_flush:
-            tlb.tlb_flush_mmu_tlbonly()
+            # tlb_flush_mmu_tlbonly() under the PTL, then tlb_flush_mmu() after the unlock: one tlb_flush_mmu()
             tlb.tlb_flush_mmu()
         return addr
 

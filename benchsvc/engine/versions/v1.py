@@ -65,7 +65,7 @@ class V1(Base65P1):
             c.ptes_cleared += cleared
             self.rss_anon -= cleared
         if force_flush:
-            tlb.tlb_flush_mmu_tlbonly()
+            # tlb_flush_mmu_tlbonly() under the PTL, then tlb_flush_mmu() after the unlock: one tlb_flush_mmu()
             tlb.tlb_flush_mmu()
         return addr
 
