@@ -34,8 +34,8 @@ TARGET_PTES_PER_S = 1e6
 def kernel_times(spec: WorkloadSpec, runs: int) -> list[float]:
     """Seconds of the measured zap calls on the live kernel, one value per freshly built region."""
     with kernel_session(spec):
-        zap_once(spec, str(THP_ROOT), hook="")  # warm-up: page cache of the stats files, first-touch paths
-        return [zap_once(spec, str(THP_ROOT), hook="")["zap_ns"] / 1e9 for _ in range(runs)]
+        zap_once(spec, str(THP_ROOT))  # warm-up: page cache of the stats files, first-touch paths
+        return [zap_once(spec, str(THP_ROOT))["zap_ns"] / 1e9 for _ in range(runs)]
 
 
 def sim_times(spec: WorkloadSpec, version: str, runs: int) -> list[float]:

@@ -156,6 +156,32 @@ def test_page_level_layout_check_counts_whole_folios_of_the_size(sysfs_unchanged
 
 
 @live
+@pytest.mark.parametrize("fork", [False, True])
+def test_zap_once_in_process_measures_an_exit_step_like_the_oracle(
+    fork: bool, sysfs_unchanged: object
+) -> None:
+    # what a pyperf worker of `benchsvc run --engine kernel` does per loop: without fork a forked owner builds,
+    # zaps and exits; with fork the zaps (and the exit) run in a forked child of this process
+    from benchsvc.kernel import kernel_session
+    from benchsvc.kernel.sysfs import THP_ROOT
+    from benchsvc.kernel.worker import zap_once
+
+    spec = _spec(
+        f"zap-once-exit-fork-{fork}".lower(),
+        f'size = "16MiB"\nfolios = {{ "64KiB" = 1.0 }}\nfork = {str(fork).lower()}',
+        '[[zap]]\ncall = "madvise_dontneed"\nlength = "4KiB"\nevery = "64KiB"\n[[zap]]\ncall = "exit"',
+    )
+    with kernel_session(spec):
+        raw = zap_once(spec, str(THP_ROOT))
+    assert raw["population"]["anon_fault_alloc"] == 256
+    assert raw["calls"] == 256 + 1 and raw["zap_ns"] > 0
+    assert raw["zap"]["nr_anon"] == (0 if fork else -256)  # as test_exit_step_is_measured_after_...
+    sim = simulate(spec, "up612").counters
+    assert raw["zap"]["split_deferred"] == sim["split_deferred"]
+    assert raw["zap"]["nr_anon_partially_mapped"] == sim["partially_mapped_after"]
+
+
+@live
 def test_time_zap_on_kernel_returns_seconds_per_run(sysfs_unchanged: object) -> None:
     spec = load_workload(WORKLOADS / "a-munmap-aligned.toml")
     times = time_zap_on_kernel(spec, repeat=3)

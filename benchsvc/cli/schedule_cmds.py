@@ -30,11 +30,10 @@ def schedule(
     db: DbOption = None,
 ) -> None:
     """Print a cron line and a systemd user timer + service for the nightly run, or install the timer."""
-    from benchsvc.runner.matrix import ENGINE_CHOICES, RunError
+    from benchsvc.runner.matrix import check_engine
     from benchsvc.schedule import install_timer, nightly_job
 
-    if engine_name not in ENGINE_CHOICES:
-        raise RunError(f"unknown engine {engine_name!r} (one of: {', '.join(ENGINE_CHOICES)})")
+    check_engine(engine_name)
     extra = (("--quick",) if quick else ()) + (("--engine", engine_name) if engine_name != "sim" else ())
     job = nightly_job(at, db, extra)
     if install:

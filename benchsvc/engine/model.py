@@ -53,15 +53,14 @@ def pte_run(pte: list[int], addr: int, limit: int, ent: int) -> int:
     return k
 
 
-def count_bad_ptes(mapcount: list[int], pfn: int, nr: int, entire_mapcount: int) -> int:
-    """How many of the pages ``pfn .. pfn + nr - 1`` of one folio have ``page_mapcount() < 1`` before their rmap
-    removal (``print_bad_pte()`` territory: a PTE mapping a page that is not mapped)."""
+def count_bad_ptes(mapcounts: list[int], entire_mapcount: int) -> int:
+    """How many pages of one folio, given their ``_mapcount`` values, have ``page_mapcount() < 1`` before their
+    rmap removal (``print_bad_pte()`` territory: a PTE mapping a page that is not mapped)."""
     # page_mapcount() = _mapcount + 1 + (entire mapcount + 1) < 1  <=>  _mapcount < -1 - entire mapcount
     low = -1 - entire_mapcount
-    seg = mapcount[pfn : pfn + nr]
-    if not seg or min(seg) >= low:
+    if not mapcounts or min(mapcounts) >= low:
         return 0
-    return sum(1 for m in seg if m < low)
+    return sum(1 for m in mapcounts if m < low)
 
 
 class ZapEngine:

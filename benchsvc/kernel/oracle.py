@@ -71,10 +71,8 @@ class KernelResult:
         zap calls ``split_deferred`` (events), ``nr_anon_partially_mapped`` and ``nr_anon`` (gauges, end minus
         start); ``anon_fault_alloc`` is the population's (the folios built, checked equal to N)."""
         return {
-            "split_deferred": self.stats_zap["split_deferred"],
-            "nr_anon_partially_mapped": self.stats_zap["nr_anon_partially_mapped"],
-            "nr_anon": self.stats_zap["nr_anon"],
-            "anon_fault_alloc": self.stats_population["anon_fault_alloc"],
+            name: (self.stats_population if name == "anon_fault_alloc" else self.stats_zap)[name]
+            for name in STORED_COUNTERS
         }
 
     @property

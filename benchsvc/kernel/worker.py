@@ -325,45 +325,65 @@ def summarize(population: dict[str, int], zaps: dict[str, Any]) -> dict[str, Any
     return {"population": population, "zap": zap, "zap_ns": zaps["zap_ns"], "calls": zaps["calls"]}
 
 
-def _in_forked_child(run: _Run, wfd: int) -> None:
-    """The grandchild of a ``fork = true`` workload: zap, report through ``wfd``, exit. Never returns."""
-    code = 0
-    try:
-        run.libc.set_pdeathsig()
-        result: dict[str, Any] = run.zap_steps()
-        if "pending_exit" in result:
-            result["pending_exit"]["t0_ns"] = time.perf_counter_ns()
-    except BaseException as exc:  # report anything, then leave without running the parent's code
-        result = {"error": f"in the forked child: {type(exc).__name__}: {exc}"}
-        code = 1
-    try:
-        with os.fdopen(wfd, "w") as f:
-            json.dump(result, f)
-    finally:
-        os._exit(code)
+def _fork_and_report(
+    who: str,
+    work: Callable[[], tuple[dict[str, Any], dict[str, Any] | None]],
+    stats_after: Callable[[], dict[str, int]],
+) -> tuple[dict[str, Any], int, dict[str, int]]:
+    """Run ``work`` in a forked child that reports through a pipe and exits; return its message, the
+    ``perf_counter_ns()`` right after it was reaped and ``stats_after()`` read then.
 
-
-def _zap_in_forked_child(run: _Run) -> dict[str, Any]:
+    ``work`` returns the message and its pending ``exit`` step (or None); that step's ``t0_ns`` is stamped
+    just before the message is written and the child leaves with ``os._exit`` (an ``exit`` zap step: the
+    kernel tears its mm down). Anything the child raises comes back here: :class:`LayoutMismatch` as itself,
+    the rest as RuntimeError naming ``who``."""
     rfd, wfd = os.pipe()
     pid = os.fork()
-    if pid == 0:
+    if pid == 0:  # the child: never returns, never runs the parent's code
         os.close(rfd)
-        _in_forked_child(run, wfd)
+        code = 0
+        try:
+            msg, pending = work()
+            if pending is not None:
+                pending["t0_ns"] = time.perf_counter_ns()
+        except LayoutMismatch as exc:
+            msg, code = {"layout": [str(exc), exc.expected, exc.got]}, 1
+        except BaseException as exc:
+            msg, code = {"error": f"in the {who}: {type(exc).__name__}: {exc}"}, 1
+        try:
+            with os.fdopen(wfd, "w") as f:
+                json.dump(msg, f)
+        finally:
+            os._exit(code)
     os.close(wfd)
     with os.fdopen(rfd) as f:
         text = f.read()
     _, status = os.waitpid(pid, 0)
     reaped_ns = time.perf_counter_ns()
-    stats_after_reap = run.stats()
+    stats = stats_after()
     if not text:
-        raise RuntimeError(f"the forked child died without a result (wait status {status:#x})")
-    result: dict[str, Any] = json.loads(text)
-    if "error" in result:
-        raise RuntimeError(result["error"])
+        raise RuntimeError(f"the {who} died without a result (wait status {status:#x})")
+    msg = json.loads(text)
+    if "layout" in msg:
+        raise LayoutMismatch(*msg["layout"])
+    if "error" in msg:
+        raise RuntimeError(msg["error"])
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"the forked child exited with status {os.waitstatus_to_exitcode(status)}")
+        raise RuntimeError(f"the {who} exited with status {os.waitstatus_to_exitcode(status)}")
+    return msg, reaped_ns, stats
+
+
+def _zap_in_forked_child(run: _Run) -> dict[str, Any]:
+    """``fork = true``: the zap steps run in a forked child (the parent keeps its mappings)."""
+
+    def work() -> tuple[dict[str, Any], dict[str, Any] | None]:
+        run.libc.set_pdeathsig()
+        zaps = run.zap_steps()
+        return zaps, zaps.get("pending_exit")
+
+    result, reaped_ns, stats = _fork_and_report("forked child", work, run.stats)
     if "pending_exit" in result:
-        result = finish_exit(result, reaped_ns, stats_after_reap)
+        result = finish_exit(result, reaped_ns, stats)
     return result
 
 
@@ -382,12 +402,8 @@ def run(spec: WorkloadSpec, stats_root: str, result_fd: int) -> None:
     ``error``.
     """
     try:
-        r = _Run(spec, stats_root)
-        r.libc.set_pdeathsig()
-        before = r.stats()
-        r.populate()
-        population = _diff(r.stats(), before)
-        r.check_layout(population, pages=True)
+        die_with_parent()
+        r, population = _build(spec, stats_root, pages=True)
         r.run_test_hook()
         if spec.fork:
             zaps = _zap_in_forked_child(r)
@@ -406,14 +422,15 @@ def run(spec: WorkloadSpec, stats_root: str, result_fd: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- in process
-def _build(spec: WorkloadSpec, stats_root: str) -> tuple[_Run, dict[str, int]]:
-    """Build the region in this process and check its layout; return the run and the population deltas."""
+def _build(spec: WorkloadSpec, stats_root: str, *, pages: bool = False) -> tuple[_Run, dict[str, int]]:
+    """Build the region in this process and check its layout (page by page too with ``pages``); return the
+    run and the population deltas."""
     r = _Run(spec, stats_root)
     before = r.stats()
     try:
         r.populate()
         population = _diff(r.stats(), before)
-        r.check_layout(population)
+        r.check_layout(population, pages=pages)
     except BaseException:
         r.cleanup()
         raise
@@ -422,41 +439,18 @@ def _build(spec: WorkloadSpec, stats_root: str) -> tuple[_Run, dict[str, int]]:
 
 def _zap_in_owner_child(spec: WorkloadSpec, stats_root: str) -> dict[str, Any]:
     """A workload that ends in ``exit`` without ``fork``: a forked child builds, zaps and exits; we reap it."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(rfd)
-        code = 0
-        try:
-            r, population = _build(spec, stats_root)
-            r.libc.set_pdeathsig()
-            zaps = r.zap_steps()
-            msg: dict[str, Any] = {"population": population, "zaps": zaps}
-        except LayoutMismatch as exc:
-            msg, code = {"layout": [str(exc), exc.expected, exc.got]}, 1
-        except BaseException as exc:
-            msg, code = {"error": f"in the forked owner: {type(exc).__name__}: {exc}"}, 1
-        try:
-            with os.fdopen(wfd, "w") as f:
-                if code == 0:
-                    msg["zaps"]["pending_exit"]["t0_ns"] = time.perf_counter_ns()
-                json.dump(msg, f)
-        finally:
-            os._exit(code)  # the exit step: the kernel tears the whole mm down
-    os.close(wfd)
-    with os.fdopen(rfd) as f:
-        text = f.read()
-    _, status = os.waitpid(pid, 0)
-    reaped_ns = time.perf_counter_ns()
-    stats = read_stats(spec.single_folio_size or 0, Path(stats_root))
-    if not text:
-        raise RuntimeError(f"the forked owner died without a result (wait status {status:#x})")
-    msg = json.loads(text)
-    if "layout" in msg:
-        raise LayoutMismatch(*msg["layout"])
-    if "error" in msg:
-        raise RuntimeError(msg["error"])
-    return summarize(msg["population"], finish_exit(msg["zaps"], reaped_ns, stats))
+
+    def work() -> tuple[dict[str, Any], dict[str, Any] | None]:
+        r, population = _build(spec, stats_root)
+        r.libc.set_pdeathsig()
+        zaps = r.zap_steps()
+        return {"population": population, "zaps": zaps}, zaps["pending_exit"]
+
+    def stats() -> dict[str, int]:
+        return read_stats(spec.single_folio_size or 0, Path(stats_root))
+
+    msg, reaped_ns, after = _fork_and_report("forked owner", work, stats)
+    return summarize(msg["population"], finish_exit(msg["zaps"], reaped_ns, after))
 
 
 def die_with_parent() -> None:
@@ -464,7 +458,7 @@ def die_with_parent() -> None:
     _Libc().set_pdeathsig()
 
 
-def zap_once(spec: WorkloadSpec, stats_root: str, *, hook: str = "bench") -> dict[str, Any]:
+def zap_once(spec: WorkloadSpec, stats_root: str) -> dict[str, Any]:
     """Build, check, zap and measure ``spec`` once from this process; :func:`summarize`'s dict.
 
     What a pyperf worker of ``benchsvc run --engine kernel`` does for every loop iteration: the region is
@@ -477,7 +471,7 @@ def zap_once(spec: WorkloadSpec, stats_root: str, *, hook: str = "bench") -> dic
         return _zap_in_owner_child(spec, stats_root)
     r, population = _build(spec, stats_root)
     try:
-        r.run_test_hook(hook)
+        r.run_test_hook("bench")
         zaps = _zap_in_forked_child(r) if spec.fork else r.zap_steps()
     finally:
         r.cleanup()

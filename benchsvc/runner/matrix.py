@@ -121,6 +121,12 @@ def plan(specs: Sequence[WorkloadSpec], versions: Sequence[str], engine: str = "
     return [MatrixItem(engine, v, spec) for spec in specs for v in versions]
 
 
+def check_engine(engine: str) -> None:
+    """Refuse an ``--engine`` value that is not one of :data:`ENGINE_CHOICES`."""
+    if engine not in ENGINE_CHOICES:
+        raise RunError(f"unknown engine {engine!r} (one of: {', '.join(ENGINE_CHOICES)})")
+
+
 def plan_engines(
     specs: Sequence[WorkloadSpec], versions: Sequence[str], engine: str
 ) -> tuple[list[MatrixItem], list[str]]:
@@ -129,8 +135,7 @@ def plan_engines(
     ``kernel`` adds, after each workload's simulated versions, one result on the live kernel (version
     ``kernel-<uname -r>``) for every workload the kernel can express and serve here. With ``all``, a kernel
     that cannot serve is skipped with a note; with ``kernel`` alone that is an error."""
-    if engine not in ENGINE_CHOICES:
-        raise RunError(f"unknown engine {engine!r} (one of: {', '.join(ENGINE_CHOICES)})")
+    check_engine(engine)
     sim_versions = versions if engine in ("sim", "all") else ()
     if engine == "sim":
         return plan(specs, sim_versions), []

@@ -53,7 +53,7 @@ class V1(Base65P1):
             # after the page that fills the gather
             i, full = tlb_remove_pages(pfn, n)
             pte[addr : addr + i] = [0] * i
-            c.bad_pte += count_bad_ptes(mapcount, pfn, i, f_emc[f])  # checked before the rmap removal
+            c.bad_pte += count_bad_ptes(mapcount[pfn : pfn + i], f_emc[f])  # checked before the rmap removal
             self.folio_remove_rmap_range(f, pfn, i)
             cleared += i
             addr += i

@@ -64,8 +64,7 @@ class V2(Base65P1):
             i, _ = tlb.tlb_remove_pages(pfn, nr_pages_req)
             pte[addr : addr + i] = [0] * i
             mapcounts = self.mapcount[pfn : pfn + i]
-            if min(mapcounts) < -1 - self.f_emc[f]:  # page_mapcount() < 1 before the rmap removal
-                c.bad_pte += count_bad_ptes(self.mapcount, pfn, i, self.f_emc[f])
+            c.bad_pte += count_bad_ptes(mapcounts, self.f_emc[f])  # checked before the rmap removal
             self.folio_remove_rmap_range(f, pfn, i, mapcounts)
             if pin:
                 self.f_ref[f] -= 1  # folio_put(): the gather still holds the pages, never the last ref
