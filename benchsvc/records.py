@@ -110,11 +110,13 @@ class VersionInfo:
 
 @dataclass(frozen=True)
 class ProcessValues:
-    """The raw values one pyperf worker process produced (seconds per measured zap work)."""
+    """The raw values one worker process produced (seconds per measured zap work) and its own metadata
+    (start and end time, CPU affinity, measurement block and phase; see docs/measurement.md)."""
 
     values: tuple[float, ...]
     warmups: tuple[float, ...] = ()
     loops: int = 1
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from benchsvc.engine.counters import COUNTER_NAMES
-from benchsvc.runner.matrix import MODES
+from benchsvc.runner.blocks import SAMPLING
 from benchsvc.workload import discover, load_workload
 
 BENCHSVC = (sys.executable, "-m", "benchsvc")
@@ -171,13 +171,16 @@ class Bench:
         rows = self.query("SELECT run_id, holder_pid, holder_host FROM run_lock")
         return rows[0] if rows else None
 
-    def results(self, run_id: int) -> list[dict[str, Any]]:
-        """Every result of a run (in commit order) with its counters and raw values."""
+    def results(self, run_id: int, *, canary: bool = False) -> list[dict[str, Any]]:
+        """Every result of a run (in commit order) with its counters and raw values; the canary's only when
+        asked for."""
         rows = self.query(
             "SELECT r.id, r.engine, r.version_id, w.name, w.content_hash, r.status, r.error, r.modeled_ns,"
             " r.n_values, r.mean_s, r.median_s, r.stdev_s, r.min_s, r.max_s, r.warnings, r.pyperf_metadata,"
             " r.started_at, r.finished_at"
-            " FROM results r JOIN workloads w ON w.id = r.workload_id WHERE r.run_id = ? ORDER BY r.id",
+            " FROM results r JOIN workloads w ON w.id = r.workload_id WHERE r.run_id = ?"
+            + ("" if canary else " AND r.engine != 'canary'")
+            + " ORDER BY r.id",
             (run_id,),
         )
         cols = [
@@ -194,9 +197,16 @@ class Bench:
                 self.query("SELECT name, value FROM counters WHERE result_id = ?", (r["id"],))
             )
             r["samples"] = [
-                {"process": p, "loops": loops, "values": json.loads(v), "warmups": json.loads(wu)}
-                for p, loops, v, wu in self.query(
-                    'SELECT process, loops, "values", warmups FROM samples WHERE result_id = ? ORDER BY process',
+                {
+                    "process": p,
+                    "loops": loops,
+                    "values": json.loads(v),
+                    "warmups": json.loads(wu),
+                    "meta": json.loads(meta) if meta else None,
+                }
+                for p, loops, v, wu, meta in self.query(
+                    'SELECT process, loops, "values", warmups, meta FROM samples WHERE result_id = ?'
+                    " ORDER BY process",
                     (r["id"],),
                 )
             ]
@@ -204,7 +214,10 @@ class Bench:
         return out
 
     def result_count(self, run_id: int = 1, status: str | None = None) -> int:
-        sql = "SELECT count(*) FROM results WHERE run_id = ?" + (" AND status = ?" if status else "")
+        """The run's committed results, the canary's left out."""
+        sql = "SELECT count(*) FROM results WHERE run_id = ? AND engine != 'canary'" + (
+            " AND status = ?" if status else ""
+        )
         return self.query(sql, (run_id, status) if status else (run_id,))[0][0]
 
 
@@ -232,17 +245,9 @@ def _simulate(bench: Bench, workload: str, versions: list[str]) -> dict[str, dic
     return {p["version"]: p for p in payload}
 
 
-def _pyperf_option(mode: str, name: str) -> int:
-    args = list(MODES[mode])
-    return int(args[args.index(name) + 1])
-
-
 def _quick_shape() -> dict[str, int]:
-    """How many worker processes and values per process quick mode asks pyperf for (MODES["quick"])."""
-    return {
-        "processes": _pyperf_option("quick", "--processes"),
-        "values": _pyperf_option("quick", "--values"),
-    }
+    """How many worker processes and values per process quick mode measures (SAMPLING["quick"])."""
+    return {"processes": SAMPLING["quick"].processes, "values": SAMPLING["quick"].values}
 
 
 def _assert_complete_ok(r: dict[str, Any], *, processes: int, values: int) -> None:
@@ -272,7 +277,8 @@ def test_debug_matrix_end_to_end_matches_simulate(bench: Bench) -> None:
     lines = cp.stdout.strip().splitlines()
     assert re.match(r"run 1 complete: 6 ok, 0 failed in \d+:\d\d \(debug mode\)$", lines[0]), cp.stdout
     assert lines[1].startswith("analysis: "), cp.stdout
-    assert len(lines) == 3 and lines[2] == "report: reports/index.html (5 files written, 0 unchanged)", (
+    # index, lineage, feed, the two workloads' pages and the canary's
+    assert len(lines) == 3 and lines[2] == "report: reports/index.html (6 files written, 0 unchanged)", (
         cp.stdout
     )
     assert (bench.dir / "reports" / "workloads" / f"{W1}.html").exists()
@@ -342,14 +348,19 @@ def test_quick_mode_keeps_raw_values_per_process(bench: Bench) -> None:
     assert cp.returncode == 0, cp.stderr
     run = bench.runs()[1]
     assert (run["status"], run["mode"]) == ("complete", "quick")
-    assert bench.query("SELECT pyperf_settings FROM runs")[0][0] == json.dumps({"args": list(MODES["quick"])})
+    settings = json.loads(bench.query("SELECT pyperf_settings FROM runs")[0][0])
+    assert settings == {
+        "measurement": "interleaved",
+        "sampling": SAMPLING["quick"].as_dict(),
+        "canary": "canary-1",
+    }
     (r,) = bench.results(1)
     shape = _quick_shape()
     assert shape["processes"] >= 2 and shape["values"] >= 2, "quick mode is more than one value"
     _assert_complete_ok(r, **shape)  # n_values == processes x values, kept per process
     for s in r["samples"]:
-        assert s["loops"] == _pyperf_option("quick", "--loops")
-        assert len(s["warmups"]) == _pyperf_option("quick", "--warmups")  # kept apart from the values
+        assert s["loops"] == SAMPLING["quick"].loops
+        assert len(s["warmups"]) == SAMPLING["quick"].warmups  # kept apart from the values
 
 
 # --- 2. a failing result ---
@@ -360,11 +371,11 @@ def test_failed_worker_is_recorded_and_the_run_goes_on(bench: Bench) -> None:
     cp = bench.cli("run", "-w", W1, "-V", "v1,v2,v3", "--mode", "debug", env=env)
     assert cp.returncode == 1, (cp.stdout, cp.stderr)
     assert cp.stdout.startswith("run 1 failed: 2 ok, 1 failed"), cp.stdout
-    assert f"sim/v2/{W1}: FAILED: pyperf worker exited with 1" in cp.stderr
+    assert f"sim/v2/{W1}: FAILED: worker exited with 1" in cp.stderr
     assert bench.runs()[1]["status"] == "failed"
     assert bench.lock() is None
     results = {r["version"]: r for r in bench.results(1)}
-    assert list(results) == ["v1", "v2", "v3"]  # v3 was measured after v2 failed
+    assert list(results) == ["v1", "v2", "v3"]  # v3 was measured although v2 failed
     failed = results["v2"]
     assert failed["status"] == "failed"
     assert f"injected failure for v2/{W1} (BENCHSVC_TEST_FAIL_WORKER)" in failed["error"]
@@ -529,7 +540,7 @@ def test_runner_takes_over_a_stale_lock_in_its_own_transaction(bench: Bench) -> 
     old = _seed_running_run(bench.db, dead, _utcnow())
     engine = open_store(str(bench.db))
     try:
-        record = RunRecord.new(mode="debug", pyperf_settings={"args": list(MODES["debug"])})
+        record = RunRecord.new(mode="debug")
         summary = execute(engine, plan([resolve(W1)], ["up612"]), record, "debug")
     finally:
         engine.dispose()
@@ -547,7 +558,8 @@ def test_runner_takes_over_a_stale_lock_in_its_own_transaction(bench: Bench) -> 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_marks_run_interrupted_without_half_written_results(bench: Bench, signum: int) -> None:
-    proc = bench.spawn("run", "-w", W1, "-V", "v1,v2,v3,up612", "--quick")
+    # two workloads: the versions of one workload are measured together and committed together
+    proc = bench.spawn("run", "-w", W1, "-w", W2, "-V", "v1,v2,v3,up612", "--quick")
     bench.poll(lambda: bench.result_count(1) >= 1, "a committed result", proc=proc)
     os.kill(proc.pid, signum)
     rc, _out, err = bench.finish(proc)
@@ -558,7 +570,8 @@ def test_signal_marks_run_interrupted_without_half_written_results(bench: Bench,
     assert run["status"] == "interrupted" and run["finished_at"] is not None
     assert bench.lock() is None, "an interrupted run releases the lock"
     results = bench.results(1)
-    assert 1 <= len(results) < 4
+    assert len(results) == 4, "the first workload's versions, committed together; not the second's"
+    assert bench.results(1, canary=True) == results, "the canary is committed when the run completes"
     for r in results:
         _assert_complete_ok(r, **_quick_shape())
     orphans = bench.query(
@@ -576,7 +589,7 @@ def test_signal_marks_run_interrupted_without_half_written_results(bench: Bench,
 
 
 def test_sigkill_then_recovery_then_resume_completes_the_plan(bench: Bench) -> None:
-    proc = bench.spawn("run", "-w", W1, "-V", "v1,v2,up612", "--quick")
+    proc = bench.spawn("run", "-w", W1, "-w", W2, "-V", "v1,v2,up612", "--quick")
     bench.poll(lambda: bench.result_count(1) >= 1, "a committed result", proc=proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -584,7 +597,7 @@ def test_sigkill_then_recovery_then_resume_completes_the_plan(bench: Bench) -> N
     assert proc.returncode == -signal.SIGKILL
 
     before = bench.results(1)
-    if not 1 <= len(before) < 3:
+    if len(before) != 3:
         pytest.fail(f"expected the kill in the middle of the run, {len(before)} results were committed")
     assert bench.runs()[1]["status"] == "running", "nothing ran to mark it yet"
     assert bench.lock() == (1, proc.pid, HOST)
@@ -599,14 +612,14 @@ def test_sigkill_then_recovery_then_resume_completes_the_plan(bench: Bench) -> N
 
     resumed = bench.cli("run", "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    todo = 3 - len(before)
+    todo = 6 - len(before)
     assert re.match(rf"run 1 complete: {todo} ok, 0 failed, {len(before)} already done in ", resumed.stdout)
     assert sorted(bench.runs()) == [1], "resume finishes the run, it does not start another"
     run = bench.runs()[1]
     assert run["status"] == "complete" and bench.lock() is None
     after = bench.results(1)
     keys = [r["key"] for r in after]
-    assert len(keys) == len(set(keys)) == 3, "exactly one result per planned item"
+    assert len(keys) == len(set(keys)) == 6, "exactly one result per planned item"
     assert set(keys) == set(bench.plan_keys(1))
     assert after[: len(before)] == before, "results committed before the kill are unchanged"
     for r in after:
@@ -618,7 +631,7 @@ def test_sigkill_then_recovery_then_resume_completes_the_plan(bench: Bench) -> N
 
 def test_resume_of_a_run_with_a_failed_result_does_not_end_complete(bench: Bench) -> None:
     proc = bench.spawn(
-        "run", "-w", W1, "-V", "v1,v2", "--quick", env=_env(BENCHSVC_TEST_FAIL_WORKER=f"v1/{W1}")
+        "run", "-w", W1, "-w", W2, "-V", "v1", "--quick", env=_env(BENCHSVC_TEST_FAIL_WORKER=f"v1/{W1}")
     )
     bench.poll(lambda: bench.result_count(1, "failed") == 1, "the failed result", proc=proc)
     os.kill(proc.pid, signal.SIGINT)
@@ -626,7 +639,7 @@ def test_resume_of_a_run_with_a_failed_result_does_not_end_complete(bench: Bench
     if rc != 130 or bench.runs()[1]["status"] != "interrupted" or bench.result_count(1) != 1:
         pytest.fail(f"setup: expected an interrupted run holding only the failed result (rc {rc}): {err}")
 
-    resumed = bench.cli("run", "--resume")  # the failure is gone now, v2 measures fine
+    resumed = bench.cli("run", "--resume")  # the failure is gone now, the second workload measures fine
     statuses = sorted(r["status"] for r in bench.results(1))
     status = bench.runs()[1]["status"]
     if "failed" in statuses:

@@ -1,20 +1,33 @@
 """Along the version lineage, within one run: each version against its parent (or a chosen base).
 
 Counters and ``modeled_ns`` are exact: any difference is reported with its size, worse (more events, more
-cost) or better. Timings: the effect is the ratio of means (version / baseline) with a 95% confidence
-interval from a bootstrap over **worker processes** (pyperf's independent units: values inside one process
-share its state, so resampling single values would understate the noise); it is significant only when the
-interval excludes 1 and the effect is at least ``min_effect``. Fewer than two processes on a side give no
-interval and never a significant timing change. Pure pandas/numpy: no database, no printing.
+cost) or better. Timings: the effect is a ratio (version / baseline) with a 95% confidence interval whose
+independent units are **worker processes** (values inside one process share its state, so treating single
+values as independent would understate the noise). It is significant only when the interval excludes 1 and
+the effect is at least ``min_effect``.
+
+* **Paired** (both results measured in the same interleaved block, as ``benchsvc run`` does): value ``j`` of
+  process ``k`` of the two versions were measured in the same trial, call by call in random order. Each
+  process gives the median of its per-trial log ratios (a burst that hits one trial does not move it); the
+  ratio is the exponential of the mean over processes, with a Student-t interval over processes.
+* **Unpaired** (imported results, older runs): the ratio of means with a bootstrap over processes.
+
+When the run re-measured a cell to confirm a finding (processes of phase ``confirm``), the confirmation's
+ratio and interval are computed the same way from those processes alone, and a timing change counts as
+significant only when the confirmation's interval also excludes 1 on the same side.
+Fewer than two processes on a side give no interval and never a significant timing change. Pure
+pandas/numpy/scipy: no database, no printing.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 TIME_METRIC = "time"
 DEFAULT_MIN_EFFECT = 0.03
@@ -35,7 +48,15 @@ COLUMNS = [
     "ci_high",
     "significant",
     "direction",
+    "paired",
+    "confirm_ratio",
+    "confirm_low",
+    "confirm_high",
+    "confirmed",
 ]
+PRIMARY = "primary"
+CONFIRM = "confirm"
+CI_LEVEL = 0.95
 
 
 def _seed(*parts: str) -> int:
@@ -71,6 +92,81 @@ def bootstrap_ratio(
     return ratio, float(lo), float(hi)
 
 
+@dataclass(frozen=True)
+class TimingEffect:
+    """A timing ratio (version / baseline) with its 95% interval; ``paired`` when measured side by side."""
+
+    ratio: float
+    ci_low: float
+    ci_high: float
+    paired: bool
+    units: int
+
+    @property
+    def has_interval(self) -> bool:
+        return bool(np.isfinite(self.ci_low) and np.isfinite(self.ci_high))
+
+    def excludes_one(self) -> bool:
+        return self.has_interval and (self.ci_low > 1.0 or self.ci_high < 1.0)
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width relative to the ratio (0.02 = ±2%); NaN without an interval."""
+        return (self.ci_high - self.ci_low) / 2 / self.ratio if self.has_interval else float("nan")
+
+
+def paired_log_ratios(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray | None:
+    """Per worker process shared by the two results' samples (same interleaved block and process index), the
+    median of the log ratios of the values measured in the same trial; None when the two were not measured
+    side by side."""
+    if a.empty or b.empty or a["block"].isna().any() or b["block"].isna().any():
+        return None
+    joined = a.merge(b, on=["block", "process", "value_index"], suffixes=("_a", "_b"))
+    n_a = a.groupby(["block", "process"]).ngroups
+    if joined.empty or joined.groupby(["block", "process"]).ngroups != n_a:
+        return None
+    va, vb = joined["value_s_a"].to_numpy(float), joined["value_s_b"].to_numpy(float)
+    if (va <= 0).any() or (vb <= 0).any():
+        return None
+    joined = joined.assign(log_ratio=np.log(va / vb))
+    return joined.groupby(["block", "process"])["log_ratio"].median().to_numpy(float)
+
+
+def t_ratio(log_ratios: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float, float]:
+    """exp(mean) of per-process log ratios and its Student-t interval over processes (NaN with < 2)."""
+    m = float(np.mean(log_ratios))
+    if len(log_ratios) < 2:
+        return float(np.exp(m)), float("nan"), float("nan")
+    sem = float(np.std(log_ratios, ddof=1)) / np.sqrt(len(log_ratios))
+    if sem == 0.0:
+        return float(np.exp(m)), float(np.exp(m)), float(np.exp(m))
+    lo, hi = stats.t.interval(level, len(log_ratios) - 1, loc=m, scale=sem)
+    return float(np.exp(m)), float(np.exp(lo)), float(np.exp(hi))
+
+
+def timing_effect(a: pd.DataFrame, b: pd.DataFrame, n_boot: int, seed: int) -> TimingEffect | None:
+    """The timing effect of the samples ``a`` (version) against ``b`` (baseline): paired where they were
+    measured side by side, else the unpaired bootstrap over processes; None without values."""
+    if a.empty or b.empty:
+        return None
+    d = paired_log_ratios(a, b)
+    if d is not None:
+        ratio, lo, hi = t_ratio(d)
+        return TimingEffect(ratio, lo, hi, True, len(d))
+    pa, pb = process_means(a), process_means(b)
+    if not pa or not pb:
+        return None
+    (ra,), (rb,) = pa.values(), pb.values()
+    ratio, lo, hi = bootstrap_ratio(ra, rb, n_boot, seed)
+    return TimingEffect(ratio, lo, hi, False, min(len(ra[0]), len(rb[0])))
+
+
+def _phase(samples: pd.DataFrame, phase: str) -> pd.DataFrame:
+    if "phase" not in samples.columns:
+        return samples if phase == PRIMARY else samples.iloc[0:0]
+    return samples[samples["phase"].fillna(PRIMARY) == phase]
+
+
 def compare_lineage(
     results: pd.DataFrame,
     samples: pd.DataFrame,
@@ -91,7 +187,10 @@ def compare_lineage(
     counter_names = sorted(c[2:] for c in ok.columns if c.startswith("c_"))
     wanted = list(metrics) if metrics else [*counter_names, "modeled_ns", TIME_METRIC]
     by_key = {(r.engine, r.workload, r.version): r for r in ok.itertuples(index=False)}
-    procs = process_means(samples) if TIME_METRIC in wanted else {}
+    if "block" not in samples.columns:
+        samples = samples.assign(block=None, phase=PRIMARY)
+    by_result = {int(k): g for k, g in samples.groupby("result_id")} if TIME_METRIC in wanted else {}
+    empty = samples.iloc[0:0]
     rows: list[dict[str, object]] = []
     for r in ok.itertuples(index=False):
         baseline_id = base if base is not None else r.parent
@@ -110,24 +209,33 @@ def compare_lineage(
                 "metric": metric,
             }
             if metric == TIME_METRIC:
-                pa, pb = procs.get(int(r.result_id)), procs.get(int(b.result_id))
-                if pa is None or pb is None:
+                sa = by_result.get(int(r.result_id), empty)
+                sb = by_result.get(int(b.result_id), empty)
+                seed = _seed(r.engine, r.workload, r.workload_hash, r.version, baseline_id)
+                primary = timing_effect(_phase(sa, PRIMARY), _phase(sb, PRIMARY), n_boot, seed)
+                if primary is None:
                     continue
-                ratio, lo, hi = bootstrap_ratio(
-                    pa, pb, n_boot, _seed(r.engine, r.workload, r.workload_hash, r.version, baseline_id)
-                )
-                excludes_one = bool(lo > 1.0 or hi < 1.0) if lo == lo else False
-                significant = excludes_one and abs(ratio - 1.0) >= min_effect
+                confirm = timing_effect(_phase(sa, CONFIRM), _phase(sb, CONFIRM), n_boot, seed)
+                significant = primary.excludes_one() and abs(primary.ratio - 1.0) >= min_effect
+                confirmed: bool | None = None
+                if confirm is not None:
+                    confirmed = confirm.excludes_one() and (confirm.ratio > 1) == (primary.ratio > 1)
+                    significant = significant and confirmed
                 row.update(
                     kind="timing",
                     value=float(r.mean_s),
                     baseline_value=float(b.mean_s),
                     delta=float(r.mean_s) - float(b.mean_s),
-                    ratio=ratio,
-                    ci_low=lo,
-                    ci_high=hi,
+                    ratio=primary.ratio,
+                    ci_low=primary.ci_low,
+                    ci_high=primary.ci_high,
                     significant=significant,
-                    direction=("worse" if ratio > 1 else "better") if significant else "same",
+                    direction=("worse" if primary.ratio > 1 else "better") if significant else "same",
+                    paired=primary.paired,
+                    confirm_ratio=confirm.ratio if confirm else float("nan"),
+                    confirm_low=confirm.ci_low if confirm else float("nan"),
+                    confirm_high=confirm.ci_high if confirm else float("nan"),
+                    confirmed=confirmed,
                 )
             else:
                 column = metric if metric == "modeled_ns" else f"c_{metric}"

@@ -45,17 +45,22 @@ def compare(
 ) -> None:
     """The version lineage of one run: each version against its parent (or --base), per workload and metric.
 
-    Counters and modelled cost: exact differences. Time: ratio of means with a 95% bootstrap interval over
-    worker processes; significant when it excludes 1 and the effect is at least 3%.
+    Counters and modelled cost: exact differences. Time: a ratio with a 95% interval over worker processes,
+    paired trial by trial where the versions were measured interleaved (benchsvc run); significant when it
+    excludes 1, the effect is at least 3%, and a confirmation re-measurement (when the run made one) agrees.
+    The table is headed by the run's noise floor (its v3/v2 A/A intervals and the canary's spread).
     """
     from benchsvc.analysis.lineage import compare_lineage
+    from benchsvc.analysis.noise import noise_floor
     from benchsvc.store.db import read_session
     from benchsvc.store.queries import get_run, run_results, run_samples
 
     engine = open_db(db, create=False)
     with read_session(engine) as s:
         run = get_run(s, run_ref)
-        df = compare_lineage(run_results(s, run.id), run_samples(s, run.id), base=base, metrics=metric)
+        results, samples = run_results(s, run.id), run_samples(s, run.id)
+        df = compare_lineage(results, samples, base=base, metrics=metric)
+        floor = noise_floor(results, samples)
     if changed:
         df = df[df["significant"]]
     rows = df.to_dict("records")
@@ -79,6 +84,7 @@ def compare(
     ]
     if fmt is Format.table:
         typer.echo(f"run {run.id}: {len(rows)} {'changes' if changed else 'comparisons'}")
+        typer.echo(floor.describe())
         render(rows, [*cols, "interval"], fmt)
     else:
         render(rows, [*cols, "ci_low", "ci_high", "significant", "kind", "engine", "workload_hash"], fmt)

@@ -86,8 +86,8 @@ def run(
         RunError,
         execute,
         plan_engines,
-        pyperf_args,
         resume_plan,
+        run_settings,
     )
 
     if quick and rigorous:
@@ -112,9 +112,7 @@ def run(
         items, plan_notes = plan_engines(specs, resolve_versions(versions), engine_name)
         for note in plan_notes:
             typer.echo(f"note: {note}", err=True)
-        settings: dict[str, Any] = {"args": list(MODES[chosen])}
-        if any(i.engine == "kernel" for i in items):
-            settings["kernel_args"] = list(pyperf_args(chosen, "kernel"))
+        settings = run_settings(chosen, items)
         record = RunRecord.new(mode=chosen, trigger=trigger, pyperf_settings=settings)
         resume_id = None
     reporter = _Reporter(quiet)
@@ -281,14 +279,18 @@ def show(
     ] = Format.table,
     db: DbOption = None,
 ) -> None:
-    """Show one run's results: counters, modelled cost, timing mean ± std dev, pyperf warnings."""
+    """Show one run's results: counters, modelled cost, timing mean ± std dev, pyperf warnings, and the run's
+    noise floor (its v3/v2 A/A intervals and the canary's spread; the canary is not listed as a result)."""
+    from benchsvc.analysis.noise import noise_floor
     from benchsvc.store.db import read_session
-    from benchsvc.store.queries import get_run, run_results
+    from benchsvc.store.queries import CANARY_ENGINE, get_run, run_results, run_samples
 
     engine = open_db(db, create=False)
     with read_session(engine) as s:
         run = get_run(s, run_ref)
         df = run_results(s, run.id)
+        floor = noise_floor(df, run_samples(s, run.id))
+        df = df[df["engine"] != CANARY_ENGINE]
         header = (
             f"run {run.id} ({run.uuid[:8]}) {run.status}, {run.mode} mode, started {run.started_at:%Y-%m-%d %H:%M} UTC "
             f"on {run.machine.hostname}, benchsvc {run.benchsvc_version} {(run.git_commit or '')[:10]}"
@@ -305,6 +307,7 @@ def show(
         records.append(row)
     if fmt is Format.table:
         typer.echo(header)
+        typer.echo(floor.describe())
         cols = ["workload", "version", "status", "time_ms", "modeled_us", *SHOW_COUNTERS, "warnings"]
         render(records, cols, fmt)
         return

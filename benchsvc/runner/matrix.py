@@ -3,16 +3,20 @@
 For each (engine, version, workload) of the plan: counters (and, for the simulation, the modelled cost) from
 one deterministic simulation in this process -- or, for the ``kernel`` engine, from one run on the live
 kernel with the layout's per-size mTHP settings held (and restored) around both it and the timing -- then
-pyperf timings from :mod:`benchsvc.runner.worker` run as its own process (the workload's definition text, the
-exact bytes that were hashed, is handed to it in a temporary file).
-Each result is committed as soon as it is measured, with a lock heartbeat; a failing result is recorded as
-failed with its error and the run goes on. The run ends ``complete`` (every result ok), ``failed`` (some
+timings from worker processes. The simulated versions of one workload are timed together, interleaved call by
+call with each other and with the canary (:mod:`benchsvc.runner.blocks`); the kernel is timed by pyperf's own
+runner (:mod:`benchsvc.runner.worker`). The workload's definition text, the exact bytes that were hashed, is
+handed to the workers in a temporary file.
+The results of a workload are committed together as soon as they are measured, with a lock heartbeat, and the
+canary's result at the end of the run; a failing result is recorded as failed with its error and the run goes
+on. The run ends ``complete`` (every result ok), ``failed`` (some
 failed) or ``interrupted`` (Ctrl-C / SIGTERM, or found dead later); ``resume`` finishes an interrupted run
 without redoing what it committed. Nothing here prints: progress goes to a callback.
 """
 
 from __future__ import annotations
 
+import random
 import signal
 import subprocess
 import sys
@@ -29,7 +33,8 @@ from benchsvc.errors import BenchsvcError
 from benchsvc.records import ProcessValues, ResultRecord, RunRecord, VersionInfo, WorkloadRef, utcnow
 from benchsvc.workload import WorkloadSpec, parse_workload
 
-#: pyperf options of each mode (DESIGN §3; documented in docs/running.md)
+#: pyperf options of each mode for the kernel engine, which pyperf's runner times (docs/running.md); the
+#: simulated versions are sampled as :data:`benchsvc.runner.blocks.SAMPLING` says
 MODES: dict[str, tuple[str, ...]] = {
     "quick": ("--processes", "2", "--values", "4", "--warmups", "1", "--loops", "1"),
     "default": ("--processes", "12", "--values", "5", "--warmups", "1", "--min-time", "0.02"),
@@ -172,10 +177,28 @@ def plan_engines(
     return items, notes
 
 
+def run_settings(mode: str, items: Sequence[MatrixItem]) -> dict[str, Any]:
+    """How a run measures, as stored with it: the scheme, the sampling of the simulated versions, the canary,
+    and the pyperf options of the kernel engine when it takes part."""
+    from benchsvc.runner.blocks import SAMPLING
+    from benchsvc.runner.canary import VERSION
+    from benchsvc.runner.interleave import INTERLEAVED
+
+    settings: dict[str, Any] = {}
+    if any(i.engine == "sim" for i in items):
+        settings.update(measurement=INTERLEAVED, sampling=SAMPLING[mode].as_dict(), canary=VERSION)
+    if any(i.engine == "kernel" for i in items):
+        settings["kernel_args"] = list(pyperf_args(mode, "kernel"))
+    return settings
+
+
 def version_infos(items: Sequence[MatrixItem]) -> list[VersionInfo]:
     from benchsvc.engine.versions import get_version
+    from benchsvc.runner import canary
 
     seen: dict[str, VersionInfo] = {}
+    if any(i.engine == "sim" for i in items):
+        seen[canary.VERSION] = canary.version_info()
     for item in items:
         if item.version in seen:
             continue
@@ -221,9 +244,14 @@ def _counters(item: MatrixItem, session: Any) -> tuple[dict[str, int], float | N
 def measure(
     item: MatrixItem, mode: str, workdir: Path, clock: dict[str, float] | None = None
 ) -> ResultRecord:
-    """Count once (simulate, or run on the kernel) and time with pyperf; any failure becomes a failed result
-    carrying the error, except a sysfs value that could not be restored (that stops the run)."""
+    """Count once (simulate, or run on the kernel) and time; any failure becomes a failed result carrying the
+    error, except a sysfs value that could not be restored (that stops the run). A simulated version is timed
+    as a block of its own (with the canary, whose values are dropped here)."""
     from benchsvc.kernel import SysfsRestoreError
+
+    if item.engine == "sim":
+        records, _ = measure_block([item], mode, workdir, random.Random(), clock)
+        return records[0]
 
     started = utcnow()
     ref = WorkloadRef(item.spec.name, item.spec.content_hash, item.spec.source_text, item.spec.description)
@@ -261,6 +289,132 @@ def measure(
         modeled_ns=modeled,
         processes=processes,
         warnings=warnings,
+        pyperf_metadata=metadata,
+        started_at=started,
+        finished_at=utcnow(),
+    )
+
+
+def measure_block(
+    items: Sequence[MatrixItem],
+    mode: str,
+    workdir: Path,
+    rng: random.Random,
+    clock: dict[str, float] | None = None,
+    engine_hash: str | None = None,
+) -> tuple[list[ResultRecord], list[ProcessValues]]:
+    """The simulated versions of one workload: counters from one simulation each, timings interleaved with
+    each other and with the canary (:func:`benchsvc.runner.blocks.measure_block`). Returns the results in the
+    order of ``items`` and the canary's values of the block's worker processes."""
+    from benchsvc import __version__
+    from benchsvc.engine import simulate
+    from benchsvc.runner.blocks import SAMPLING
+    from benchsvc.runner.blocks import measure_block as time_block
+
+    spec = items[0].spec
+    assert all(i.engine == "sim" and i.spec.content_hash == spec.content_hash for i in items)
+    started = utcnow()
+    ref = WorkloadRef(spec.name, spec.content_hash, spec.source_text, spec.description)
+    counted: dict[str, tuple[dict[str, int], float]] = {}
+    errors: dict[str, str] = {}
+    t0 = time.perf_counter()
+    for item in items:
+        try:
+            sim = simulate(spec, item.version)
+        except BenchsvcError as exc:
+            errors[item.version] = str(exc)
+            continue
+        counted[item.version] = (sim.counters, sim.modeled_ns)
+    t1 = time.perf_counter()
+    timings = time_block(
+        spec.source_text,
+        spec.name,
+        [i.version for i in items if i.version in counted],
+        SAMPLING[mode],
+        workdir,
+        rng,
+    )
+    if clock is not None:
+        clock["simulate_s"] += t1 - t0
+        clock["pyperf_s"] += time.perf_counter() - t1
+    errors.update(timings.errors)
+    finished = utcnow()
+    records = []
+    for item in items:
+        counters, modeled = counted.get(item.version, ({}, None))
+        if item.version in errors:
+            records.append(
+                ResultRecord(
+                    item.engine,
+                    item.version,
+                    ref,
+                    status="failed",
+                    error=errors[item.version],
+                    counters=counters,
+                    modeled_ns=modeled,
+                    started_at=started,
+                    finished_at=finished,
+                )
+            )
+            continue
+        metadata = {
+            **timings.metadata[item.version],
+            "benchsvc_version": __version__,
+            "benchsvc_engine": item.engine,
+            "benchsvc_zap_version": item.version,
+            "benchsvc_workload": spec.name,
+            "benchsvc_workload_hash": spec.content_hash,
+        }
+        if engine_hash:
+            metadata["benchsvc_engine_hash"] = engine_hash
+        records.append(
+            ResultRecord(
+                item.engine,
+                item.version,
+                ref,
+                counters=counters,
+                modeled_ns=modeled,
+                processes=tuple(timings.processes[item.version]),
+                warnings=timings.warnings[item.version],
+                pyperf_metadata=metadata,
+                started_at=started,
+                finished_at=finished,
+            )
+        )
+    return records, timings.canary
+
+
+def blocks(items: Sequence[MatrixItem]) -> list[list[MatrixItem]]:
+    """The measurement units of a plan, in its order: the simulated versions of one workload together, each
+    kernel item alone."""
+    out: list[list[MatrixItem]] = []
+    for item in items:
+        if (
+            item.engine == "sim"
+            and out
+            and out[-1][0].engine == "sim"
+            and out[-1][0].spec.content_hash == item.spec.content_hash
+        ):
+            out[-1].append(item)
+        else:
+            out.append([item])
+    return out
+
+
+def canary_record(processes: Sequence[ProcessValues], started: Any, engine_hash: str | None) -> ResultRecord:
+    """The canary's result of a run: its values from every worker process of every block."""
+    from benchsvc.runner import canary
+    from benchsvc.runner.blocks import canary_warnings
+
+    metadata: dict[str, Any] = {"benchsvc_measurement": "interleaved"}
+    if engine_hash:
+        metadata["benchsvc_engine_hash"] = engine_hash
+    return ResultRecord(
+        canary.ENGINE,
+        canary.VERSION,
+        canary.workload_ref(),
+        processes=tuple(processes),
+        warnings=canary_warnings(processes),
         pyperf_metadata=metadata,
         started_at=started,
         finished_at=utcnow(),
@@ -373,21 +527,38 @@ def execute(
     )
     clock = {"simulate_s": 0.0, "pyperf_s": 0.0, "commit_s": 0.0}
     status = "interrupted"
+    rng = random.Random()
+    canary: list[ProcessValues] = []
+    started = utcnow()
+    engine_hash: str | None = None
+    if any(i.engine == "sim" for i in todo):
+        from benchsvc.runner.blocks import engine_code_hash
+
+        engine_hash = engine_code_hash()
     try:
         with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="benchsvc-run-") as tmp:
-            for index, item in enumerate(todo):
+            index = 0
+            for block in blocks(todo):
                 if on_progress:
-                    on_progress(Progress("start", index, len(todo), item, skipped=summary.skipped))
-                record = measure(item, mode, Path(tmp), clock)
-                t_commit = time.perf_counter()
-                _commit_result(engine, run_id, record)
-                clock["commit_s"] += time.perf_counter() - t_commit
-                if record.status == "ok":
-                    summary.ok += 1
+                    on_progress(Progress("start", index, len(todo), block[0], skipped=summary.skipped))
+                if block[0].engine == "sim":
+                    records, block_canary = measure_block(block, mode, Path(tmp), rng, clock, engine_hash)
+                    canary.extend(block_canary)
                 else:
-                    summary.failed += 1
-                if on_progress:
-                    on_progress(Progress("done", index, len(todo), item, record, skipped=summary.skipped))
+                    records = [measure(item, mode, Path(tmp), clock) for item in block]
+                t_commit = time.perf_counter()
+                _commit_results(engine, run_id, records)
+                clock["commit_s"] += time.perf_counter() - t_commit
+                for item, record in zip(block, records, strict=True):
+                    if record.status == "ok":
+                        summary.ok += 1
+                    else:
+                        summary.failed += 1
+                    if on_progress:
+                        on_progress(Progress("done", index, len(todo), item, record, skipped=summary.skipped))
+                    index += 1
+            if canary:
+                _commit_results(engine, run_id, [canary_record(canary, started, engine_hash)])
         status = "complete" if summary.failed + summary.failed_before == 0 else "failed"
     finally:
         _close_run(engine, run_id, status)
@@ -448,7 +619,7 @@ def _open_run(
         return run.id, run.uuid, notes, done, failed_before
 
 
-def _commit_result(engine: Any, run_id: int, record: ResultRecord) -> None:
+def _commit_results(engine: Any, run_id: int, records: Sequence[ResultRecord]) -> None:
     from benchsvc.store import lock
     from benchsvc.store.db import write_session
     from benchsvc.store.ingest import add_result
@@ -458,7 +629,8 @@ def _commit_result(engine: Any, run_id: int, record: ResultRecord) -> None:
         run = s.get(Run, run_id)
         if run is None:
             raise RunError(f"run {run_id} disappeared from the database")
-        add_result(s, run, record)
+        for record in records:
+            add_result(s, run, record)
         lock.heartbeat(s, run)
 
 

@@ -183,7 +183,9 @@ def add_result(
         finished_at=record.finished_at,
     )
     result.samples = [
-        Sample(process=i, loops=p.loops, values=list(p.values), warmups=list(p.warmups))
+        Sample(
+            process=i, loops=p.loops, values=list(p.values), warmups=list(p.warmups), meta=p.metadata or None
+        )
         for i, p in enumerate(record.processes)
     ]
     result.counters = [Counter(name=name, value=int(value)) for name, value in record.counters.items()]

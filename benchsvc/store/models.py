@@ -153,6 +153,8 @@ class Sample(Base):
     loops: Mapped[int] = mapped_column(Integer, default=1)
     values: Mapped[list[Any]] = mapped_column(JSON)
     warmups: Mapped[list[Any]] = mapped_column(JSON)
+    #: the process's own metadata: when and where it ran, its block and phase (None for older rows)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Counter(Base):

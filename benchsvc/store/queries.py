@@ -121,8 +121,13 @@ def series_history(
     return pd.concat([head, provenance, df[value_names]], axis=1)
 
 
+#: the engine of the canary's results (benchsvc/runner/canary.py; not imported here to keep the store apart)
+CANARY_ENGINE = "canary"
+
+
 def list_runs(session: Session, limit: int = 20) -> pd.DataFrame:
-    """The most recent runs, newest first, with their result counts by status."""
+    """The most recent runs, newest first, with their result counts by status (the canary's result, measured
+    beside the planned ones, is not counted)."""
     ok = func.count(Result.id).filter(Result.status == "ok")
     stmt = (
         select(
@@ -140,7 +145,7 @@ def list_runs(session: Session, limit: int = 20) -> pd.DataFrame:
         )
         .select_from(Run)
         .join(Machine, Run.machine_id == Machine.id)
-        .outerjoin(Result, Result.run_id == Run.id)
+        .outerjoin(Result, (Result.run_id == Run.id) & (Result.engine != CANARY_ENGINE))
         .group_by(Run.id, Machine.hostname)
         .order_by(Run.started_at.desc(), Run.id.desc())
         .limit(limit)
@@ -209,8 +214,23 @@ def run_results(session: Session, run_id: int) -> pd.DataFrame:
     return df
 
 
+SAMPLE_COLUMNS = [
+    "result_id",
+    "engine",
+    "version",
+    "workload",
+    "process",
+    "block",
+    "phase",
+    "value_index",
+    "value_s",
+]
+
+
 def run_samples(session: Session, run_id: int) -> pd.DataFrame:
-    """The raw values of a run, long: result_id, engine, version, workload, process, value_index, value_s."""
+    """The raw values of a run, long: result_id, engine, version, workload, process, block and phase (from the
+    process's metadata: its interleaved measurement block and "primary" or "confirm"; None for older rows),
+    value_index, value_s."""
     stmt = (
         select(
             Sample.result_id,
@@ -218,6 +238,7 @@ def run_samples(session: Session, run_id: int) -> pd.DataFrame:
             Result.version_id.label("version"),
             Workload.name.label("workload"),
             Sample.process,
+            Sample.meta,
             Sample.values,
         )
         .join(Result, Sample.result_id == Result.id)
@@ -227,9 +248,10 @@ def run_samples(session: Session, run_id: int) -> pd.DataFrame:
     )
     df = frame(session, stmt)
     if df.empty:
-        return pd.DataFrame(
-            columns=["result_id", "engine", "version", "workload", "process", "value_index", "value_s"]
-        )
+        return pd.DataFrame(columns=SAMPLE_COLUMNS)
+    meta = [m if isinstance(m, dict) else {} for m in df.pop("meta")]
+    df["block"] = [m.get("benchsvc_block") for m in meta]
+    df["phase"] = [m.get("benchsvc_phase", "primary") for m in meta]
     df = df.explode("values")
     df["value_index"] = df.groupby(["result_id", "process"]).cumcount()
     return df.rename(columns={"values": "value_s"}).astype({"value_s": float}).reset_index(drop=True)

@@ -1,0 +1,248 @@
+"""Interleaved measurement blocks: every simulated version of one workload, and the canary, measured together.
+
+A **block** is one workload's simulated versions of a run. It is measured by ``processes`` worker processes
+(:mod:`benchsvc.runner.interleave`) one after the other, each interleaving every version and the canary call by
+call in a fresh random order (docs/measurement.md). What comes back is, per version, one
+:class:`~benchsvc.records.ProcessValues` per worker process with that process's metadata (block id, process
+index, phase, CPU affinity, start and end), and the canary's values of the same processes.
+
+When a block's worker fails, each version is measured again alone (with the canary) so that only the version
+that fails is recorded as failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchsvc.records import ProcessValues
+
+#: a worker process of a block never takes longer than this
+BLOCK_WORKER_TIMEOUT_S = 1800
+#: pyperf's check of the shortest raw value is about timing a whole loop with one clock read; our values are
+#: sums of individually timed zap calls, each read with perf_counter(), so it does not apply and is dropped
+_NOT_APPLICABLE_CHECKS = ("shortest raw value",)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How much one block measures: worker processes, values per process, warmup values, zap calls per value.
+
+    A value is the mean of ``loops`` individually timed zap calls (a fixed count: no calibration, so a tiny zap
+    costs no more start-up than a large one)."""
+
+    processes: int
+    values: int
+    warmups: int
+    loops: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "processes": self.processes,
+            "values": self.values,
+            "warmups": self.warmups,
+            "loops": self.loops,
+        }
+
+
+#: the sampling of each mode (docs/running.md and docs/measurement.md)
+SAMPLING: dict[str, Sampling] = {
+    "quick": Sampling(processes=2, values=3, warmups=1, loops=2),
+    "default": Sampling(processes=6, values=6, warmups=1, loops=4),
+    "rigorous": Sampling(processes=12, values=8, warmups=1, loops=6),
+    "debug": Sampling(processes=1, values=1, warmups=0, loops=1),
+}
+#: extra worker processes of a confirmation re-measurement, per mode
+CONFIRM_PROCESSES: dict[str, int] = {"quick": 3, "default": 6, "rigorous": 8, "debug": 1}
+
+
+class BlockWorkerFailed(Exception):
+    """A worker process of a block failed; the message says why (stored as the result's error)."""
+
+
+@dataclass
+class BlockTimings:
+    """What a block's worker processes measured: per version (and the canary) one entry per process."""
+
+    processes: dict[str, list[ProcessValues]] = field(default_factory=dict)
+    warnings: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    canary: list[ProcessValues] = field(default_factory=list)
+
+
+def engine_code_hash() -> str:
+    """sha256 of the simulated engine's source files: the identity of the code whose timings are measured."""
+    root = Path(__file__).resolve().parent.parent / "engine"
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _run_worker(job: Any, workdir: Path) -> Any:
+    """Run one interleaved worker process; returns its pyperf BenchmarkSuite."""
+    import pyperf
+
+    from benchsvc.runner.worker import ERROR_PREFIX
+
+    wdir = Path(tempfile.mkdtemp(dir=workdir))
+    job_file, out = wdir / "job.json", wdir / "result.json"
+    job_file.write_text(job.to_json())
+    cmd = [sys.executable, "-m", "benchsvc.runner.interleave", str(job_file), str(out)]
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=BLOCK_WORKER_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise BlockWorkerFailed(f"worker timed out after {BLOCK_WORKER_TIMEOUT_S} s") from None
+    if proc.returncode != 0 or not out.exists():
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        said = [line.removeprefix(ERROR_PREFIX) for line in lines if line.startswith(ERROR_PREFIX)]
+        why = said[-1] if said else " | ".join(lines[-3:])
+        raise BlockWorkerFailed(f"worker exited with {proc.returncode}: {why}")
+    return pyperf.BenchmarkSuite.load(str(out))
+
+
+def _scalar_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
+
+
+def _checks(bench: Any) -> tuple[str, ...]:
+    from pyperf._cli import format_checks  # pyperf's own stability checks (pinned pyperf version)
+
+    lines = [line[2:] for line in format_checks(bench) if line.startswith("* ")]
+    return tuple(line for line in lines if not any(n in line for n in _NOT_APPLICABLE_CHECKS))
+
+
+def measure_block(
+    workload_text: str,
+    workload_name: str,
+    versions: Sequence[str],
+    sampling: Sampling,
+    workdir: Path,
+    rng: random.Random,
+    *,
+    phase: str = "primary",
+    first_process: int = 0,
+    processes: int | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> BlockTimings:
+    """Measure ``versions`` of one workload interleaved, with the canary, in ``processes`` worker processes.
+
+    A version whose measurement fails is in ``errors`` (the others are measured without it)."""
+    import pyperf
+
+    from benchsvc.runner.canary import VERSION as CANARY_VERSION
+    from benchsvc.runner.interleave import Job
+
+    wdir = Path(tempfile.mkdtemp(dir=workdir))
+    workload_file = wdir / f"{workload_name}.toml"
+    workload_file.write_bytes(workload_text.encode("utf-8"))
+    block_id = str(uuid.uuid4())
+    n_processes = sampling.processes if processes is None else processes
+    out = BlockTimings()
+    runs: dict[str, list[Any]] = {}
+
+    def job(vs: Sequence[str], process: int, block: str) -> Any:
+        return Job(
+            workload_file=str(workload_file),
+            versions=tuple(vs),
+            values=sampling.values,
+            warmups=sampling.warmups,
+            loops=sampling.loops,
+            seed=rng.randrange(2**32),
+            block=block,
+            process=process,
+            phase=phase,
+            extra_metadata=dict(extra_metadata or {}),
+        )
+
+    def collect(suite: Any) -> None:
+        for bench in suite.get_benchmarks():
+            run = bench.get_runs()[0]
+            version = bench.get_name().split("/")[1]
+            runs.setdefault(version, []).append(run)
+
+    try:
+        for p in range(n_processes):
+            collect(_run_worker(job(versions, first_process + p, block_id), workdir))
+    except BlockWorkerFailed:
+        # measure each version alone (with the canary), so only the one that fails is recorded as failed
+        runs.clear()
+        for version in versions:
+            alone = f"{block_id}/{version}"
+            try:
+                for p in range(n_processes):
+                    collect(_run_worker(job([version], first_process + p, alone), workdir))
+            except BlockWorkerFailed as exc:
+                out.errors[version] = str(exc)
+                runs.pop(version, None)
+    for version, vruns in runs.items():
+        bench = pyperf.Benchmark(vruns)
+        common = _scalar_metadata(bench.get_metadata())
+        pv = [
+            ProcessValues(
+                tuple(r.values),
+                tuple(v for _, v in r.warmups),
+                int(r.get_metadata().get("loops", 1)),
+                _process_metadata(r.get_metadata(), common),
+            )
+            for r in vruns
+        ]
+        if version == CANARY_VERSION:
+            out.canary = pv
+            continue
+        out.processes[version] = pv
+        out.warnings[version] = _checks(bench)
+        out.metadata[version] = common
+    return out
+
+
+#: kept with every process even when all processes agree: what pairing and the interleaving checks read
+PROCESS_KEYS = (
+    "benchsvc_measurement",
+    "benchsvc_block",
+    "benchsvc_process",
+    "benchsvc_phase",
+    "benchsvc_started",
+    "benchsvc_ended",
+    "cpu_affinity",
+    "date",
+    "duration",
+)
+
+
+def _process_metadata(metadata: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
+    """What a process's metadata adds to the result's: what differs from the common metadata, and
+    :data:`PROCESS_KEYS` always."""
+    own = _scalar_metadata(metadata)
+    return {k: v for k, v in own.items() if k in PROCESS_KEYS or common.get(k) != v}
+
+
+def canary_warnings(processes: Sequence[ProcessValues]) -> tuple[str, ...]:
+    """pyperf's checks of the canary's values gathered over the run's blocks."""
+    import pyperf
+
+    from benchsvc.runner.canary import ENGINE, VERSION, WORKLOAD
+
+    name = f"{ENGINE}/{VERSION}/{WORKLOAD}"
+    runs = [
+        pyperf.Run(
+            list(p.values),
+            warmups=[(p.loops, w) for w in p.warmups],
+            metadata={"name": name, "loops": p.loops},
+            collect_metadata=False,
+        )
+        for p in processes
+        if p.values
+    ]
+    return _checks(pyperf.Benchmark(runs)) if runs else ()
