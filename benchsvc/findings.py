@@ -26,7 +26,12 @@ class RunFindings:
 
 
 def lineage_for_run(
-    session: Any, run_id: int, *, base: str | None = None, min_effect: float | None = None
+    session: Any,
+    run_id: int,
+    *,
+    base: str | None = None,
+    min_effect: float | None = None,
+    metrics: list[str] | None = None,
 ) -> pd.DataFrame:
     from benchsvc.analysis.lineage import DEFAULT_MIN_EFFECT, compare_lineage
     from benchsvc.store.queries import run_results, run_samples
@@ -35,6 +40,7 @@ def lineage_for_run(
         run_results(session, run_id),
         run_samples(session, run_id),
         base=base,
+        metrics=metrics,
         min_effect=DEFAULT_MIN_EFFECT if min_effect is None else min_effect,
     )
 

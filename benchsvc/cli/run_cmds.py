@@ -62,6 +62,14 @@ def run(
         str, typer.Option("--trigger", help="Recorded with the run: manual, nightly, ...")
     ] = "manual",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    confirm: Annotated[
+        bool,
+        typer.Option(
+            "--confirm/--no-confirm",
+            help="Measure again, at the end of the run, every cell whose timing looks changed, and record a "
+            "timing finding only when the re-measurement agrees (default: on).",
+        ),
+    ] = True,
     write_report: Annotated[
         bool, typer.Option("--report/--no-report", help="Write the HTML report when the run ends.")
     ] = True,
@@ -117,7 +125,9 @@ def run(
         resume_id = None
     reporter = _Reporter(quiet)
     try:
-        summary = execute(engine, items, record, chosen, reporter, wait=wait, resume_run_id=resume_id)
+        summary = execute(
+            engine, items, record, chosen, reporter, wait=wait, resume_run_id=resume_id, confirm=confirm
+        )
     except InterruptedBeforeStart:
         typer.echo("interrupted while waiting for the database: no run was started", err=True)
         raise typer.Exit(130) from None
@@ -198,6 +208,13 @@ class _Reporter:
 
     def __call__(self, p: Any) -> None:
         if self.quiet:
+            return
+        if p.event == "confirm":
+            what = f"confirming {p.item.spec.name}: measuring {', '.join(p.versions)} again"
+            if self.tty and self.progress is not None:
+                self.progress.update(self.task, description=what)
+            else:
+                print(f"[confirm {p.index + 1}/{p.total}] {what}", file=sys.stderr, flush=True)
             return
         if self.tty:
             self._bar(p)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import time
+from collections.abc import Callable
 
 from benchsvc.records import VersionInfo, WorkloadRef
 
@@ -44,11 +45,11 @@ def canary_work(n: int = N_ENTRIES) -> int:
     return total
 
 
-def time_canary() -> float:
-    """Seconds of one call of :func:`canary_work`."""
-    t0 = time.perf_counter()
+def time_canary(clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds of one call of :func:`canary_work` on ``clock``."""
+    t0 = clock()
     canary_work()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def definition() -> str:

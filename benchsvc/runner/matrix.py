@@ -93,7 +93,8 @@ class MatrixItem:
 
 @dataclass
 class Progress:
-    """What the callback is told: ``event`` is "start" or "done" (then ``result`` is set)."""
+    """What the callback is told: ``event`` is "start", "done" (then ``result`` is set) or "confirm" (a
+    re-measurement of ``versions`` of ``item``'s workload at the end of the run; ``index`` of ``total``)."""
 
     event: str
     index: int
@@ -101,6 +102,8 @@ class Progress:
     item: MatrixItem
     result: ResultRecord | None = None
     skipped: int = 0
+    #: with "confirm": the versions of ``item``'s workload measured again
+    versions: tuple[str, ...] = ()
 
 
 @dataclass
@@ -499,8 +502,12 @@ def execute(
     wait: bool = False,
     wait_poll_s: float = 5.0,
     resume_run_id: int | None = None,
+    confirm: bool = True,
 ) -> RunSummary:
     """Run the matrix into the store behind ``engine`` (a SQLAlchemy Engine).
+
+    With ``confirm`` (and in a mode of :data:`CONFIRMING_MODES`), the cells whose timing looks changed are
+    measured again at the end of the run before anything is recorded (:func:`_confirm`).
 
     On Ctrl-C or SIGTERM the run is marked ``interrupted`` (its committed results stay) and the
     KeyboardInterrupt propagates."""
@@ -557,6 +564,8 @@ def execute(
                     if on_progress:
                         on_progress(Progress("done", index, len(todo), item, record, skipped=summary.skipped))
                     index += 1
+            if confirm and mode in CONFIRMING_MODES:
+                canary.extend(_confirm(engine, run_id, items, mode, Path(tmp), rng, on_progress, clock))
             if canary:
                 _commit_results(engine, run_id, [canary_record(canary, started, engine_hash)])
         status = "complete" if summary.failed + summary.failed_before == 0 else "failed"
@@ -570,6 +579,93 @@ def execute(
             clock["commit_s"],
         )
     return summary
+
+
+#: modes whose timing findings are re-measured before they are recorded (a debug run has one value per
+#: result: no interval, no timing finding to confirm)
+CONFIRMING_MODES = ("quick", "default", "rigorous")
+
+
+def confirmation_cells(session: Any, run_id: int) -> dict[str, set[str]]:
+    """What to re-measure: per workload hash, the simulated versions of every lineage timing comparison that
+    looks significant and was not re-measured yet (the version and its baseline both)."""
+    from benchsvc.findings import lineage_for_run
+
+    rows = lineage_for_run(session, run_id, metrics=["time"])
+    if rows.empty:
+        return {}
+    suspect = rows[(rows["engine"] == "sim") & rows["significant"].astype(bool) & rows["confirmed"].isna()]
+    cells: dict[str, set[str]] = {}
+    for r in suspect.itertuples(index=False):
+        cells.setdefault(str(r.workload_hash), set()).update((str(r.version), str(r.baseline)))
+    return cells
+
+
+def _confirm(
+    engine: Any,
+    run_id: int,
+    items: Sequence[MatrixItem],
+    mode: str,
+    workdir: Path,
+    rng: random.Random,
+    on_progress: Callable[[Progress], None] | None,
+    clock: dict[str, float],
+) -> list[ProcessValues]:
+    """Re-measure the suspected cells of the run (:func:`confirmation_cells`): per workload, the versions
+    involved, interleaved with the canary in fresh worker processes of phase ``confirm``, appended to the
+    stored results. Returns the canary's values of those processes."""
+    from benchsvc.runner.blocks import CONFIRM_PROCESSES, SAMPLING
+    from benchsvc.runner.blocks import measure_block as time_block
+    from benchsvc.store.db import read_session
+
+    with read_session(engine) as s:
+        cells = confirmation_cells(s, run_id)
+    specs = {i.spec.content_hash: i.spec for i in items if i.engine == "sim"}
+    order = [i.version for i in items if i.engine == "sim"]
+    canary: list[ProcessValues] = []
+    todo = [(h, vs) for h, vs in cells.items() if h in specs]
+    for index, (chash, versions) in enumerate(todo):
+        spec = specs[chash]
+        ordered = sorted(versions, key=lambda v: order.index(v) if v in order else len(order))
+        if on_progress:
+            item = MatrixItem("sim", ordered[0], spec)
+            on_progress(Progress("confirm", index, len(todo), item, versions=tuple(ordered)))
+        t0 = time.perf_counter()
+        timings = time_block(
+            spec.source_text,
+            spec.name,
+            ordered,
+            SAMPLING[mode],
+            workdir,
+            rng,
+            phase="confirm",
+            first_process=SAMPLING[mode].processes,
+            processes=CONFIRM_PROCESSES[mode],
+        )
+        clock["pyperf_s"] += time.perf_counter() - t0
+        canary.extend(timings.canary)
+        _append_processes(engine, run_id, spec, timings.processes, SAMPLING[mode].processes)
+    return canary
+
+
+def _append_processes(
+    engine: Any, run_id: int, spec: WorkloadSpec, processes: dict[str, list[ProcessValues]], first: int
+) -> None:
+    from benchsvc.store import lock
+    from benchsvc.store.db import write_session
+    from benchsvc.store.ingest import add_processes
+    from benchsvc.store.models import Run
+    from benchsvc.store.queries import result_id
+
+    with write_session(engine) as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise RunError(f"run {run_id} disappeared from the database")
+        for version, pvs in processes.items():
+            rid = result_id(s, run_id, "sim", version, spec.name, spec.content_hash)
+            if rid is not None:
+                add_processes(s, rid, pvs, first)
+        lock.heartbeat(s, run)
 
 
 def _open_run(

@@ -10,7 +10,7 @@ same file twice adds nothing).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import select
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from benchsvc.records import (
     EnvironmentInfo,
     MachineInfo,
+    ProcessValues,
     ResultRecord,
     RunRecord,
     VersionInfo,
@@ -192,6 +193,25 @@ def add_result(
     session.add(result)
     session.flush()
     return result
+
+
+def add_processes(session: Session, result_id: int, processes: Sequence[ProcessValues], first: int) -> None:
+    """Append worker processes to a stored result (a confirmation re-measurement), numbered from ``first``.
+
+    The result's summary (mean, median, ...) stays that of the values it was stored with: the appended
+    processes carry their phase in their metadata and are read apart (:mod:`benchsvc.analysis.lineage`)."""
+    for i, p in enumerate(processes):
+        session.add(
+            Sample(
+                result_id=result_id,
+                process=first + i,
+                loops=p.loops,
+                values=list(p.values),
+                warmups=list(p.warmups),
+                meta=p.metadata or None,
+            )
+        )
+    session.flush()
 
 
 def ingest(

@@ -227,6 +227,23 @@ SAMPLE_COLUMNS = [
 ]
 
 
+def result_id(
+    session: Session, run_id: int, engine: str, version: str, workload: str, content_hash: str
+) -> int | None:
+    """The id of one result of a run, or None."""
+    return session.scalar(
+        select(Result.id)
+        .join(Workload, Result.workload_id == Workload.id)
+        .where(
+            Result.run_id == run_id,
+            Result.engine == engine,
+            Result.version_id == version,
+            Workload.name == workload,
+            Workload.content_hash == content_hash,
+        )
+    )
+
+
 def run_samples(session: Session, run_id: int) -> pd.DataFrame:
     """The raw values of a run, long: result_id, engine, version, workload, process, block and phase (from the
     process's metadata: its interleaved measurement block and "primary" or "confirm"; None for older rows),
