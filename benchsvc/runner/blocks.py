@@ -61,7 +61,7 @@ SAMPLING: dict[str, Sampling] = {
     "debug": Sampling(processes=1, values=1, warmups=0, loops=1),
 }
 #: extra worker processes of a confirmation re-measurement, per mode
-CONFIRM_PROCESSES: dict[str, int] = {"quick": 3, "default": 6, "rigorous": 8, "debug": 1}
+CONFIRM_PROCESSES: dict[str, int] = {"quick": 3, "default": 4, "rigorous": 8, "debug": 1}
 
 
 class BlockWorkerFailed(Exception):
@@ -213,6 +213,7 @@ PROCESS_KEYS = (
     "benchsvc_block",
     "benchsvc_process",
     "benchsvc_phase",
+    "benchsvc_clock",
     "benchsvc_started",
     "benchsvc_ended",
     "cpu_affinity",

@@ -588,15 +588,21 @@ CONFIRMING_MODES = ("quick", "default", "rigorous")
 
 def confirmation_cells(session: Any, run_id: int) -> dict[str, set[str]]:
     """What to re-measure: per workload hash, the simulated versions of every lineage timing comparison that
-    looks significant and was not re-measured yet (the version and its baseline both)."""
+    looks significant, was not re-measured yet, and is not already an open finding of this machine in the same
+    direction (a finding confirmed on an earlier night needs no new confirmation to stay open)."""
     from benchsvc.findings import lineage_for_run
+    from benchsvc.store.queries import open_lineage_findings
 
     rows = lineage_for_run(session, run_id, metrics=["time"])
     if rows.empty:
         return {}
+    known = open_lineage_findings(session, run_id)
     suspect = rows[(rows["engine"] == "sim") & rows["significant"].astype(bool) & rows["confirmed"].isna()]
     cells: dict[str, set[str]] = {}
     for r in suspect.itertuples(index=False):
+        key = ("sim", r.workload, r.workload_hash, r.version, r.baseline, "time", r.direction)
+        if tuple(str(x) for x in key) in known:
+            continue
         cells.setdefault(str(r.workload_hash), set()).update((str(r.version), str(r.baseline)))
     return cells
 

@@ -227,6 +227,32 @@ SAMPLE_COLUMNS = [
 ]
 
 
+def open_lineage_findings(session: Session, run_id: int) -> set[tuple[str, str, str, str, str, str, str]]:
+    """The lineage findings still open (new or acknowledged) on the machine of run ``run_id``, as keys
+    (engine, workload, workload hash, version, baseline, metric, direction)."""
+    from benchsvc.store.models import Regression
+
+    machine_id = session.scalar(select(Run.machine_id).where(Run.id == run_id))
+    stmt = (
+        select(
+            Regression.engine,
+            Workload.name,
+            Workload.content_hash,
+            Regression.version_id,
+            Regression.baseline_version_id,
+            Regression.metric,
+            Regression.direction,
+        )
+        .join(Workload, Regression.workload_id == Workload.id)
+        .where(
+            Regression.axis == "lineage",
+            Regression.machine_id == machine_id,
+            Regression.status.in_(("new", "acknowledged")),
+        )
+    )
+    return {tuple(str(x) for x in row) for row in session.execute(stmt)}  # type: ignore[misc]
+
+
 def result_id(
     session: Session, run_id: int, engine: str, version: str, workload: str, content_hash: str
 ) -> int | None:

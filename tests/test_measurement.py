@@ -1,0 +1,203 @@
+"""How ``benchsvc run`` measures: interleaved blocks with a canary, pairing, confirmation, the noise floor.
+
+What is asserted is what the stored data shows (per-process metadata, blocks, phases, the canary's result),
+through real worker processes and a real SQLite file; never a timing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchsvc.analysis.lineage import compare_lineage, paired_log_ratios
+from benchsvc.analysis.noise import AA_PAIR
+from benchsvc.engine.versions import get_version
+from benchsvc.runner.blocks import CONFIRM_PROCESSES, SAMPLING
+from benchsvc.runner.canary import VERSION as CANARY_VERSION
+from benchsvc.runner.interleave import measure
+
+W1 = "a-munmap-aligned"
+W2 = "pmd-mapped-thp-munmap"
+#: v1 against base65-p1 on the mixed workload: a large real difference (v1 batches nothing for order-0 pages
+#: but pays its per-folio set-up; it measures about 2.5x slower), so quick mode flags it and confirms it
+REAL = "e-mixed-order0-large"
+
+
+def _cli(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchsvc", *args, "--db", str(tmp / "x.db")],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _samples(db: Path) -> list[dict[str, Any]]:
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute(
+            'SELECT r.engine, r.version_id, w.name, s.process, s.meta, s."values" FROM samples s'
+            " JOIN results r ON r.id = s.result_id JOIN workloads w ON w.id = r.workload_id"
+        ).fetchall()
+    finally:
+        con.close()
+    return [
+        {
+            "engine": e,
+            "version": v,
+            "workload": w,
+            "process": p,
+            "meta": json.loads(m),
+            "values": json.loads(vals),
+        }
+        for e, v, w, p, m, vals in rows
+    ]
+
+
+def test_the_aa_pair_runs_the_same_code() -> None:
+    """v3 is the run's A/A pair against v2 only if the model runs exactly v2's code for it."""
+    v2, v3 = get_version(AA_PAIR[1]), get_version(AA_PAIR[0])
+    assert issubclass(v3, v2) and v3.parent == v2.id
+    own = {
+        name for name, value in vars(v3).items() if inspect.isfunction(value) or isinstance(value, property)
+    }
+    assert own == set(), f"{v3.id} overrides {own}: it is no longer an A/A pair for {v2.id}"
+
+
+def test_measure_interleaves_every_timer_in_each_call_in_a_fresh_random_order() -> None:
+    calls: list[str] = []
+
+    def timer(name: str) -> Any:
+        def one() -> float:
+            calls.append(name)
+            return 0.001
+
+        return one
+
+    names = ["a", "b", "c", "canary"]
+    values, warmups = measure(
+        {n: timer(n) for n in names}, values=5, warmups=1, loops=3, rng=random.Random(7)
+    )
+    rounds = [calls[i : i + len(names)] for i in range(0, len(calls), len(names))]
+    assert len(rounds) == (5 + 1) * 3
+    assert all(sorted(r) == sorted(names) for r in rounds), "every timer once per call round"
+    assert len({tuple(r) for r in rounds}) > 1, "the order is drawn afresh"
+    assert all(len(values[n]) == 5 and len(warmups[n]) == 1 for n in names)
+
+
+def test_paired_intervals_see_through_noise_that_hits_both_sides() -> None:
+    """A 5% difference under ±30% trial-to-trial noise shared by both sides: paired, the interval is tight and
+    finds it; the unpaired bootstrap over the same values cannot."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for process in range(6):
+        shared = np.exp(rng.normal(0, 0.3, size=6))
+        for version, factor in (("new", 1.05), ("old", 1.0)):
+            for j, s in enumerate(shared):
+                value = 0.01 * factor * s * np.exp(rng.normal(0, 0.005))
+                rows.append((1 if version == "new" else 2, version, process, "blk", j, value))
+    samples = pd.DataFrame(
+        rows, columns=["result_id", "version", "process", "block", "value_index", "value_s"]
+    )
+    samples = samples.assign(engine="sim", workload="w", phase="primary")
+    results = pd.DataFrame(
+        {
+            "result_id": [1, 2],
+            "engine": "sim",
+            "workload": "w",
+            "workload_hash": "h",
+            "version": ["new", "old"],
+            "parent": ["old", None],
+            "status": "ok",
+            "mean_s": samples.groupby("result_id")["value_s"].mean().to_numpy(),
+            "modeled_ns": 0.0,
+        }
+    )
+    paired = compare_lineage(results, samples, metrics=["time"]).iloc[0]
+    assert paired["paired"] and paired["significant"] and paired["direction"] == "worse"
+    assert paired["ci_low"] > 1.03 and paired["ci_high"] < 1.07
+    unpaired = compare_lineage(results, samples.assign(block=None), metrics=["time"]).iloc[0]
+    assert not unpaired["paired"] and not unpaired["significant"]
+    d = paired_log_ratios(samples[samples.result_id == 1], samples[samples.result_id == 2])
+    assert d is not None and len(d) == 6
+
+
+def test_a_run_stores_interleaved_blocks_with_the_canary(tmp_path: Path) -> None:
+    cp = _cli(tmp_path, "run", "-w", W1, "-w", W2, "-V", "v2,v3,up612", "--quick", "--no-report")
+    assert cp.returncode == 0, cp.stderr
+    con = sqlite3.connect(tmp_path / "x.db")
+    settings = json.loads(con.execute("SELECT pyperf_settings FROM runs").fetchone()[0])
+    con.close()
+    assert settings["measurement"] == "interleaved" and settings["sampling"] == SAMPLING["quick"].as_dict()
+    rows = [r for r in _samples(tmp_path / "x.db") if r["meta"]["benchsvc_phase"] == "primary"]
+    shape = SAMPLING["quick"]
+    for workload in (W1, W2):
+        mine = [r for r in rows if r["workload"] == workload]
+        assert {r["version"] for r in mine} == {"v2", "v3", "up612"}
+        blocks = {r["meta"]["benchsvc_block"] for r in mine}
+        assert len(blocks) == 1, "one block per workload: its versions were measured together"
+        for process in range(shape.processes):
+            same = [r for r in mine if r["process"] == process]
+            assert len(same) == 3 and all(len(r["values"]) == shape.values for r in same)
+            # the same worker process: identical start, end and pid for every version
+            spans = {(r["meta"]["benchsvc_started"], r["meta"]["benchsvc_ended"]) for r in same}
+            assert len(spans) == 1
+            assert all(r["meta"]["benchsvc_clock"] == "thread_cpu" for r in same)
+            assert all(r["meta"]["cpu_affinity"] for r in same)
+        starts = sorted(r["meta"]["benchsvc_started"] for r in mine if r["version"] == "v2")
+        ends = sorted(r["meta"]["benchsvc_ended"] for r in mine if r["version"] == "v2")
+        assert all(e <= s for e, s in zip(ends, starts[1:], strict=False)), "processes one after the other"
+    canary = [r for r in rows if r["engine"] == "canary"]
+    assert {r["version"] for r in canary} == {CANARY_VERSION}
+    # the canary was measured in every worker process of every block
+    assert len(canary) == 2 * shape.processes
+    assert {r["meta"]["benchsvc_block"] for r in canary} == {
+        r["meta"]["benchsvc_block"] for r in rows if r["engine"] == "sim"
+    }
+    shown = _cli(tmp_path, "show")
+    assert shown.returncode == 0 and "noise floor: A/A v3/v2 (same code) on 2 workloads" in shown.stdout
+    assert "canary spread" in shown.stdout
+
+
+def test_a_real_difference_is_measured_again_and_confirmed(tmp_path: Path) -> None:
+    cp = _cli(tmp_path, "run", "-w", REAL, "-V", "base65-p1,v1,v2,v3", "--quick", "--no-report")
+    assert cp.returncode == 0, cp.stderr
+    assert f"[confirm 1/1] confirming {REAL}: measuring" in cp.stderr
+    rows = _samples(tmp_path / "x.db")
+    confirm = [r for r in rows if r["meta"]["benchsvc_phase"] == "confirm"]
+    versions = {r["version"] for r in confirm if r["engine"] == "sim"}
+    assert {"base65-p1", "v1"} <= versions
+    first = SAMPLING["quick"].processes
+    for version in versions:
+        mine = sorted(r["process"] for r in confirm if r["version"] == version)
+        assert mine == list(range(first, first + CONFIRM_PROCESSES["quick"]))
+    compared = _cli(tmp_path, "compare", "-m", "time", "--all", "-f", "json")
+    assert compared.returncode == 0, compared.stderr
+    by = {(r["version"], r["baseline"]): r for r in json.loads(compared.stdout)}
+    v1 = by["v1", "base65-p1"]
+    assert v1["significant"] and v1["direction"] == "worse"
+    assert by["v3", "v2"]["significant"] is False
+
+
+def test_no_confirm_leaves_the_first_measurement_alone(tmp_path: Path) -> None:
+    cp = _cli(tmp_path, "run", "-w", REAL, "-V", "base65-p1,v1", "--quick", "--no-report", "--no-confirm")
+    assert cp.returncode == 0, cp.stderr
+    assert all(r["meta"]["benchsvc_phase"] == "primary" for r in _samples(tmp_path / "x.db"))
+
+
+@pytest.mark.parametrize("mode", list(SAMPLING))
+def test_every_mode_has_a_fixed_loop_count(mode: str) -> None:
+    s = SAMPLING[mode]
+    assert s.loops >= 1 and s.values >= 1 and s.processes >= 1
+    assert mode in CONFIRM_PROCESSES
