@@ -11,10 +11,18 @@ Two axes (DESIGN §5):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from sqlalchemy import select
+
+from benchsvc.analysis.changepoints import DEFAULT_SETTINGS, DetectorSettings
+
+CANARY_ENGINE = "canary"
 
 
 @dataclass
@@ -23,6 +31,7 @@ class RunFindings:
     lineage_new: int = 0
     lineage_fixed: int = 0
     nightly_new: int = 0
+    machine_new: int = 0
 
 
 def lineage_for_run(
@@ -122,69 +131,246 @@ def counter_changes(session: Any, run: Any, results: pd.DataFrame) -> list[dict[
     return findings
 
 
-def analyze_run(engine: Any, run_id: int) -> RunFindings:
-    """Analyse one stored run on both axes and record the findings (idempotent)."""
-    from sqlalchemy import select
+@dataclass(frozen=True)
+class TimingKey:
+    """A suspected timing cell: a lineage comparison (``baseline`` set) or a nightly series (``baseline``
+    None). The runner re-measures these cells and passes the keys that held to :func:`record_run`."""
 
-    from benchsvc.analysis.changepoints import analyze_night
-    from benchsvc.store.db import write_session
-    from benchsvc.store.models import Run, Workload
-    from benchsvc.store.queries import run_results
-    from benchsvc.store.regressions import record_change, record_lineage
+    axis: str
+    engine: str
+    version: str
+    workload: str
+    workload_hash: str
+    baseline: str | None = None
 
-    findings = RunFindings(run_id)
-    with write_session(engine) as s:
+
+@dataclass
+class PendingChange:
+    """A nightly timing change point that would be recorded (``finding`` is :func:`record_change`'s input)."""
+
+    key: TimingKey
+    change_run_id: int
+    finding: dict[str, Any]
+
+
+@dataclass
+class PendingMachineEvent:
+    run_id: int
+    effect: float
+    details: dict[str, Any]
+
+
+@dataclass
+class RunAnalysis:
+    """What analysing a run would record, computed without writing (:func:`plan_run`)."""
+
+    run_id: int
+    settings: DetectorSettings
+    lineage: pd.DataFrame
+    nightly: list[PendingChange] = field(default_factory=list)
+    machine_event: PendingMachineEvent | None = None
+    counters: list[dict[str, Any]] = field(default_factory=list)
+
+    def suspected(self) -> set[TimingKey]:
+        """The timing cells to re-measure before recording: significant lineage timing findings and nightly
+        timing change points."""
+        keys = {c.key for c in self.nightly}
+        if not self.lineage.empty:
+            rows = self.lineage[(self.lineage["metric"] == "time") & self.lineage["significant"]]
+            keys |= {
+                TimingKey("lineage", r.engine, r.version, r.workload, r.workload_hash, r.baseline)
+                for r in rows.itertuples(index=False)
+            }
+        return keys
+
+
+def _night_matrix(
+    hist: pd.DataFrame,
+) -> tuple[list[int], list[tuple[str, str, int]], np.ndarray, np.ndarray | None]:
+    """Nights (run ids, oldest first), series keys, the series x nights matrix of mean_s (NaN = no value),
+    and the canary's series (engine "canary"), from :func:`benchsvc.store.queries.run_histories`."""
+    nights = list(dict.fromkeys(int(r) for r in hist["run_id"]))
+    col = {r: i for i, r in enumerate(nights)}
+    canary_rows = hist["engine"] == CANARY_ENGINE
+    canary: np.ndarray | None = None
+    if canary_rows.any():
+        canary = np.full(len(nights), np.nan)
+        first = hist[canary_rows].groupby("run_id")["mean_s"].first()
+        for run_id, value in first.items():
+            canary[col[int(run_id)]] = float(value)
+    rest = hist[~canary_rows]
+    keys: list[tuple[str, str, int]] = []
+    values = np.full((0, len(nights)), np.nan)
+    if not rest.empty:
+        groups = list(rest.groupby(["engine", "version", "workload_id"], sort=False))
+        values = np.full((len(groups), len(nights)), np.nan)
+        for i, ((eng, version, wid), g) in enumerate(groups):
+            keys.append((str(eng), str(version), int(wid)))
+            values[i, [col[int(r)] for r in g["run_id"]]] = g["mean_s"].to_numpy(float)
+    return nights, keys, values, canary
+
+
+def plan_run(
+    engine: Any, run_id: int, settings: DetectorSettings | None = None, *, confirmed: bool = False
+) -> RunAnalysis:
+    """Everything analysing ``run_id`` would record, without writing: lineage findings, the nightly timing
+    change points at the new night (:func:`benchsvc.analysis.nightly.decide_night`), tonight's machine
+    event, counter changes. ``confirmed``: the caller will re-measure the suspected cells, so the shorter
+    ``min_nights_after_confirmed`` applies."""
+    from benchsvc.analysis.nightly import decide_night
+    from benchsvc.store.db import read_session
+    from benchsvc.store.models import Run
+    from benchsvc.store.queries import run_codes, run_histories, run_results
+
+    settings = settings or DEFAULT_SETTINGS
+    with read_session(engine) as s:
         run = s.get(Run, run_id)
         if run is None:
-            return findings
-        findings.lineage_new, findings.lineage_fixed = record_lineage(s, run, lineage_for_run(s, run_id))
+            return RunAnalysis(run_id, settings, pd.DataFrame())
+        plan = RunAnalysis(run_id, settings, lineage_for_run(s, run_id))
         results = run_results(s, run_id)
-        histories = nightly_series(s, run, results)
-        series = {k: h["value"].to_numpy(float) for k, h in histories.items() if len(h) >= 2}
-        for (eng, version, wid), cp in analyze_night(series):
-            hist = histories[(eng, version, wid)]
-            if hist["run_id"].iloc[-1] != run_id or cp.index >= len(hist):
+        hist = run_histories(s, run)
+        plan.counters = counter_changes(s, run, results)
+        if hist.empty or int(hist["run_id"].iloc[-1]) != run_id:
+            return plan
+        nights, keys, values, canary = _night_matrix(hist)
+        codes = run_codes(s, nights)
+        info = (
+            hist.drop_duplicates("run_id").set_index("run_id")[["started_at", "git_commit"]].to_dict("index")
+        )
+        decision = decide_night(
+            values, [codes.get(r) for r in nights], settings, canary=canary, confirmed=confirmed
+        )
+        hashes = dict(zip(hist["workload_id"], hist["workload_hash"], strict=False))
+        names = dict(zip(hist["workload_id"], hist["workload"], strict=False))
+        for row, cp in decision.findings:
+            eng, version, wid = keys[row]
+            series_nights = [nights[i] for i in np.flatnonzero(np.isfinite(values[row]))]
+            if cp.index >= len(series_nights) or cp.index < 1:
                 continue
-            first_after, last_before = hist.iloc[cp.index], hist.iloc[cp.index - 1]
+            after, before = series_nights[cp.index], series_nights[cp.index - 1]
             # the reported change night can move by one as nights arrive: a finding of the same series at a
             # neighbouring night is the same change
-            neighbours = [int(x) for x in hist["run_id"].iloc[max(0, cp.index - 1) : cp.index + 2]]
-            change_run = s.get(Run, int(first_after["run_id"]))
-            assert change_run is not None
-            added = record_change(
-                s,
-                change_run,
-                {
-                    "engine": eng,
-                    "version": version,
-                    "workload_id": wid,
-                    "metric": "time",
-                    "direction": "worse" if cp.effect > 1 else "better",
-                    "effect": cp.effect,
-                    "ci_low": cp.ci_low,
-                    "ci_high": cp.ci_high,
-                    "baseline_run_id": int(last_before["run_id"]),
-                    "same_as_runs": neighbours,
-                    "details": {
-                        "kind": "changepoint",
-                        "p_value": float(cp.p_value),
-                        "mean_before": float(cp.mean_before),
-                        "mean_after": float(cp.mean_after),
-                        "nights_before": int(cp.nights_before),
-                        "nights_after": int(cp.nights_after),
-                        "night_before": str(last_before["started_at"]),
-                        "night_after": str(first_after["started_at"]),
-                        "commit_before": last_before["git_commit"],
-                        "commit_after": first_after["git_commit"],
+            neighbours = series_nights[max(0, cp.index - 1) : cp.index + 2]
+            key = TimingKey("nightly", eng, version, str(names[wid]), str(hashes[wid]))
+            plan.nightly.append(
+                PendingChange(
+                    key=key,
+                    change_run_id=after,
+                    finding={
+                        "engine": eng,
+                        "version": version,
+                        "workload_id": wid,
+                        "metric": "time",
+                        "direction": "worse" if cp.effect > 1 else "better",
+                        "effect": cp.effect,
+                        "ci_low": cp.ci_low,
+                        "ci_high": cp.ci_high,
+                        "baseline_run_id": before,
+                        "same_as_runs": neighbours,
+                        "details": {
+                            "kind": "changepoint",
+                            "p_value": float(cp.p_value),
+                            "mean_before": float(cp.mean_before),
+                            "mean_after": float(cp.mean_after),
+                            "nights_before": int(cp.nights_before),
+                            "nights_after": int(cp.nights_after),
+                            "relative_to": settings.machine_factor,
+                            "night_before": str(info[before]["started_at"]),
+                            "night_after": str(info[after]["started_at"]),
+                            "commit_before": info[before]["git_commit"],
+                            "commit_after": info[after]["git_commit"],
+                        },
                     },
+                )
+            )
+        ev = decision.machine_event
+        if ev is not None:
+            plan.machine_event = PendingMachineEvent(
+                run_id=run_id,
+                effect=ev.effect,
+                details={
+                    "kind": "machine",
+                    "series_moved": ev.series_moved,
+                    "series_total": ev.series_total,
+                    "canary_ratio": ev.canary_ratio,
+                    "baseline_nights": ev.baseline_nights,
+                    "code": codes.get(run_id),
                 },
             )
-            findings.nightly_new += int(added)
-        for change in counter_changes(s, run, results):
+    return plan
+
+
+def record_run(engine: Any, plan: RunAnalysis, confirmed: set[TimingKey] | None = None) -> RunFindings:
+    """Record what :func:`plan_run` found and mark the run analysed. With ``confirmed`` (the timing cells
+    whose re-measurement held), a timing finding (lineage or nightly) is recorded only when its key is in it;
+    counter findings and machine events are always recorded."""
+    from benchsvc.store.db import write_session
+    from benchsvc.store.models import Run, Workload
+    from benchsvc.store.regressions import mark_analysed, record_change, record_lineage, record_machine_event
+
+    findings = RunFindings(plan.run_id)
+    with write_session(engine) as s:
+        run = s.get(Run, plan.run_id)
+        if run is None:
+            return findings
+        lineage = plan.lineage
+        if confirmed is not None and not lineage.empty:
+            lineage = lineage.copy()
+            timing = (lineage["metric"] == "time") & lineage["significant"]
+            for i in lineage.index[timing]:
+                r = lineage.loc[i]
+                key = TimingKey("lineage", r.engine, r.version, r.workload, r.workload_hash, r.baseline)
+                if key not in confirmed:
+                    lineage.loc[i, "significant"] = False
+        if not lineage.empty:
+            findings.lineage_new, findings.lineage_fixed = record_lineage(s, run, lineage)
+        for pending in plan.nightly:
+            if confirmed is not None and pending.key not in confirmed:
+                continue
+            change_run = s.get(Run, pending.change_run_id)
+            assert change_run is not None
+            findings.nightly_new += int(record_change(s, change_run, pending.finding))
+        for change in plan.counters:
             change["workload_id"] = s.scalar(
                 select(Workload.id).where(
                     Workload.name == change["workload"], Workload.content_hash == change["workload_hash"]
                 )
             )
             findings.nightly_new += int(record_change(s, run, change))
+        if plan.machine_event is not None:
+            findings.machine_new += int(
+                record_machine_event(s, run, plan.machine_event.effect, plan.machine_event.details)
+            )
+        mark_analysed(s, run.id, dataclasses.asdict(plan.settings))
     return findings
+
+
+def analyze_run(engine: Any, run_id: int, settings: DetectorSettings | None = None) -> RunFindings:
+    """Analyse one stored run on both axes and record the findings (idempotent)."""
+    return record_run(engine, plan_run(engine, run_id, settings))
+
+
+def analyze_stored(
+    engine: Any,
+    *,
+    run_ref: str | None = None,
+    since: dt.datetime | None = None,
+    force: bool = False,
+    settings: DetectorSettings | None = None,
+) -> list[tuple[int, RunFindings | None]]:
+    """``benchsvc analyze``: analyse stored runs in night order (oldest first) — one run (``run_ref``), the
+    runs started since ``since``, or every run. A run already analysed is skipped (None) unless ``force``."""
+    from benchsvc.store.db import read_session
+    from benchsvc.store.queries import analysed_runs, get_run, runs_in_order
+
+    with read_session(engine) as s:
+        ids = [get_run(s, run_ref).id] if run_ref is not None else runs_in_order(s, since=since)
+        done = analysed_runs(s, ids)
+    out: list[tuple[int, RunFindings | None]] = []
+    for run_id in ids:
+        if run_id in done and not force:
+            out.append((run_id, None))
+            continue
+        out.append((run_id, analyze_run(engine, run_id, settings)))
+    return out

@@ -202,6 +202,68 @@ def test_analyze_night_reports_only_new_changes_that_survive() -> None:
 def test_analyze_night_min_nights_after_and_empty() -> None:
     rng = np.random.default_rng(11)
     x = np.concatenate([_aa(rng, 60, 0.005), 1.2 * _aa(rng, 1, 0.005)])
-    assert [c.index for _, c in cp.analyze_night({"a": x})] == [60]
-    assert cp.analyze_night({"a": x}, min_nights_after=2) == []
+    assert [c.index for _, c in cp.analyze_night({"a": x}, min_nights_after=1)] == [60]
+    assert cp.analyze_night({"a": x}) == []  # one night on a new level is not enough by default
+    assert [c.index for _, c in cp.analyze_night({"a": x}, confirmed=True)] == [60]  # unless re-measured
+    x2 = np.concatenate([x, 1.2 * _aa(rng, 1, 0.005)])
+    assert [c.index for _, c in cp.analyze_night({"a": x2})] == [60]
     assert cp.analyze_night({}) == []
+
+
+# --- issue 12: the two detector bugs, robustness ---------------------------------------------------------
+
+
+def test_equal_runs_are_not_split_by_round_off() -> None:
+    """Two runs of 50 differ by ~1e-14 after cumulative sums: that is no change (it gave p = 0 and a change
+    point at 4)."""
+    x = np.array([50.0] * 14 + [74.0] + [100.0] * 15)
+    plain = [c.index for c in cp.detect(x, min_magnitude=0.0, robust=False)]
+    assert plain == [14, 15]
+    robust = [c.index for c in cp.detect(x, min_magnitude=0.0)]
+    assert 4 not in robust and robust and set(robust) <= {14, 15}
+    assert cp.detect(np.full(30, 50.0) + np.r_[np.zeros(15), np.full(15, 1e-13)], min_magnitude=0.0) == []
+
+
+def test_a_jump_after_one_odd_night_is_found() -> None:
+    """The merge must not test the 20x jump at 12 against the single night 11 first and drop it."""
+    x = np.array([2.02, 2.03, 2.01, 2.04, 1.82, 1.85, 1.79, 1.81, 1.80, 1.76, 1.78, 1.97, 33.33, 46.46])
+    found = cp.detect(x)
+    assert 12 in [c.index for c in found]
+    jump = next(c for c in found if c.index == 12)
+    assert jump.effect > 15 and jump.p_value < cp.DEFAULT_MAX_PVALUE
+    # the plain Hunter/Otava merge (robust=False) drops it, as Otava's code does
+    assert cp.detect(x, robust=False) == []
+
+
+def test_isolated_odd_nights_make_no_change_point() -> None:
+    rng = np.random.default_rng(13)
+    x = _aa(rng, 60, 0.01)
+    x[[20, 35, 50]] *= [2.0, 1.6, 2.8]  # single slow nights
+    assert cp.detect(x) == []
+    clipped = cp.clip_isolated(x, 4.0)
+    assert np.array_equal(clipped[[0, 59]], x[[0, 59]])
+    assert np.all(clipped[[20, 35, 50]] < 1.05e-3)
+    assert np.array_equal(np.delete(clipped, [20, 35, 50]), np.delete(x, [20, 35, 50]))
+
+
+def test_two_unrelated_slow_nights_at_the_end_are_not_a_new_level() -> None:
+    rng = np.random.default_rng(14)
+    x = _aa(rng, 50, 0.01)
+    odd = np.concatenate([x, 1e-3 * np.array([1.6, 2.7])])
+    assert cp.analyze_night({"a": odd}) == []
+    step = np.concatenate([x, 1e-3 * np.array([1.6, 1.62])])  # a steady new level is
+    assert [c.index for _, c in cp.analyze_night({"a": step})] == [50]
+
+
+def test_settings_object_is_the_one_source_of_defaults() -> None:
+    s = cp.DetectorSettings()
+    assert (s.window, s.max_pvalue, s.min_nights_after) == (
+        cp.DEFAULT_WINDOW,
+        cp.DEFAULT_MAX_PVALUE,
+        cp.DEFAULT_MIN_NIGHTS_AFTER,
+    )
+    assert s.replace(window=None, max_pvalue=1e-3).max_pvalue == 1e-3
+    assert s.replace(window=None).window == s.window
+    rng = np.random.default_rng(15)
+    x = np.concatenate([_aa(rng, 40, 0.01), 1.05 * _aa(rng, 3, 0.01)])
+    assert s.new_change_points(x) == cp.new_change_points(x) == cp.new_change_points(x, settings=s)

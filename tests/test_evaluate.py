@@ -147,13 +147,54 @@ def test_smallest_detectable_step() -> None:
 
 
 def test_online_evaluation_alerts_as_analyze_night_does() -> None:
-    """One night of the online loop gives exactly what analyze_night reports for the same series."""
+    """One night of the online loop (the nightly decision path, no machine factor) gives exactly what
+    analyze_night reports for the same series."""
     rng = np.random.default_rng(12)
     s = 1e-3 * (1 + rng.normal(0, 0.01, size=(20, 60)))
     s[3, -2:] *= 1.06
     s[7, -4:] *= 0.95
     s[11, -3:] *= 1.015  # too small to survive
-    alerts = ev._online(s, 59, ev.DetectorSettings(), 20, grouped=True)
+    settings = cp.DetectorSettings(machine_factor="none")
+    alerts = ev._online(s, 59, settings, 20, grouped=True)
     online = [(j, c) for j, a in enumerate(alerts) for _, c in a.alerts]
-    assert online == cp.analyze_night(dict(enumerate(s)))
+    assert online == cp.analyze_night(dict(enumerate(s)), settings=settings)
     assert [j for j, _ in online] == [3, 7]
+
+
+# --- noise classes (issue 12) ---------------------------------------------------------------------------
+
+CLASSES = {sc.name: sc for sc in ev.NOISE_CLASSES}
+
+
+def test_machine_slow_night_is_one_machine_event_and_no_regression() -> None:
+    sc = CLASSES["machine slow nights"]
+    row = ev.run_evaluation([sc], trials=200, nights=70, seed=SEED, series_per_night=20).iloc[0]
+    assert row.slow_nights >= 10
+    assert row.slow_night_events == 1.0  # every machine-wide slow night raised its machine event
+    assert row.slow_nights_alerted == 0  # and no series alerted on it
+    assert row.machine_event_rate == 0.0
+
+
+@pytest.mark.parametrize("name", ["machine slow nights", "slow drift", "correlated", "bimodal +-3%"])
+def test_noise_class_false_alerts(name: str) -> None:
+    row = ev.run_evaluation([CLASSES[name]], trials=100, nights=60, seed=SEED).iloc[0]
+    assert row.series_nights == 5000
+    assert row.false_alarm_rate <= 0.001 + _margin(0.001, int(row.series_nights)) * 2
+
+
+def test_machine_factor_removes_the_shared_noise() -> None:
+    sc = CLASSES["+5% correlated"]
+    with_factor = ev.run_evaluation([sc], trials=60, seed=SEED, series_per_night=30).iloc[0]
+    without = ev.run_evaluation(
+        [sc], trials=60, seed=SEED, series_per_night=30, settings=cp.DetectorSettings(machine_factor="none")
+    ).iloc[0]
+    assert with_factor.power_3 > without.power_3
+    assert with_factor.power_3 >= 0.9
+
+
+def test_simulated_machine_wide_effects_are_shared() -> None:
+    sc = ev.Scenario("x", sigma_night=0.0, sigma_value=0.0, machine_night_rate=0.2, drift_sigma=0.01)
+    sim = ev.simulate_machines(sc, 3, 5, 40, np.random.default_rng(0))
+    assert sim.values.shape == (3, 5, 40)
+    assert np.allclose(sim.values[:, 0, :], sim.values[:, 4, :])  # every series of a machine alike
+    assert sim.slow.any()

@@ -38,11 +38,12 @@ The defaults, and the measured false-alarm rate and power they give, are in ``do
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 from scipy import special
@@ -52,10 +53,69 @@ DEFAULT_MAX_PVALUE = 2e-4
 DEFAULT_MIN_MAGNITUDE = 0.01
 DEFAULT_FDR = 0.05
 DEFAULT_NEW_NIGHTS = 5
-DEFAULT_MIN_NIGHTS_AFTER = 1
+DEFAULT_MIN_NIGHTS_AFTER = 2
 CI_LEVEL = 0.95
 
+#: relative round-off below which a variance is zero and two means are equal (cumulative sums of equal
+#: values differ by ~1e-14 relative)
+REL_EPS = 1e-9
+
 K = TypeVar("K", bound=Hashable)
+
+MachineFactor = Literal["median", "canary", "none"]
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Every knob of the nightly decision, in one object: ``benchsvc run``'s analysis, ``benchsvc analyze``,
+    ``benchsvc history`` (through what those recorded) and ``benchsvc evaluate`` all take their rules from
+    here. The defaults and the figures behind them are in ``docs/detection.md``.
+
+    Detector: ``window``, ``max_pvalue``, ``min_magnitude`` (see :func:`detect`); ``robust`` turns on the
+    rules that keep single odd nights from making change points (:func:`clip_isolated`, the one-night
+    segment rule and the steadiness rule of :func:`merge`); ``robust=False`` is the plain Hunter/Otava
+    split-and-merge. ``clip_sigmas``: how far (in robust standard deviations) an isolated night may sit from
+    its neighbours before it is clipped; ``steady_pvalue`` and ``steady_share``: the steadiness rule.
+
+    Nightly rules: ``new_nights`` (a change point is new while its night is among the last ones),
+    ``min_nights_after`` (nights on the new level before it is recorded; ``min_nights_after_confirmed`` when
+    the run re-measures suspected cells before recording), ``fdr`` (Benjamini-Hochberg across the night).
+
+    Machine-wide effects (:mod:`benchsvc.analysis.nightly`): ``machine_factor`` divides every series by the
+    night's machine factor before detection ("median": the median over the night's series of each series'
+    ratio to its own level since the last engine-code change; "canary": the canary's ratio to its own
+    level; "none"); ``machine_min_shift`` and ``machine_min_share``: a night is a machine event when the
+    median series moved by at least that much and at least that share of the series moved with it (or the
+    canary moved and ``machine_canary_share`` of the series did); ``machine_baseline_nights``: how many
+    previous nights of the same engine code make a series' level for that test."""
+
+    window: int = DEFAULT_WINDOW
+    max_pvalue: float = DEFAULT_MAX_PVALUE
+    min_magnitude: float = DEFAULT_MIN_MAGNITUDE
+    robust: bool = True
+    clip_sigmas: float = 4.0
+    steady_pvalue: float = 1e-3
+    steady_share: float = 0.3
+    fdr: float = DEFAULT_FDR
+    new_nights: int = DEFAULT_NEW_NIGHTS
+    min_nights_after: int = DEFAULT_MIN_NIGHTS_AFTER
+    min_nights_after_confirmed: int = 1
+    machine_factor: MachineFactor = "median"
+    machine_min_shift: float = 0.03
+    machine_min_share: float = 0.5
+    machine_canary_share: float = 0.25
+    machine_baseline_nights: int = 10
+
+    def replace(self, **changes: object) -> DetectorSettings:
+        """A copy with some settings changed (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    def new_change_points(self, values: np.ndarray, *, confirmed: bool = False) -> list[ChangePoint]:
+        """:func:`new_change_points` with these settings (``confirmed``: the run will re-measure)."""
+        return new_change_points(values, settings=self, confirmed=confirmed)
+
+
+DEFAULT_SETTINGS = DetectorSettings()
 
 
 @dataclass(frozen=True)
@@ -163,18 +223,25 @@ class _Sums:
         centred = values - self.shift
         self.s1 = [0.0, *np.cumsum(centred).tolist()]
         self.s2 = [0.0, *np.cumsum(centred * centred).tolist()]
-        self.scale = float(np.abs(centred).max()) if len(values) else 0.0
+        # the size of the numbers summed: round-off of the prefix sums is relative to it
+        self.scale = float(np.abs(values).max()) if len(values) else 0.0
 
     def stats(self, a: int, b: int) -> tuple[int, float, float]:
-        """(n, centred mean, sum of squared deviations) of values[a:b]."""
+        """(n, centred mean, sum of squared deviations) of values[a:b].
+
+        Prefix sums of equal values differ by round-off (~1e-14 of the data's size): a variance below
+        ``REL_EPS`` squared of the data's size is exactly zero."""
         n = b - a
         s1 = self.s1[b] - self.s1[a]
         mean = s1 / n
         ss = (self.s2[b] - self.s2[a]) - s1 * mean
-        # cumulative-sum round-off: treat a spread below ~1e-12 of the data's scale as none
-        if ss <= n * (1e-12 * self.scale) ** 2:
+        if ss <= n * (REL_EPS * self.scale) ** 2:
             ss = 0.0
         return n, mean, ss
+
+    def same_mean(self, m1: float, m2: float) -> bool:
+        """Two centred means equal up to round-off (relative to the data's size)."""
+        return abs(m2 - m1) <= REL_EPS * max(self.scale, abs(m1 + self.shift), abs(m2 + self.shift))
 
 
 def _t_test(sums: _Sums, a: int, tau: int, b: int) -> float:
@@ -185,9 +252,11 @@ def _t_test(sums: _Sums, a: int, tau: int, b: int) -> float:
     if df <= 0:
         return 1.0
     diff = m2 - m1
+    if sums.same_mean(m1, m2):
+        return 1.0
     var = (ss1 + ss2) / df
     if var <= 0.0:
-        return 1.0 if diff == 0.0 else 0.0
+        return 0.0
     t = diff / np.sqrt(var * (1.0 / n1 + 1.0 / n2))
     return float(2.0 * special.stdtr(df, -abs(t)))
 
@@ -284,55 +353,152 @@ def split(values: np.ndarray, window: int, pvalue: float, sums: _Sums | None = N
     return sorted(points)
 
 
+def clip_isolated(values: np.ndarray, sigmas: float) -> np.ndarray:
+    """Replace isolated odd nights: a night (not the first, not the last) that is more than ``sigmas`` robust
+    standard deviations from both neighbours, while the neighbours agree with each other within that, takes
+    the neighbours' mean (a Gaussian night is that far from both neighbours about once in 10,000 nights).
+
+    The standard deviation is the robust night-to-night noise 1.4826 MAD(first differences) / sqrt(2), which
+    a level shift does not inflate. A step's nights are never isolated (each has a neighbour on its own
+    level), and the last night is left alone (the new-night rule decides about it)."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 5 or not sigmas > 0:
+        return x
+    d = np.diff(x)
+    scale = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0)
+    if not scale > 0:
+        return x
+    lim = sigmas * scale
+    a, b, mid = x[:-2], x[2:], x[1:-1]
+    iso = (np.abs(a - b) <= lim) & (np.abs(mid - a) > lim) & (np.abs(mid - b) > lim)
+    if not iso.any():
+        return x
+    out = x.copy()
+    out[1:-1][iso] = ((a + b) / 2)[iso]
+    return out
+
+
+def _robust_scale(x: np.ndarray) -> float:
+    """1.4826 MAD, or the standard deviation when the MAD is 0."""
+    med = float(np.median(x))
+    scale = 1.4826 * float(np.median(np.abs(x - med)))
+    if scale <= 0.0 and len(x) > 1:
+        scale = float(x.std(ddof=1))
+    return scale
+
+
+def _unsteady(values: np.ndarray, c: ChangePoint, a: int, b: int, settings: DetectorSettings) -> bool:
+    """The steadiness rule: the short side of a change point (2 to 5 nights) must be about as steady as the
+    long side. Unsteady when its variance is too large for the long side's robust scale (chi-square,
+    p < ``steady_pvalue``) *and* its standard deviation exceeds ``steady_share`` of the step: two unrelated
+    slow nights in a row are not a new level."""
+    before, after = values[a : c.index], values[c.index : b]
+    short, long = (after, before) if len(after) <= len(before) else (before, after)
+    if not 2 <= len(short) <= 5 or len(long) < 3:
+        return False
+    scale = _robust_scale(long)
+    if not scale > 0:
+        return False
+    var = float(short.var(ddof=1))
+    chi = (len(short) - 1) * var / (scale * scale)
+    if float(special.chdtrc(len(short) - 1, chi)) >= settings.steady_pvalue:
+        return False
+    return bool(np.sqrt(var) > settings.steady_share * abs(c.mean_after - c.mean_before))
+
+
+def _resolve_single_nights(sums: _Sums, idx: list[int], n: int) -> list[int]:
+    """Two weak points around one night (an interior segment of one night): keep the one that is stronger
+    on its own (the smaller p with the other removed), drop the other. A point right after the first night
+    goes too. Testing a point against a one-night segment says nothing about a change of level."""
+    idx = [i for i in idx if i != 1]
+    while True:
+        k = next((k for k in range(len(idx) - 1) if idx[k + 1] - idx[k] == 1), None)
+        if k is None:
+            return idx
+        ends = [0, *idx, n]
+        lo, hi = ends[k], ends[k + 3]
+        p_keep_right = _t_test(sums, lo, idx[k + 1], hi)
+        p_keep_left = _t_test(sums, lo, idx[k], hi)
+        del idx[k if p_keep_right <= p_keep_left else k + 1]
+
+
 def merge(
     values: np.ndarray,
     indices: list[int],
     max_pvalue: float,
     min_magnitude: float,
     sums: _Sums | None = None,
+    settings: DetectorSettings | None = None,
 ) -> list[ChangePoint]:
-    """Drop weak change points bottom-up until every p < max_pvalue and every magnitude > min_magnitude."""
+    """Drop weak change points bottom-up until every p < max_pvalue and every magnitude > min_magnitude.
+
+    With ``settings.robust`` (the default), first resolve one-night segments (:func:`_resolve_single_nights`)
+    and drop unsteady points (:func:`_unsteady`) before any other, as if their p were 1."""
+    settings = settings or DEFAULT_SETTINGS
+    robust = settings.robust
     sums = sums or _Sums(values)
     n = len(values)
     idx = sorted(indices)
+    if robust:
+        idx = _resolve_single_nights(sums, idx, n)
     ends = [0, *idx, n]
     cps = [_change_point(sums, ends[k], idx[k], ends[k + 2]) for k in range(len(idx))]
+
+    def weakness(j: int, ends: list[int]) -> float:
+        if robust and _unsteady(values, cps[j], ends[j], ends[j + 2], settings):
+            return 2.0
+        return cps[j].p_value
+
+    weak = [weakness(j, ends) for j in range(len(cps))]
     while cps:
-        k = max(range(len(cps)), key=lambda i: cps[i].p_value)
-        if cps[k].p_value < max_pvalue:
+        k = max(range(len(cps)), key=lambda i: weak[i])
+        if weak[k] < max_pvalue:
             k = min(range(len(cps)), key=lambda i: cps[i].magnitude)
             if cps[k].magnitude > min_magnitude:
                 break
         del cps[k]
+        del weak[k]
         ends = [0, *(c.index for c in cps), n]
         for j in (k - 1, k):
             if 0 <= j < len(cps):
                 cps[j] = _change_point(sums, ends[j], cps[j].index, ends[j + 2])
+                weak[j] = weakness(j, ends)
     return cps
 
 
 def detect(
     values: np.ndarray,
     *,
-    window: int = DEFAULT_WINDOW,
-    max_pvalue: float = DEFAULT_MAX_PVALUE,
-    min_magnitude: float = DEFAULT_MIN_MAGNITUDE,
+    settings: DetectorSettings | None = None,
+    window: int | None = None,
+    max_pvalue: float | None = None,
+    min_magnitude: float | None = None,
+    robust: bool | None = None,
 ) -> list[ChangePoint]:
     """Change points of one series of nightly summaries (oldest first, no NaNs), oldest first.
 
-    ``window``: nights per E-divisive window (step ``window // 2``); ``max_pvalue``: the t-test level a
-    change point must pass after merging (the split pass uses :func:`relaxed_pvalue`); ``min_magnitude``:
-    relative changes this small are merged away even when significant."""
+    ``settings`` (default :data:`DEFAULT_SETTINGS`), with any of ``window`` (nights per E-divisive window,
+    step ``window // 2``), ``max_pvalue`` (the t-test level a change point must pass after merging; the split
+    pass uses :func:`relaxed_pvalue`), ``min_magnitude`` (relative changes this small are merged away even
+    when significant) and ``robust`` overriding it. With ``robust``, isolated odd nights are clipped first
+    (:func:`clip_isolated`), and the means, p-values and intervals are those of the clipped series."""
+    s = (settings or DEFAULT_SETTINGS).replace(
+        window=window, max_pvalue=max_pvalue, min_magnitude=min_magnitude, robust=robust
+    )
     x = np.asarray(values, dtype=float)
     if x.ndim != 1:
         raise ValueError(f"detect() takes one series (1-D), not an array of shape {x.shape}")
     if not np.all(np.isfinite(x)):
         raise ValueError("the series has NaN or infinite values; drop those nights before detecting")
+    if s.window < 3:
+        raise ValueError(f"window must be at least 3 nights, not {s.window}")
     if len(x) < 3:
         return []
+    if s.robust:
+        x = clip_isolated(x, s.clip_sigmas)
     sums = _Sums(x)
-    weak = split(x, window, relaxed_pvalue(max_pvalue), sums)
-    return merge(x, weak, max_pvalue, min_magnitude, sums)
+    weak = split(x, s.window, relaxed_pvalue(s.max_pvalue), sums)
+    return merge(x, weak, s.max_pvalue, s.min_magnitude, sums, s)
 
 
 # --- one night across many series ----------------------------------------------------------------------
@@ -358,52 +524,72 @@ def benjamini_hochberg(p_values: np.ndarray, fdr: float, n_tests: int | None = N
 def new_change_points(
     values: np.ndarray,
     *,
-    new_nights: int = DEFAULT_NEW_NIGHTS,
-    min_nights_after: int = DEFAULT_MIN_NIGHTS_AFTER,
-    window: int = DEFAULT_WINDOW,
-    max_pvalue: float = DEFAULT_MAX_PVALUE,
-    min_magnitude: float = DEFAULT_MIN_MAGNITUDE,
+    settings: DetectorSettings | None = None,
+    confirmed: bool = False,
+    new_nights: int | None = None,
+    min_nights_after: int | None = None,
+    window: int | None = None,
+    max_pvalue: float | None = None,
+    min_magnitude: float | None = None,
 ) -> list[ChangePoint]:
     """The change points of :func:`detect` whose index is among the last ``new_nights`` nights and that have
-    at least ``min_nights_after`` nights at the new level."""
+    at least ``min_nights_after`` nights at the new level (``min_nights_after_confirmed`` when
+    ``confirmed``: the caller re-measures before recording)."""
+    s = (settings or DEFAULT_SETTINGS).replace(
+        new_nights=new_nights,
+        min_nights_after=min_nights_after,
+        window=window,
+        max_pvalue=max_pvalue,
+        min_magnitude=min_magnitude,
+    )
     n = len(values)
-    cps = detect(values, window=window, max_pvalue=max_pvalue, min_magnitude=min_magnitude)
-    return [cp for cp in cps if n - new_nights <= cp.index <= n - min_nights_after]
+    after = s.min_nights_after_confirmed if confirmed else s.min_nights_after
+    cps = detect(values, settings=s)
+    return [cp for cp in cps if n - s.new_nights <= cp.index <= n - after]
 
 
 def analyze_night(
     series: Mapping[K, np.ndarray],
     *,
-    fdr: float = DEFAULT_FDR,
-    new_nights: int = DEFAULT_NEW_NIGHTS,
-    min_nights_after: int = DEFAULT_MIN_NIGHTS_AFTER,
-    window: int = DEFAULT_WINDOW,
-    max_pvalue: float = DEFAULT_MAX_PVALUE,
-    min_magnitude: float = DEFAULT_MIN_MAGNITUDE,
+    settings: DetectorSettings | None = None,
+    confirmed: bool = False,
     n_tests: int | None = None,
+    fdr: float | None = None,
+    new_nights: int | None = None,
+    min_nights_after: int | None = None,
+    window: int | None = None,
+    max_pvalue: float | None = None,
+    min_magnitude: float | None = None,
 ) -> list[tuple[K, ChangePoint]]:
     """Detect on every series of a night; keep the new change points that survive Benjamini-Hochberg.
 
     A change point is *new* when its index is among the last ``new_nights`` nights of its series. The
     hypotheses are one per series (p = 1 when it has no new candidate) or one per candidate when it has
     several; ``n_tests`` overrides that count (e.g. to include series that were not analysed). Returns
-    (key, change point) in the order of ``series``, oldest change point first within a series."""
+    (key, change point) in the order of ``series``, oldest change point first within a series. The
+    settings come from ``settings`` (default :data:`DEFAULT_SETTINGS`), the keyword arguments override it."""
+    s = (settings or DEFAULT_SETTINGS).replace(
+        fdr=fdr,
+        new_nights=new_nights,
+        min_nights_after=min_nights_after,
+        window=window,
+        max_pvalue=max_pvalue,
+        min_magnitude=min_magnitude,
+    )
     candidates: list[tuple[K, ChangePoint]] = []
     hypotheses = 0
     for key, values in series.items():
-        found = new_change_points(
-            np.asarray(values, dtype=float),
-            new_nights=new_nights,
-            min_nights_after=min_nights_after,
-            window=window,
-            max_pvalue=max_pvalue,
-            min_magnitude=min_magnitude,
-        )
+        found = new_change_points(np.asarray(values, dtype=float), settings=s, confirmed=confirmed)
         candidates.extend((key, cp) for cp in found)
         hypotheses += max(1, len(found))
+    return keep_discoveries(candidates, s.fdr, hypotheses if n_tests is None else n_tests)
+
+
+def keep_discoveries(
+    candidates: list[tuple[K, ChangePoint]], fdr: float, n_tests: int
+) -> list[tuple[K, ChangePoint]]:
+    """The candidates that survive Benjamini-Hochberg at ``fdr`` among ``n_tests`` hypotheses."""
     if not candidates:
         return []
-    keep = benjamini_hochberg(
-        np.array([cp.p_value for _, cp in candidates]), fdr, hypotheses if n_tests is None else n_tests
-    )
+    keep = benjamini_hochberg(np.array([cp.p_value for _, cp in candidates]), fdr, n_tests)
     return [c for c, k in zip(candidates, keep, strict=True) if k]

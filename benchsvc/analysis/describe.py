@@ -17,8 +17,22 @@ def finding_size(
 ) -> str:
     """Exact findings (counters, cost): the signed difference. Timings: the relative change and its interval."""
     d = details or {}
+    if d.get("kind") == "machine":
+        return machine_event_text(effect, d)
     if d.get("kind") in ("exact", "counter"):
         return signed_count(d.get("delta", 0))
     if ci_low is not None and ci_low == ci_low and ci_high is not None:
         return f"{effect - 1:+.1%} [{ci_low - 1:+.1%}, {ci_high - 1:+.1%}]"
     return f"{effect - 1:+.1%}"
+
+
+def machine_event_text(effect: float, details: Mapping[str, Any]) -> str:
+    """``machine event: every series 8.0% slower tonight (97 of 100 series moved, canary +7.6%)``."""
+    word = "slower" if effect > 1 else "faster"
+    text = f"machine event: every series {abs(effect - 1):.1%} {word} tonight"
+    extra = []
+    if details.get("series_total"):
+        extra.append(f"{details.get('series_moved')} of {details['series_total']} series moved")
+    if details.get("canary_ratio") is not None:
+        extra.append(f"canary {float(details['canary_ratio']) - 1:+.1%}")
+    return f"{text} ({', '.join(extra)})" if extra else text

@@ -35,6 +35,8 @@ import pandas as pd
 from scipy import stats
 
 from benchsvc.analysis import changepoints as cp
+from benchsvc.analysis.changepoints import DetectorSettings
+from benchsvc.analysis.nightly import decide_night
 
 DEFAULT_TRIALS = 1000
 DEFAULT_NIGHTS = 100
@@ -54,21 +56,46 @@ SUMMARY_COLUMNS = [
     "power_5",
     "exact_night",
     "ci_coverage",
+    "machine_event_rate",
+    "slow_night_events",
     "trials",
 ]
-RATES = ["false_alarm_rate", "power_1", "power_3", "power_5", "exact_night", "ci_coverage"]
+RATES = [
+    "false_alarm_rate",
+    "power_1",
+    "power_3",
+    "power_5",
+    "exact_night",
+    "ci_coverage",
+    "machine_event_rate",
+    "slow_night_events",
+]
 COLUMNS = [
     *SUMMARY_COLUMNS,
     "series_nights",
     "false_alarms",
     "detections",
+    "machine_nights",
+    "machine_events",
+    "slow_nights",
+    "slow_nights_alerted",
     *(f"{r}_{side}" for r in RATES for side in ("low", "high")),
 ]
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """One evaluation scenario: a noise level and a step (0 for A/A), in the noise model above."""
+    """One evaluation scenario: a noise class, a noise level and a step (0 for A/A).
+
+    The series of a scenario sit on machines of ``series_per_night`` series (:func:`run_evaluation`).
+    Per-series noise: the night offset ``o`` is Gaussian N(0, sigma_night), or Student t with ``tail_df``
+    degrees of freedom scaled by sigma_night; ``outlier_rate``: the chance that a series has a slow night,
+    its value times U(``outlier_low``, ``outlier_high``); ``bimodal_shift``: the series sits on level
+    1 + shift or 1 - shift and changes level with chance ``bimodal_switch`` each night. Machine-wide (all
+    series of a machine together): ``shared_sigma`` a Gaussian factor every night (correlated neighbours);
+    ``machine_night_rate``: the chance of a slow night for the whole machine, every series times
+    1 + ``machine_night_shift``; ``drift_sigma``: a random walk of the machine's speed (slow drift), this
+    standard deviation per night."""
 
     name: str
     sigma_night: float
@@ -78,6 +105,16 @@ class Scenario:
     values: int = 3
     history: int = 45  # nights before the step (step scenarios)
     level: float = 1.0e-3  # seconds; only the ratios matter
+    tail_df: float = 0.0
+    outlier_rate: float = 0.0
+    outlier_low: float = 1.5
+    outlier_high: float = 3.0
+    bimodal_shift: float = 0.0
+    bimodal_switch: float = 0.3
+    shared_sigma: float = 0.0
+    machine_night_rate: float = 0.0
+    machine_night_shift: float = 0.08
+    drift_sigma: float = 0.0
 
     @property
     def is_aa(self) -> bool:
@@ -85,7 +122,7 @@ class Scenario:
 
     @property
     def summary_noise(self) -> float:
-        """The night-to-night standard deviation of the summary, relative to the level."""
+        """The night-to-night standard deviation of a Gaussian summary, relative to the level."""
         return float(np.hypot(self.sigma_night, self.sigma_value / np.sqrt(self.processes * self.values)))
 
 
@@ -96,27 +133,73 @@ DEFAULT_SCENARIOS: list[Scenario] = [
     Scenario("+2% at 0.5%", sigma_night=0.005, step=0.02),
 ]
 
+#: The noise classes real machines show, each at 1.5% per-series noise (``benchsvc evaluate --classes``).
+NOISE_CLASSES: list[Scenario] = [
+    Scenario("gaussian", sigma_night=0.015),
+    Scenario("machine slow nights", sigma_night=0.015, machine_night_rate=1 / 30),
+    Scenario("heavy tails t3", sigma_night=0.015, tail_df=3.0),
+    Scenario("slow nights 2%", sigma_night=0.015, outlier_rate=0.02),
+    Scenario("bimodal +-3%", sigma_night=0.01, bimodal_shift=0.03, bimodal_switch=0.5),
+    Scenario("slow drift", sigma_night=0.015, drift_sigma=0.003),
+    Scenario("correlated", sigma_night=0.011, shared_sigma=0.01),
+    Scenario("+5% gaussian", sigma_night=0.015, step=0.05),
+    Scenario("+5% machine slow nights", sigma_night=0.015, step=0.05, machine_night_rate=1 / 30),
+    Scenario("+5% correlated", sigma_night=0.011, shared_sigma=0.01, step=0.05),
+]
+
 
 @dataclass(frozen=True)
-class DetectorSettings:
-    """The detector's knobs, as :func:`~benchsvc.analysis.changepoints.analyze_night` takes them."""
+class Simulated:
+    """Simulated summaries (machines x series x nights) and which machine-nights were machine-wide slow."""
 
-    window: int = cp.DEFAULT_WINDOW
-    max_pvalue: float = cp.DEFAULT_MAX_PVALUE
-    min_magnitude: float = cp.DEFAULT_MIN_MAGNITUDE
-    fdr: float = cp.DEFAULT_FDR
-    new_nights: int = cp.DEFAULT_NEW_NIGHTS
-    min_nights_after: int = cp.DEFAULT_MIN_NIGHTS_AFTER
+    values: np.ndarray
+    slow: np.ndarray  # machines x nights, bool
 
-    def new_change_points(self, values: np.ndarray) -> list[cp.ChangePoint]:
-        return cp.new_change_points(
-            values,
-            new_nights=self.new_nights,
-            min_nights_after=self.min_nights_after,
-            window=self.window,
-            max_pvalue=self.max_pvalue,
-            min_magnitude=self.min_magnitude,
+
+def simulate_machines(
+    scenario: Scenario, machines: int, series: int, nights: int, rng: np.random.Generator
+) -> Simulated:
+    """Nightly summaries of ``machines`` machines of ``series`` series: the mean of processes x values
+    per night (drawn directly: the mean of the within-night values is Gaussian), times the noise class.
+    In a step scenario, series 0 of every machine steps at night ``history``."""
+    sc = scenario
+    shape = (machines, series, nights)
+    if sc.tail_df > 0:
+        # scaled to the standard deviation sigma_night (t has variance df / (df - 2))
+        offsets = (
+            sc.sigma_night * np.sqrt((sc.tail_df - 2) / sc.tail_df) * rng.standard_t(sc.tail_df, size=shape)
         )
+    else:
+        offsets = rng.normal(0.0, sc.sigma_night, size=shape)
+    within = rng.normal(0.0, sc.sigma_value / np.sqrt(sc.processes * sc.values), size=shape)
+    x = sc.level * (1.0 + offsets) * (1.0 + within)
+    if sc.outlier_rate > 0:
+        hit = rng.random(shape) < sc.outlier_rate
+        x = np.where(hit, x * rng.uniform(sc.outlier_low, sc.outlier_high, size=shape), x)
+    if sc.bimodal_shift > 0:
+        switch = rng.random(shape) < sc.bimodal_switch
+        start = rng.random((machines, series, 1)) < 0.5
+        upper = (np.cumsum(switch, axis=2) + start) % 2 == 1
+        x = x * np.where(upper, 1.0 + sc.bimodal_shift, 1.0 - sc.bimodal_shift)
+    machine = np.ones((machines, nights))
+    if sc.shared_sigma > 0:
+        machine *= 1.0 + rng.normal(0.0, sc.shared_sigma, size=(machines, nights))
+    if sc.drift_sigma > 0:
+        machine *= np.exp(np.cumsum(rng.normal(0.0, sc.drift_sigma, size=(machines, nights)), axis=1))
+    slow = np.zeros((machines, nights), dtype=bool)
+    if sc.machine_night_rate > 0:
+        slow = rng.random((machines, nights)) < sc.machine_night_rate
+        machine *= np.where(slow, 1.0 + sc.machine_night_shift, 1.0)
+    x = x * machine[:, None, :]
+    if not sc.is_aa:
+        x[:, 0, sc.history :] *= 1.0 + sc.step
+    return Simulated(values=x, slow=slow)
+
+
+def simulate(scenario: Scenario, trials: int, nights: int, rng: np.random.Generator) -> np.ndarray:
+    """Nightly summaries of ``trials`` independent series, shape (trials, nights) (one machine per series)."""
+    sim = simulate_machines(scenario, trials, 1, nights, rng)
+    return sim.values[:, 0, :]
 
 
 @dataclass
@@ -127,16 +210,37 @@ class _Alerts:
     alerts: list[tuple[int, cp.ChangePoint]] = field(default_factory=list)
 
 
-def simulate(scenario: Scenario, trials: int, nights: int, rng: np.random.Generator) -> np.ndarray:
-    """Nightly summaries, shape (trials, nights): the mean of processes x values per night."""
-    offsets = rng.normal(0.0, scenario.sigma_night, size=(trials, nights))
-    within = rng.normal(
-        0.0, scenario.sigma_value, size=(trials, nights, scenario.processes * scenario.values)
-    )
-    level = np.full(nights, scenario.level)
-    if not scenario.is_aa:
-        level[scenario.history :] *= 1.0 + scenario.step
-    return level * (1.0 + offsets) * (1.0 + within).mean(axis=2)
+@dataclass
+class _MachineLog:
+    """Machine events per machine: the nights they were raised on."""
+
+    nights: list[int] = field(default_factory=list)
+
+
+def _online_machine(
+    values: np.ndarray,
+    code: np.ndarray,
+    first_night: int,
+    settings: DetectorSettings,
+    *,
+    rows: list[int] | None = None,
+    n_tests: int | None = None,
+) -> tuple[list[_Alerts], _MachineLog]:
+    """The nightly decision (:func:`~benchsvc.analysis.nightly.decide_night`) night by night from
+    ``first_night`` on one machine (series x nights); the alerts raised for each series and the machine
+    events. A change point alerts the first time its (series, index) survives."""
+    series, nights = values.shape
+    out = [_Alerts() for _ in range(series)]
+    log = _MachineLog()
+    for t in range(first_night, nights):
+        decision = decide_night(values[:, : t + 1], list(code[: t + 1]), settings, rows=rows, n_tests=n_tests)
+        if decision.machine_event is not None:
+            log.nights.append(t)
+        for j, c in decision.findings:
+            if c.index not in out[j].seen:
+                out[j].seen.add(c.index)
+                out[j].alerts.append((t, c))
+    return out, log
 
 
 def _online(
@@ -147,42 +251,51 @@ def _online(
     *,
     grouped: bool,
 ) -> list[_Alerts]:
-    """Run the detector night by night from ``first_night``; the alerts raised for each series.
-
-    ``grouped``: BH over real nights of ``series_per_night`` consecutive series; otherwise each series is
-    the only candidate of a night of ``series_per_night`` series."""
+    """Independent series (trials x nights) night by night: grouped into machines of ``series_per_night``
+    series (``grouped``), or each series alone on a night of ``series_per_night`` series whose others are
+    quiet (p = 1)."""
     trials, nights = summaries.shape
-    out = [_Alerts() for _ in range(trials)]
-    group = series_per_night if grouped else 1
-    for t in range(first_night, nights):
-        for g0 in range(0, trials, group):
-            members = range(g0, min(g0 + group, trials))
-            cands = [(j, c) for j in members for c in settings.new_change_points(summaries[j, : t + 1])]
-            if not cands:
-                continue
-            per_series = {j: sum(1 for i, _ in cands if i == j) for j in members}
-            n_tests = sum(max(1, k) for k in per_series.values()) + (series_per_night - len(members))
-            keep = cp.benjamini_hochberg(np.array([c.p_value for _, c in cands]), settings.fdr, n_tests)
-            for (j, c), k in zip(cands, keep, strict=True):
-                if k and c.index not in out[j].seen:
-                    out[j].seen.add(c.index)
-                    out[j].alerts.append((t, c))
+    code = np.zeros(nights, dtype=int)
+    out: list[_Alerts] = []
+    if grouped:
+        for g0 in range(0, trials, series_per_night):
+            alerts, _ = _online_machine(summaries[g0 : g0 + series_per_night], code, first_night, settings)
+            out.extend(alerts)
+        return out
+    for j in range(trials):
+        alerts, _ = _online_machine(
+            summaries[j : j + 1], code, first_night, settings, n_tests=series_per_night
+        )
+        out.extend(alerts)
     return out
 
 
 def binomial_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Two-sided Clopper-Pearson interval of a proportion k/n (NaN when n = 0)."""
+    """Two-sided Clopper-Pearson interval of a proportion k/n (``scipy.stats.binomtest``; NaN when n = 0)."""
     if n == 0:
         return float("nan"), float("nan")
-    a = (1 - level) / 2
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(a, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a, k + 1, n - k))
-    return lo, hi
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=level)
+    return float(ci.low), float(ci.high)
 
 
 def _rate(row: dict[str, object], name: str, k: int, n: int) -> None:
     row[name] = k / n if n else float("nan")
     row[f"{name}_low"], row[f"{name}_high"] = binomial_interval(k, n)
+
+
+def _empty_row() -> dict[str, object]:
+    row: dict[str, object] = {
+        "series_nights": 0,
+        "false_alarms": 0,
+        "detections": 0,
+        "machine_nights": 0,
+        "machine_events": 0,
+        "slow_nights": 0,
+        "slow_nights_alerted": 0,
+    }
+    for name in RATES:
+        _rate(row, name, 0, 0)
+    return row
 
 
 def _aa_row(
@@ -194,14 +307,36 @@ def _aa_row(
     series_per_night: int,
     rng: np.random.Generator,
 ) -> dict[str, object]:
-    summaries = simulate(scenario, trials, nights, rng)
-    alerts = _online(summaries, warmup, settings, series_per_night, grouped=True)
-    false_alarms = sum(len(a.alerts) for a in alerts)
+    per = min(series_per_night, trials)
+    machines = -(-trials // per)
+    sim = simulate_machines(scenario, machines, per, nights, rng)
+    code = np.zeros(nights, dtype=int)
+    false_alarms = events = slow_nights = slow_events = slow_alerted = normal_nights = 0
+    for m in range(machines):
+        size = per if m < machines - 1 else trials - per * (machines - 1)
+        alerts, log = _online_machine(sim.values[m, :size], code, warmup, settings)
+        false_alarms += sum(len(a.alerts) for a in alerts)
+        slow = sim.slow[m, warmup:]
+        slow_nights += int(slow.sum())
+        normal_nights += int((~slow).sum())
+        on_slow = {t for t in log.nights if sim.slow[m, t]}
+        slow_events += len(on_slow)
+        events += len(log.nights) - len(on_slow)
+        alerted = {c.index for a in alerts for _, c in a.alerts}
+        slow_alerted += sum(1 for t in np.flatnonzero(sim.slow[m]) if t >= warmup and t in alerted)
     series_nights = trials * (nights - warmup)
-    row: dict[str, object] = {"series_nights": series_nights, "false_alarms": false_alarms, "detections": 0}
+    row = _empty_row()
+    row.update(
+        series_nights=series_nights,
+        false_alarms=false_alarms,
+        machine_nights=machines * (nights - warmup),
+        machine_events=events + slow_events,
+        slow_nights=slow_nights,
+        slow_nights_alerted=slow_alerted,
+    )
     _rate(row, "false_alarm_rate", false_alarms, series_nights)
-    for name in RATES[1:]:
-        _rate(row, name, 0, 0)
+    _rate(row, "machine_event_rate", events, normal_nights)
+    _rate(row, "slow_night_events", slow_events, slow_nights)
     return row
 
 
@@ -214,13 +349,15 @@ def _step_row(
     rng: np.random.Generator,
 ) -> dict[str, object]:
     s = scenario.history
-    summaries = simulate(scenario, trials, s + MAX_LATENCY, rng)
-    alerts = _online(summaries, s, settings, series_per_night, grouped=False)
+    nights = s + MAX_LATENCY
+    sim = simulate_machines(scenario, trials, series_per_night, nights, rng)
+    code = (np.arange(nights) >= s).astype(int)  # the step comes with a change of the engine's code
     latency: list[int] = []
     exact = covered = 0
     truth = 1.0 + scenario.step
-    for a in alerts:
-        hit = next(((t, c) for t, c in a.alerts if abs(c.index - s) <= tolerance), None)
+    for m in range(trials):
+        alerts, _ = _online_machine(sim.values[m], code, s, settings, rows=[0], n_tests=series_per_night)
+        hit = next(((t, c) for t, c in alerts[0].alerts if abs(c.index - s) <= tolerance), None)
         if hit is None:
             continue
         t, c = hit
@@ -229,8 +366,8 @@ def _step_row(
         covered += int(c.ci_low <= truth <= c.ci_high)
     lat = np.array(latency, dtype=int)
     detections = len(latency)
-    row: dict[str, object] = {"series_nights": 0, "false_alarms": 0, "detections": detections}
-    _rate(row, "false_alarm_rate", 0, 0)
+    row = _empty_row()
+    row["detections"] = detections
     for k in LATENCIES:
         _rate(row, f"power_{k}", int(np.sum(lat <= k)), trials)
     _rate(row, "exact_night", exact, detections)
@@ -249,12 +386,17 @@ def run_evaluation(
     tolerance: int = DEFAULT_TOLERANCE,
     settings: DetectorSettings | None = None,
 ) -> pd.DataFrame:
-    """One row per scenario (default :data:`DEFAULT_SCENARIOS`): false alarms, power, localisation, coverage.
+    """One row per scenario (default :data:`DEFAULT_SCENARIOS`): false alarms, power, localisation, coverage,
+    machine events.
 
-    ``trials``: series per scenario; A/A series are ``nights`` long and scored from night ``warmup`` on
-    (``trials x (nights - warmup)`` series-nights); step series have ``history`` nights before the step and
-    are scored on the first 5 nights at the new level. Columns: :data:`COLUMNS` (:data:`SUMMARY_COLUMNS`
-    first, then counts and 95% Clopper-Pearson bounds ``<rate>_low``/``<rate>_high``)."""
+    ``trials``: series per scenario. A/A series sit on machines of ``series_per_night`` series, are
+    ``nights`` long and are scored from night ``warmup`` on (``trials x (nights - warmup)`` series-nights);
+    each step series is series 0 of its own machine of ``series_per_night`` series (the others quiet and
+    counted as p = 1 in Benjamini-Hochberg), has ``history`` nights before the step (which comes with a
+    change of the engine's code) and is scored on the first 5 nights at the new level. Columns:
+    :data:`COLUMNS` (:data:`SUMMARY_COLUMNS` first, then counts and 95% Clopper-Pearson bounds
+    ``<rate>_low``/``<rate>_high``). ``machine_event_rate``: machine events per machine-night that was not
+    a machine-wide slow night; ``slow_night_events``: the share of machine-wide slow nights that raised one."""
     if trials < 1:
         raise ValueError(f"trials must be at least 1, not {trials}")
     if nights <= warmup:

@@ -115,14 +115,19 @@ def history(
     fmt: FormatOption = Format.table,
     db: DbOption = None,
 ) -> None:
-    """One series across nights, one row per run, with the detected change points marked.
+    """One series across nights, one row per run, with the change points the nightly analysis recorded.
 
-    Rows of different provenance (machine, environment, workload content, mode) are separate series and are
-    analysed separately.
+    Timing: the change points and machine events recorded by the nightly analysis (benchsvc run, benchsvc
+    analyze), so history and regressions always agree; a night never analysed says so (run benchsvc
+    analyze). Counters: exact changes. Rows of different provenance (machine, environment, workload
+    content, mode) are separate series.
     """
-    from benchsvc.analysis.changepoints import detect
+    import pandas as pd
+
+    from benchsvc.analysis.describe import machine_event_text
     from benchsvc.store.db import read_session
-    from benchsvc.store.queries import series_history
+    from benchsvc.store.queries import analysed_runs, series_history
+    from benchsvc.store.regressions import series_marks
 
     if engine_name is None:
         engine_name = "kernel" if version.startswith("kernel-") else "sim"
@@ -137,6 +142,12 @@ def history(
             machine=machine,
             since=_date(since, "--since"),
         )
+        marks = pd.DataFrame()
+        done: set[int] = set()
+        if metric == "time" and not df.empty:
+            run_ids = [int(r) for r in df["run_id"]]
+            marks = series_marks(s, run_ids=run_ids, engine=engine_name, version=version, workload=workload)
+            done = analysed_runs(s, run_ids)
     if df.empty:
         raise BenchsvcError(
             f"no {metric} history for {engine_name}/{version}/{workload} (check the names: benchsvc runs, "
@@ -153,11 +164,19 @@ def history(
     )
     df["change"] = ""
     if metric == "time":
-        for _, idx in df.groupby("series").groups.items():
-            values = df.loc[idx, "value"].to_numpy(float)
-            for cp in detect(values):
-                row = idx[cp.index]
-                df.loc[row, "change"] = f"{cp.effect - 1:+.1%} (p={cp.p_value:.1e})"
+        # exactly what the nightly analysis recorded (benchsvc run, benchsvc analyze): one decision path
+        text: dict[int, list[str]] = {}
+        for m in marks.to_dict("records"):
+            d = m["details"] or {}
+            if m["axis"] == "machine":
+                line = machine_event_text(m["effect"], d)
+            else:
+                line = f"{m['effect'] - 1:+.1%} (p={float(d.get('p_value', float('nan'))):.1e})"
+            text.setdefault(int(m["run_id"]), []).append(line)
+        df["change"] = [
+            "; ".join(text.get(int(r), [])) if int(r) in done or int(r) in text else "(not analysed)"
+            for r in df["run_id"]
+        ]
     else:
         prev = df.groupby("series")["value"].shift()
         moved = prev.notna() & (df["value"] != prev)
@@ -172,6 +191,40 @@ def history(
     render(df.to_dict("records"), cols, fmt)
 
 
+def analyze(
+    run_ref: Annotated[
+        str | None, typer.Option("--run", help="Analyse this run only (id or uuid prefix).")
+    ] = None,
+    since: SinceOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Analyse runs that were analysed already (records nothing twice).")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Analyse stored runs that no benchsvc run analysed (imported or backfilled), oldest night first.
+
+    The same analysis as at the end of benchsvc run: lineage findings, nightly change points, machine events
+    and counter changes. A run already analysed is skipped unless --force; running it twice records nothing
+    new.
+    """
+    from benchsvc.findings import analyze_stored
+
+    if run_ref is not None and since is not None:
+        raise BenchsvcError("--run and --since do not go together — give one run or a start date")
+    engine = open_db(db, create=False)
+    done = analyze_stored(engine, run_ref=run_ref, since=_date(since, "--since"), force=force)
+    analysed = [(r, f) for r, f in done if f is not None]
+    for run_id, f in analysed:
+        typer.echo(
+            f"run {run_id}: {f.lineage_new} new lineage findings ({f.lineage_fixed} fixed), "
+            f"{f.nightly_new} new nightly findings, {f.machine_new} machine events"
+        )
+    typer.echo(
+        f"analysed {len(analysed)} runs, skipped {len(done) - len(analysed)} already analysed; "
+        "see benchsvc regressions"
+    )
+
+
 regressions_app = typer.Typer(
     help="Regressions and improvements found on both axes; acknowledge them.",
     invoke_without_command=True,
@@ -183,7 +236,10 @@ def regressions(
     ctx: typer.Context,
     since: SinceOption = None,
     status: Annotated[str | None, typer.Option("--status", help="new, acknowledged or fixed.")] = None,
-    axis: Annotated[str | None, typer.Option("--axis", help="lineage (within a run) or nightly.")] = None,
+    axis: Annotated[
+        str | None,
+        typer.Option("--axis", help="lineage (within a run), nightly or machine (machine events)."),
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Include improvements, not only regressions.")] = False,
     fail_on_regression: Annotated[
         bool, typer.Option("--fail-on-regression", help="Exit 2 when there is a new regression (CI gating).")
@@ -212,7 +268,8 @@ def regressions(
         rows.append(
             {
                 **r,
-                "against": r["baseline"] or f"night before run {r['run_id']}",
+                "against": r["baseline"]
+                or ("recent nights" if r["axis"] == "machine" else f"night before run {r['run_id']}"),
                 "size": size,
                 "started_at": r["started_at"].strftime("%Y-%m-%d %H:%M"),
             }
@@ -233,7 +290,9 @@ def regressions(
     if fmt is not Format.table:
         cols += ["effect", "ci_low", "ci_high", "machine", "note"]
     render(rows, cols, fmt)
-    if fail_on_regression and any(r["status"] == "new" and r["direction"] == "worse" for r in rows):
+    if fail_on_regression and any(
+        r["status"] == "new" and r["direction"] == "worse" and r["axis"] != "machine" for r in rows
+    ):
         raise typer.Exit(2)
 
 
@@ -265,6 +324,14 @@ def evaluate(
     ] = None,
     trials: Annotated[int | None, typer.Option("--trials", help="Series per scenario.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    classes: Annotated[
+        bool,
+        typer.Option(
+            "--classes",
+            help="The noise classes of real machines (machine slow nights, heavy tails, bimodal, drift, "
+            "correlated) instead of the Gaussian targets.",
+        ),
+    ] = False,
     workload: Annotated[
         str | None,
         typer.Option("--workload", "-w", help="Estimate the noise of this real series (with --version)."),
@@ -277,8 +344,8 @@ def evaluate(
 ) -> None:
     """Measure the change-point detector: false alarms on A/A series and power against injected steps.
 
-    Default: the scenarios of the targets (A/A at 0.5% and 1.5% noise, +5% at 1.5%, +2% at 0.5%). With
-    --workload and --version, estimate the noise of that stored series and the smallest step detectable
+    Default: the scenarios of the targets (A/A at 0.5% and 1.5% noise, +5% at 1.5%, +2% at 0.5%); --classes:
+    the noise classes of real machines, with machine events per night. With --workload and --version, estimate the noise of that stored series and the smallest step detectable
     there within 3 nights.
     """
     from benchsvc.analysis import evaluate as ev
@@ -301,7 +368,7 @@ def evaluate(
         typer.echo(f"{version}/{workload}: {len(df)} nights, night-to-night noise {sigma:.2%}")
         typer.echo(f"smallest step found within 3 nights in >= 90% of trials: {smallest:.1%}")
         return
-    scenarios = None
+    scenarios = list(ev.NOISE_CLASSES) if classes else None
     if noise is not None or step is not None:
         scenarios = [
             ev.Scenario("custom", sigma_night=noise if noise is not None else 0.015, step=step or 0.0)
@@ -323,9 +390,8 @@ def evaluate(
             if r[k] != r[k]:  # NaN: not applicable to this scenario
                 row[k] = ""
             elif lo is not None and lo == lo:
-                row[k] = (
-                    f"{r[k]:.{3 if k == 'false_alarm_rate' else 1}%} [{lo:.{3 if k == 'false_alarm_rate' else 1}%}, {hi:.{3 if k == 'false_alarm_rate' else 1}%}]"
-                )
+                digits = 3 if k in ("false_alarm_rate", "machine_event_rate") else 1
+                row[k] = f"{r[k]:.{digits}%} [{lo:.{digits}%}, {hi:.{digits}%}]"
             else:
                 row[k] = f"{r[k]:.1%}"
         rows.append(row)

@@ -171,7 +171,7 @@ class Regression(Base):
     __tablename__ = "regressions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    axis: Mapped[str] = mapped_column(String(16))  # lineage | nightly
+    axis: Mapped[str] = mapped_column(String(16))  # lineage | nightly | machine
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     machine_id: Mapped[int] = mapped_column(ForeignKey("machines.id"))
     environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id"))
@@ -189,6 +189,18 @@ class Regression(Base):
     status: Mapped[str] = mapped_column(String(16), default="new")
     note: Mapped[str | None] = mapped_column(Text)
     detected_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class RunAnalysis(Base):
+    """A run the nightly analysis has looked at (``benchsvc run`` at its end, or ``benchsvc analyze``): one
+    row per run, with the detector settings it used, so that analysing again is skipped."""
+
+    __tablename__ = "run_analyses"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    analysed_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    benchsvc_version: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class RunLock(Base):

@@ -354,3 +354,46 @@ def run_histories(session: Session, run: Run, *, since: dt.datetime | None = Non
     df = frame(session, stmt)
     df["started_at"] = pd.to_datetime(df["started_at"], format="ISO8601")
     return df
+
+
+ENGINE_HASH_KEY = "benchsvc_engine_hash"
+
+
+def run_codes(session: Session, run_ids: list[int]) -> dict[int, str | None]:
+    """The engine-code identity of each run: the ``benchsvc_engine_hash`` of its results' pyperf metadata,
+    or the run's git commit when no result carries one (None when neither is known)."""
+    if not run_ids:
+        return {}
+    out: dict[int, str | None] = {
+        rid: commit
+        for rid, commit in session.execute(select(Run.id, Run.git_commit).where(Run.id.in_(run_ids)))
+    }
+    hashes = session.execute(
+        select(Result.run_id, Result.pyperf_metadata[ENGINE_HASH_KEY].as_string())
+        .where(Result.run_id.in_(run_ids), Result.engine != "canary")
+        .order_by(Result.run_id, Result.id)
+    )
+    seen: set[int] = set()
+    for rid, h in hashes:
+        if h and rid not in seen:
+            out[rid] = f"engine:{h}"
+            seen.add(rid)
+    return out
+
+
+def runs_in_order(session: Session, *, since: dt.datetime | None = None) -> list[int]:
+    """Ids of the finished runs (complete or failed), oldest first, started on or after ``since``."""
+    stmt = select(Run.id).where(Run.status.in_(("complete", "failed"))).order_by(Run.started_at, Run.id)
+    if since is not None:
+        stmt = stmt.where(Run.started_at >= since)
+    return [int(r) for r in session.scalars(stmt)]
+
+
+def analysed_runs(session: Session, run_ids: list[int] | None = None) -> set[int]:
+    """The runs the nightly analysis has recorded (of ``run_ids``, or all)."""
+    from benchsvc.store.models import RunAnalysis
+
+    stmt = select(RunAnalysis.run_id)
+    if run_ids is not None:
+        stmt = stmt.where(RunAnalysis.run_id.in_(run_ids))
+    return {int(r) for r in session.scalars(stmt)}

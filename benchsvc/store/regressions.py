@@ -18,7 +18,16 @@ from sqlalchemy.orm import Session, aliased
 
 from benchsvc.errors import BenchsvcError
 from benchsvc.records import utcnow
-from benchsvc.store.models import REGRESSION_STATUSES, Machine, Regression, Run, Version, Workload
+from benchsvc.store.models import (
+    REGRESSION_STATUSES,
+    Machine,
+    Regression,
+    Result,
+    Run,
+    RunAnalysis,
+    Version,
+    Workload,
+)
 from benchsvc.store.queries import frame
 
 
@@ -148,6 +157,124 @@ def record_change(session: Session, run: Run, finding: dict[str, Any]) -> bool:
     )
     session.flush()
     return True
+
+
+CANARY_ENGINE = "canary"
+CANARY_VERSION = "canary-1"
+CANARY_WORKLOAD = "canary"
+#: the content hash of the placeholder "canary" workload row a machine event hangs on when the store has no
+#: canary results (runs made before the canary existed, imported runs)
+NO_CANARY_HASH = "0" * 64
+
+
+def _canary_rows(session: Session, run: Run) -> tuple[str, int]:
+    """The version and workload rows a machine event is stored under: the canary's ("canary-1", workload
+    "canary": the run's canary workload, or the latest one stored), created when the store has none."""
+    if session.get(Version, CANARY_VERSION) is None:
+        session.add(
+            Version(
+                id=CANARY_VERSION,
+                engine=CANARY_ENGINE,
+                parent=None,
+                title="canary: fixed calibration benchmark (machine events)",
+                source="",
+            )
+        )
+    wid = session.scalar(
+        select(Workload.id)
+        .join(Result, Result.workload_id == Workload.id)
+        .where(Result.run_id == run.id, Result.engine == CANARY_ENGINE)
+        .limit(1)
+    )
+    if wid is None:
+        wid = session.scalar(
+            select(Workload.id).where(Workload.name == CANARY_WORKLOAD).order_by(Workload.id.desc()).limit(1)
+        )
+    if wid is None:
+        w = Workload(
+            name=CANARY_WORKLOAD,
+            content_hash=NO_CANARY_HASH,
+            definition="",
+            description="placeholder for machine events of runs without a canary",
+        )
+        session.add(w)
+        session.flush()
+        wid = w.id
+    session.flush()
+    return CANARY_VERSION, int(wid)
+
+
+def record_machine_event(session: Session, run: Run, effect: float, details: dict[str, Any]) -> bool:
+    """Store tonight's machine event of ``run`` (axis "machine", metric "time") unless it is stored (True
+    if added). ``effect``: the median over series of tonight's value over the series' own level."""
+    same = session.scalar(
+        select(Regression.id).where(
+            Regression.axis == "machine", Regression.run_id == run.id, Regression.machine_id == run.machine_id
+        )
+    )
+    if same is not None:
+        return False
+    version, wid = _canary_rows(session, run)
+    session.add(
+        Regression(
+            axis="machine",
+            run_id=run.id,
+            machine_id=run.machine_id,
+            environment_id=run.environment_id,
+            engine=CANARY_ENGINE,
+            version_id=version,
+            baseline_version_id=None,
+            baseline_run_id=None,
+            workload_id=wid,
+            metric="time",
+            direction="worse" if effect > 1 else "better",
+            effect=float(effect),
+            ci_low=None,
+            ci_high=None,
+            details={k: _plain(v) for k, v in details.items()},
+            status="new",
+            detected_at=utcnow(),
+        )
+    )
+    session.flush()
+    return True
+
+
+def mark_analysed(session: Session, run_id: int, settings: dict[str, Any]) -> None:
+    """Remember that the nightly analysis recorded ``run_id`` (with these detector settings)."""
+    from benchsvc import __version__
+
+    row = session.get(RunAnalysis, run_id)
+    if row is None:
+        row = RunAnalysis(run_id=run_id)
+        session.add(row)
+    row.analysed_at = utcnow()
+    row.benchsvc_version = __version__
+    row.settings = {k: _plain(v) for k, v in settings.items()}
+    session.flush()
+
+
+def series_marks(
+    session: Session, *, run_ids: list[int], engine: str, version: str, workload: str
+) -> pd.DataFrame:
+    """What the nightly analysis recorded on these runs for one series: its timing change points (axis
+    nightly, metric time) and the machine events of those runs. Columns: run_id, axis, effect, details."""
+    workload_ids = list(session.scalars(select(Workload.id).where(Workload.name == workload)))
+    stmt = (
+        select(Regression.run_id, Regression.axis, Regression.effect, Regression.details)
+        .where(Regression.run_id.in_(run_ids), Regression.metric == "time")
+        .where(
+            (Regression.axis == "machine")
+            | (
+                (Regression.axis == "nightly")
+                & (Regression.engine == engine)
+                & (Regression.version_id == version)
+                & (Regression.workload_id.in_(workload_ids))
+            )
+        )
+        .order_by(Regression.run_id, Regression.id)
+    )
+    return frame(session, stmt)
 
 
 def list_regressions(

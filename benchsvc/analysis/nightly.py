@@ -1,0 +1,215 @@
+"""One night's decision for one machine: the machine factor, a machine event, and the new change points.
+
+This is the one decision path of the nightly axis. ``benchsvc run`` (through :mod:`benchsvc.findings`),
+``benchsvc analyze`` and ``benchsvc evaluate`` all call :func:`decide_night`; ``benchsvc history`` shows what
+it recorded. Its input is a night x series matrix of timing summaries (one row per series of the machine, one
+column per night, oldest first, NaN where a series has no value that night), the engine-code identity of each
+night, and the canary's series when the runs have one. Pure numpy: no database, no printing.
+
+* **Code epochs.** Nights with the same engine code (the engine source hash, or the run's commit when the
+  hash is absent) in a row form an epoch. A night whose code differs from the night before is a code change.
+* **Machine factor** (``settings.machine_factor``). ``"median"``: within each epoch, every series is divided
+  by its own median over the epoch, and the night's factor is the median of those ratios over the series;
+  the first night of an epoch has factor 1, so a change of the engine's code is never divided away.
+  ``"canary"``: the canary's value over its own median (nights without a canary fall back to "median").
+  ``"none"``: 1. The detector runs on each series divided by the factors.
+* **Machine event.** On a night with no code change, each series' value tonight is compared with its median
+  over the previous ``machine_baseline_nights`` nights of the epoch (at least 3). When the median ratio moved
+  by at least ``machine_min_shift`` and at least ``machine_min_share`` of the series moved with it by half
+  that, or the canary moved by ``machine_min_shift`` and ``machine_canary_share`` of the series moved with
+  it, the night is one machine event. With ``machine_factor="none"``, a machine event night records no
+  timing change point (the series are not corrected for the machine).
+* **Change points.** :func:`~benchsvc.analysis.changepoints.new_change_points` on every (corrected) series
+  that has a value tonight, then Benjamini-Hochberg across the night.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from benchsvc.analysis.changepoints import (
+    DEFAULT_SETTINGS,
+    ChangePoint,
+    DetectorSettings,
+    keep_discoveries,
+    new_change_points,
+)
+
+MIN_SERIES_FOR_FACTOR = 3
+MIN_BASELINE_NIGHTS = 3
+
+
+@dataclass(frozen=True)
+class MachineEvent:
+    """The whole machine moved tonight: ``effect`` is the median over series of tonight's value over the
+    series' own recent level (1.08 = every series about 8% slower)."""
+
+    effect: float
+    series_moved: int
+    series_total: int
+    canary_ratio: float | None
+    baseline_nights: int
+
+
+@dataclass(frozen=True)
+class NightDecision:
+    """What the nightly analysis decides for the last night of the matrix.
+
+    ``findings``: (row, change point) with the change point's ``index`` counted in the row's own nights (its
+    non-NaN columns), means in the corrected units; ``factors``: the machine factor of every night;
+    ``machine_event``: tonight's, or None; ``code_change``: tonight's code differs from the night before."""
+
+    findings: list[tuple[int, ChangePoint]]
+    machine_event: MachineEvent | None
+    factors: np.ndarray
+    code_change: bool
+
+
+def code_epochs(code: Sequence[object]) -> np.ndarray:
+    """Epoch number of every night: it grows by one at every night whose code differs from the night
+    before (an unknown code, None, always starts a new epoch)."""
+    out = np.zeros(len(code), dtype=int)
+    for t in range(1, len(code)):
+        same = code[t] is not None and code[t] == code[t - 1]
+        out[t] = out[t - 1] + (0 if same else 1)
+    return out
+
+
+def _nanmedian(a: np.ndarray, axis: int | None = None) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN, as wanted
+        return np.asarray(np.nanmedian(a, axis=axis))
+
+
+def machine_factors(
+    values: np.ndarray,
+    epochs: np.ndarray,
+    settings: DetectorSettings = DEFAULT_SETTINGS,
+    canary: np.ndarray | None = None,
+) -> np.ndarray:
+    """The machine factor of every night (see the module's docstring); 1 where it cannot be estimated."""
+    x = np.asarray(values, dtype=float)
+    nights = x.shape[1]
+    factors = np.ones(nights)
+    if settings.machine_factor == "none" or nights == 0:
+        return factors
+    for e in np.unique(epochs):
+        cols = np.flatnonzero(epochs == e)
+        if len(cols) < 2:
+            continue
+        sub = x[:, cols]
+        base = _nanmedian(sub, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = sub / base[:, None]
+        ratios[~np.isfinite(ratios)] = np.nan
+        f = _nanmedian(ratios, axis=0)
+        enough = np.sum(np.isfinite(ratios), axis=0) >= MIN_SERIES_FOR_FACTOR
+        factors[cols] = np.where(enough & np.isfinite(f) & (f > 0), f, 1.0)
+    if settings.machine_factor == "canary" and canary is not None:
+        c = np.asarray(canary, dtype=float)
+        level = float(_nanmedian(c))
+        if np.isfinite(level) and level > 0:
+            ok = np.isfinite(c) & (c > 0)
+            factors[ok] = c[ok] / level
+    return factors
+
+
+def machine_event(
+    values: np.ndarray,
+    epochs: np.ndarray,
+    settings: DetectorSettings = DEFAULT_SETTINGS,
+    canary: np.ndarray | None = None,
+) -> MachineEvent | None:
+    """Tonight's (the last column's) machine event, or None (see the module's docstring)."""
+    x = np.asarray(values, dtype=float)
+    nights = x.shape[1]
+    if nights < 2 or epochs[-1] != epochs[-2]:
+        return None
+    prev = np.flatnonzero(epochs[:-1] == epochs[-1])[-settings.machine_baseline_nights :]
+    if len(prev) < MIN_BASELINE_NIGHTS:
+        return None
+    base = _nanmedian(x[:, prev], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = x[:, -1] / base
+    ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+    if len(ratios) < MIN_SERIES_FOR_FACTOR:
+        return None
+    median = float(np.median(ratios))
+    shift = median - 1.0
+    canary_ratio = None
+    if canary is not None:
+        c = np.asarray(canary, dtype=float)
+        c_base = float(_nanmedian(c[prev]))
+        if np.isfinite(c[-1]) and np.isfinite(c_base) and c_base > 0:
+            canary_ratio = float(c[-1] / c_base)
+    half = settings.machine_min_shift / 2
+
+    def moved_with(direction: float) -> int:
+        return int(np.sum((ratios - 1.0) * direction >= half))
+
+    by_series = abs(shift) >= settings.machine_min_shift and moved_with(np.sign(shift)) >= (
+        settings.machine_min_share * len(ratios)
+    )
+    by_canary = (
+        canary_ratio is not None
+        and abs(canary_ratio - 1.0) >= settings.machine_min_shift
+        and moved_with(np.sign(canary_ratio - 1.0)) >= settings.machine_canary_share * len(ratios)
+    )
+    if not (by_series or by_canary):
+        return None
+    direction = np.sign(shift) if by_series else np.sign((canary_ratio or 1.0) - 1.0)
+    return MachineEvent(
+        effect=median,
+        series_moved=moved_with(float(direction)),
+        series_total=len(ratios),
+        canary_ratio=canary_ratio,
+        baseline_nights=len(prev),
+    )
+
+
+def decide_night(
+    values: np.ndarray,
+    code: Sequence[object],
+    settings: DetectorSettings | None = None,
+    *,
+    canary: np.ndarray | None = None,
+    rows: Sequence[int] | None = None,
+    n_tests: int | None = None,
+    confirmed: bool = False,
+) -> NightDecision:
+    """The nightly decision for the last night of ``values`` (series x nights, NaN = no value).
+
+    ``code``: the engine-code identity of every night; ``canary``: the canary's summaries per night (NaN
+    where absent; it is not itself a row); ``rows``: the series to look for change points in (default all;
+    the others still count for the machine factor and the machine event); ``n_tests``: the number of
+    hypotheses for Benjamini-Hochberg (default one per series looked at, or one per candidate when a series
+    has several); ``confirmed``: the caller re-measures suspected cells, so ``min_nights_after_confirmed``
+    nights on a new level are enough."""
+    s = settings or DEFAULT_SETTINGS
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 2:
+        raise ValueError(f"decide_night() takes a series x nights matrix, not shape {x.shape}")
+    if len(code) != x.shape[1]:
+        raise ValueError(f"{len(code)} code identities for {x.shape[1]} nights")
+    epochs = code_epochs(code)
+    factors = machine_factors(x, epochs, s, canary)
+    event = machine_event(x, epochs, s, canary)
+    code_change = x.shape[1] >= 2 and bool(epochs[-1] != epochs[-2])
+    candidates: list[tuple[int, ChangePoint]] = []
+    hypotheses = 0
+    for row in range(x.shape[0]) if rows is None else rows:
+        series = x[row]
+        if not np.isfinite(series[-1]):
+            continue
+        mask = np.isfinite(series)
+        found = new_change_points(series[mask] / factors[mask], settings=s, confirmed=confirmed)
+        candidates.extend((row, c) for c in found)
+        hypotheses += max(1, len(found))
+    if event is not None and s.machine_factor == "none":
+        candidates = []
+    findings = keep_discoveries(candidates, s.fdr, hypotheses if n_tests is None else n_tests)
+    return NightDecision(findings=findings, machine_event=event, factors=factors, code_change=code_change)
