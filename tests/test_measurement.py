@@ -6,10 +6,13 @@ through real worker processes and a real SQLite file; never a timing.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import inspect
 import json
 import random
 import sqlite3
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +25,12 @@ import pytest
 from benchsvc.analysis.lineage import compare_lineage, paired_log_ratios
 from benchsvc.analysis.noise import AA_PAIR
 from benchsvc.engine.versions import get_version
+from benchsvc.records import ProcessValues, WorkloadRef
 from benchsvc.runner.blocks import CONFIRM_PROCESSES, SAMPLING
 from benchsvc.runner.canary import VERSION as CANARY_VERSION
 from benchsvc.runner.interleave import measure
+from benchsvc.runner.matrix import nightly_change_held
+from benchsvc.workload import resolve
 
 W1 = "a-munmap-aligned"
 W2 = "pmd-mapped-thp-munmap"
@@ -58,7 +64,7 @@ def _samples(db: Path) -> list[dict[str, Any]]:
             "version": v,
             "workload": w,
             "process": p,
-            "meta": json.loads(m),
+            "meta": (json.loads(m) if m else None) or {},
             "values": json.loads(vals),
         }
         for e, v, w, p, m, vals in rows
@@ -201,3 +207,84 @@ def test_every_mode_has_a_fixed_loop_count(mode: str) -> None:
     s = SAMPLING[mode]
     assert s.loops >= 1 and s.values >= 1 and s.processes >= 1
     assert mode in CONFIRM_PROCESSES
+
+
+def _pv(values: list[float], block: str) -> ProcessValues:
+    return ProcessValues(tuple(values), metadata={"benchsvc_block": block})
+
+
+@pytest.mark.parametrize(
+    "again, canary_again, held",
+    [
+        (1.50, 1.0, True),  # the new level holds
+        (1.02, 1.0, False),  # back to the level before: tonight's first value was a fluke
+        (1.65, 1.10, True),  # the machine got 10% slower meanwhile: the canary corrects it
+        (1.10, 1.0, False),  # mostly back
+    ],
+)
+def test_a_nightly_change_holds_only_when_the_remeasurement_stays_on_the_new_level(
+    again: float, canary_again: float, held: bool
+) -> None:
+    # tonight measured 1.5 against a level of 1.0 before: a change point of effect 1.5
+    first = [_pv([1.5, 1.5], "p")]
+    canary = [_pv([0.2, 0.2], "p")]
+    remeasured = [_pv([again, again], "c")]
+    canary_remeasured = [_pv([0.2 * canary_again] * 2, "c")]
+    assert nightly_change_held(1.5, first, remeasured, canary, canary_remeasured) is held
+
+
+def test_a_nightly_change_at_the_new_night_is_measured_again_and_recorded(tmp_path: Path) -> None:
+    """A history in which v2 ran 40% faster than it does now, then a real run: the change point at tonight is
+    re-measured before it is recorded, and recorded because the re-measurement holds."""
+    from benchsvc.records import EnvironmentInfo, MachineInfo, ResultRecord, RunRecord
+    from benchsvc.store.db import open_store, write_session
+    from benchsvc.store.ingest import ingest
+    from benchsvc.store.queries import run_process_values
+
+    db = tmp_path / "x.db"
+    versions = "base65-p1,v1,v2,v3,up612"
+    first = _cli(tmp_path, "run", "-w", W1, "-V", versions, "--quick", "--no-report", "--no-confirm")
+    assert first.returncode == 0, first.stderr
+    engine = open_store(str(db))
+    try:
+        with write_session(engine) as s:
+            measured = run_process_values(s, 1, phase="primary", engine="sim")
+        rng = np.random.default_rng(3)
+        for night in range(10):
+            record = RunRecord.new(mode="quick", trigger="nightly")
+            record = dataclasses.replace(
+                record,
+                started_at=dt.datetime(2026, 1, 1) + dt.timedelta(days=night),
+                machine=MachineInfo.current(),
+                environment=EnvironmentInfo.current(),
+                status="complete",
+            )
+            results = []
+            for (version, name, chash), pvs in measured.items():
+                level = statistics.fmean(v for p in pvs for v in p.values) * (0.6 if version == "v2" else 1.0)
+                values = tuple(level * (1 + e) for e in rng.normal(0, 0.005, 3))
+                spec = resolve(name)
+                assert spec.content_hash == chash
+                ref = WorkloadRef(name, chash, spec.source_text, spec.description)
+                results.append(
+                    ResultRecord(
+                        "sim",
+                        version,
+                        ref,
+                        processes=(ProcessValues(values),),
+                        pyperf_metadata={"benchsvc_engine_hash": "0" * 64},  # older engine code
+                    )
+                )
+            with write_session(engine) as s:
+                ingest(s, record, results)
+    finally:
+        engine.dispose()
+    tonight = _cli(tmp_path, "run", "-w", W1, "-V", versions, "--quick", "--no-report")
+    assert tonight.returncode == 0, tonight.stderr
+    assert "[confirm" in tonight.stderr and "v2" in tonight.stderr, tonight.stderr
+    rows = _samples(db)
+    assert any(r["version"] == "v2" and r["meta"].get("benchsvc_phase") == "confirm" for r in rows)
+    found = _cli(tmp_path, "regressions", "--axis", "nightly", "-f", "json")
+    assert found.returncode == 0, found.stderr
+    nightly = [r for r in json.loads(found.stdout) if r["version"] == "v2" and r["metric"] == "time"]
+    assert len(nightly) == 1 and nightly[0]["direction"] == "worse", found.stdout

@@ -146,12 +146,15 @@ def run(
         + (f" ({summary.failed_before} of them failed)" if summary.failed_before else "")
         + f" in {_clock(summary.elapsed_s)} ({chosen} mode)"
     )
-    from benchsvc.findings import analyze_run
+    from benchsvc.findings import plan_run, record_run
 
-    found = analyze_run(engine, summary.run_id)
+    # what the run re-measured decides which timing findings are recorded (None: nothing was re-measured)
+    plan = plan_run(engine, summary.run_id, confirmed=summary.confirmed is not None)
+    found = record_run(engine, plan, confirmed=summary.confirmed)
     typer.echo(
         f"analysis: {found.lineage_new} new lineage findings ({found.lineage_fixed} fixed), "
-        f"{found.nightly_new} new nightly findings; see benchsvc regressions"
+        f"{found.nightly_new} new nightly findings, {found.machine_new} machine events; "
+        "see benchsvc regressions"
     )
     if write_report:
         from benchsvc.records import utcnow

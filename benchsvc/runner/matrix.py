@@ -122,6 +122,8 @@ class RunSummary:
     simulate_s: float = 0.0
     pyperf_s: float = 0.0
     commit_s: float = 0.0
+    #: the timing findings whose re-measurement held (None: nothing was re-measured; record as found)
+    confirmed: set[Any] | None = None
 
 
 def plan(specs: Sequence[WorkloadSpec], versions: Sequence[str], engine: str = "sim") -> list[MatrixItem]:
@@ -564,8 +566,11 @@ def execute(
                     if on_progress:
                         on_progress(Progress("done", index, len(todo), item, record, skipped=summary.skipped))
                     index += 1
-            if confirm and mode in CONFIRMING_MODES:
-                canary.extend(_confirm(engine, run_id, items, mode, Path(tmp), rng, on_progress, clock))
+            if confirm and mode in CONFIRMING_MODES and any(i.engine == "sim" for i in items):
+                again, summary.confirmed = _confirm(
+                    engine, run_id, items, mode, Path(tmp), rng, on_progress, clock, canary
+                )
+                canary.extend(again)
             if canary:
                 _commit_results(engine, run_id, [canary_record(canary, started, engine_hash)])
         status = "complete" if summary.failed + summary.failed_before == 0 else "failed"
@@ -616,19 +621,30 @@ def _confirm(
     rng: random.Random,
     on_progress: Callable[[Progress], None] | None,
     clock: dict[str, float],
-) -> list[ProcessValues]:
-    """Re-measure the suspected cells of the run (:func:`confirmation_cells`): per workload, the versions
-    involved, interleaved with the canary in fresh worker processes of phase ``confirm``, appended to the
-    stored results. Returns the canary's values of those processes."""
+    canary: Sequence[ProcessValues],
+) -> tuple[list[ProcessValues], set[Any]]:
+    """Re-measure the suspected cells of the run before anything is recorded: the lineage timing comparisons
+    that look significant (:func:`confirmation_cells`) and the series whose timing makes a change point
+    tonight (:func:`benchsvc.findings.plan_run`). Per workload, the versions involved are measured again,
+    interleaved with the canary, in fresh worker processes of phase ``confirm`` appended to the stored
+    results. Returns the canary's values of those processes and the timing keys that held (to pass to
+    :func:`benchsvc.findings.record_run`): a lineage comparison holds when its confirmation interval agrees
+    (:mod:`benchsvc.analysis.lineage`), a nightly change when :func:`nightly_change_held`."""
+    from benchsvc.findings import plan_run
     from benchsvc.runner.blocks import CONFIRM_PROCESSES, SAMPLING
     from benchsvc.runner.blocks import measure_block as time_block
     from benchsvc.store.db import read_session
 
     with read_session(engine) as s:
         cells = confirmation_cells(s, run_id)
+    nightly = {p.key: p for p in plan_run(engine, run_id, confirmed=True).nightly}
     specs = {i.spec.content_hash: i.spec for i in items if i.engine == "sim"}
+    for key in nightly:
+        if key.engine == "sim" and key.workload_hash in specs:
+            cells.setdefault(key.workload_hash, set()).add(key.version)
     order = [i.version for i in items if i.engine == "sim"]
-    canary: list[ProcessValues] = []
+    new_canary: list[ProcessValues] = []
+    remeasured: dict[tuple[str, str], list[ProcessValues]] = {}
     todo = [(h, vs) for h, vs in cells.items() if h in specs]
     for index, (chash, versions) in enumerate(todo):
         spec = specs[chash]
@@ -649,9 +665,64 @@ def _confirm(
             processes=CONFIRM_PROCESSES[mode],
         )
         clock["pyperf_s"] += time.perf_counter() - t0
-        canary.extend(timings.canary)
+        new_canary.extend(timings.canary)
+        for version, pvs in timings.processes.items():
+            remeasured[chash, version] = pvs
         _append_processes(engine, run_id, spec, timings.processes, SAMPLING[mode].processes)
-    return canary
+    held: set[Any] = set()
+    final = plan_run(engine, run_id, confirmed=True)
+    held |= {k for k in final.suspected() if k.axis == "lineage"}
+    primary = _primary_values(engine, run_id)
+    for key, pending in nightly.items():
+        if key.engine != "sim":
+            held.add(key)  # the kernel engine is not re-measured here: its change points stand as found
+            continue
+        again = remeasured.get((key.workload_hash, key.version))
+        first = primary.get((key.version, key.workload, key.workload_hash))
+        if (
+            again
+            and first
+            and nightly_change_held(pending.finding["effect"], first, again, canary, new_canary)
+        ):
+            held.add(key)
+    return new_canary, held
+
+
+def _primary_values(engine: Any, run_id: int) -> dict[tuple[str, str, str], list[ProcessValues]]:
+    """The primary processes of the run's simulated results, by (version, workload, workload hash)."""
+    from benchsvc.store.db import read_session
+    from benchsvc.store.queries import run_process_values
+
+    with read_session(engine) as s:
+        return run_process_values(s, run_id, phase="primary", engine="sim")
+
+
+def _block_mean(processes: Sequence[ProcessValues], blocks: set[Any]) -> float | None:
+    values = [v for p in processes if p.metadata.get("benchsvc_block") in blocks for v in p.values]
+    return sum(values) / len(values) if values else None
+
+
+def nightly_change_held(
+    effect: float,
+    first: Sequence[ProcessValues],
+    again: Sequence[ProcessValues],
+    canary: Sequence[ProcessValues],
+    canary_again: Sequence[ProcessValues],
+) -> bool:
+    """Whether a re-measurement confirms tonight's change point of ratio ``effect`` (after/before): the
+    re-measured mean, corrected by how the canary moved between the two measurements, must stay on the new
+    level, i.e. closer to tonight's first value than to the level before (within half the step, in logs)."""
+    import math
+
+    m_first = _block_mean(first, {p.metadata.get("benchsvc_block") for p in first})
+    m_again = _block_mean(again, {p.metadata.get("benchsvc_block") for p in again})
+    if not m_first or not m_again or effect <= 0 or effect == 1.0:
+        return False
+    c_first = _block_mean(canary, {p.metadata.get("benchsvc_block") for p in first})
+    c_again = _block_mean(canary_again, {p.metadata.get("benchsvc_block") for p in again})
+    drift = c_again / c_first if c_first and c_again else 1.0
+    moved_back = math.log((m_again / drift) / m_first)  # 0: the new level held; -log(effect): back to before
+    return abs(moved_back) < abs(math.log(effect)) / 2
 
 
 def _append_processes(

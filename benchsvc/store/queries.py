@@ -12,6 +12,7 @@ from sqlalchemy import Executable, String, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from benchsvc.errors import BenchsvcError
+from benchsvc.records import ProcessValues
 from benchsvc.store.models import Counter, Environment, Machine, Result, Run, Sample, Version, Workload
 
 TIME_METRIC = "time"
@@ -251,6 +252,37 @@ def open_lineage_findings(session: Session, run_id: int) -> set[tuple[str, str, 
         )
     )
     return {tuple(str(x) for x in row) for row in session.execute(stmt)}  # type: ignore[misc]
+
+
+def run_process_values(
+    session: Session, run_id: int, *, phase: str, engine: str
+) -> dict[tuple[str, str, str], list[ProcessValues]]:
+    """The worker processes of one phase ("primary" or "confirm") of a run's results of ``engine``, by
+    (version, workload, workload hash), with their metadata."""
+    stmt = (
+        select(
+            Result.version_id,
+            Workload.name,
+            Workload.content_hash,
+            Sample.values,
+            Sample.warmups,
+            Sample.loops,
+            Sample.meta,
+        )
+        .join(Result, Sample.result_id == Result.id)
+        .join(Workload, Result.workload_id == Workload.id)
+        .where(Result.run_id == run_id, Result.engine == engine)
+        .order_by(Sample.result_id, Sample.process)
+    )
+    out: dict[tuple[str, str, str], list[ProcessValues]] = {}
+    for version, name, chash, values, warmups, loops, meta in session.execute(stmt):
+        meta = meta or {}
+        if meta.get("benchsvc_phase", "primary") != phase:
+            continue
+        out.setdefault((version, name, chash), []).append(
+            ProcessValues(tuple(values), tuple(warmups), int(loops), dict(meta))
+        )
+    return out
 
 
 def result_id(
