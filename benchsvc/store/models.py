@@ -154,7 +154,7 @@ class Sample(Base):
     values: Mapped[list[Any]] = mapped_column(JSON)
     warmups: Mapped[list[Any]] = mapped_column(JSON)
     #: the process's own metadata: when and where it ran, its block and phase (None for older rows)
-    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class Counter(Base):
