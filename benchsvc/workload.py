@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchsvc import limits
 from benchsvc.errors import UnknownWorkloadError, WorkloadError
+from benchsvc.limits import (
+    MAX_TOML_DEPTH,
+    MAX_WORKLOAD_BYTES,
+    name_problem,
+    read_bounded,
+    toml_depth,
+)
 
 PAGE_SIZE = 4096
 PMD_SIZE = 2 * 1024 * 1024
@@ -30,7 +38,6 @@ MAX_ZAP_CALLS = 1 << 20
 _UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 _SIZE_RE = re.compile(r"^([0-9]+)(B|KiB|MiB|GiB)?$")
 _PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 #: Folio sizes that anonymous memory can have: order 0 and orders 2..9 (order 1 exists only for shmem).
 FOLIO_SIZES = tuple(PAGE_SIZE << order for order in (0, 2, 3, 4, 5, 6, 7, 8, 9))
@@ -158,18 +165,20 @@ class _Ctx:
             raise self.fail(key, f"{format_size(value)} is not a multiple of 4KiB")
 
 
+def content_hash(raw: bytes) -> str:
+    """A workload's content hash: the sha256 of its file's bytes (of its definition text in UTF-8)."""
+    return hashlib.sha256(raw).hexdigest()
+
+
 def load_workload(path: str | Path) -> WorkloadSpec:
-    """Read and validate one workload file; the workload's name is the file name without ``.toml``."""
+    """Read and validate one workload file; the workload's name is the file name without ``.toml``.
+
+    Only a regular file of at most :data:`~benchsvc.limits.MAX_WORKLOAD_BYTES` is read."""
     p = Path(path)
     label = str(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise WorkloadError(f"{label}: no such file") from None
-    except IsADirectoryError:
-        raise WorkloadError(f"{label}: is a directory, not a workload file") from None
-    except OSError as exc:
-        raise WorkloadError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    raw = read_bounded(
+        p, limit_bytes=MAX_WORKLOAD_BYTES, label=label, what="a workload file", error=WorkloadError
+    )
     return parse_workload(raw, name=p.stem if p.suffix == ".toml" else p.name, label=label, path=str(p))
 
 
@@ -178,16 +187,27 @@ def parse_workload(
 ) -> WorkloadSpec:
     """Validate workload TOML given as bytes (``label`` names it in errors)."""
     ctx = _Ctx(label or f"{name}.toml")
-    if not _NAME_RE.match(name):
-        raise ctx.fail("", f"{name!r} is not a usable workload name (letters, digits, '.', '_', '-')")
+    problem = name_problem(name)
+    if problem:
+        raise ctx.fail("", f"{problem}: rename the file")
+    if len(raw) > MAX_WORKLOAD_BYTES:
+        limit = limits.size_text(MAX_WORKLOAD_BYTES)
+        raise ctx.fail("", f"{len(raw)} bytes, more than the {limit} allowed for a workload file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ctx.fail("", f"not UTF-8 text (byte {exc.start})") from None
+    depth = toml_depth(text)
+    if depth > MAX_TOML_DEPTH:
+        raise ctx.fail(
+            "", f"nested {depth} deep, more than the {MAX_TOML_DEPTH} levels a workload file may use"
+        )
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ctx.fail("", f"not valid TOML: {exc}".replace("\n", " ")) from None
+    except RecursionError:  # a backstop: the depth check above keeps tomllib far from the limit
+        raise ctx.fail("", f"nested too deeply (more than {MAX_TOML_DEPTH} levels)") from None
     ctx.check_keys(doc, _TOP_KEYS, "")
 
     description = doc.get("description")
@@ -256,7 +276,7 @@ def parse_workload(
         swap_share=swap_share,
         zaps=zaps,
         source_text=text,
-        content_hash=hashlib.sha256(raw).hexdigest(),
+        content_hash=content_hash(raw),
         path=path,
     )
 

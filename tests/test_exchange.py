@@ -305,6 +305,8 @@ _name = st.text(
     min_size=1,
     max_size=12,
 )
+#: a workload name by the name rule (benchsvc.limits.name_problem)
+_workload_name = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,11}", fullmatch=True)
 _float = st.floats(allow_nan=False, allow_infinity=False)
 _seconds = st.floats(0.0, MAX_VALUE_S)
 _when = st.datetimes(min_value=dt.datetime(1970, 1, 2), max_value=dt.datetime(2100, 1, 1))
@@ -319,9 +321,17 @@ _json = st.recursive(
 def _records(draw: st.DrawFn) -> tuple[RunRecord, ResultRecord, VersionInfo]:
     definition = draw(_text)
     workload = WorkloadRef(
-        draw(_name), hashlib.sha256(definition.encode()).hexdigest(), definition, draw(_text)
+        draw(_workload_name), hashlib.sha256(definition.encode()).hexdigest(), definition, draw(_text)
     )
-    version = VersionInfo(draw(_name), "kernel", draw(st.none() | _name), draw(_text), draw(_text))
+    # ids apart from the simulated registry's, a parent never the version itself (import refuses both)
+    version_id = "k" + draw(_name)
+    version = VersionInfo(
+        version_id,
+        "kernel",
+        draw(st.none() | _name.filter(lambda p: p != version_id)),
+        draw(_text),
+        draw(_text),
+    )
     run = RunRecord(
         uuid=str(uuid.UUID(int=draw(st.integers(0, 2**128 - 1)), version=4)),
         started_at=draw(_when),
@@ -378,6 +388,9 @@ def test_any_record_round_trips(store_pair, records):  # type: ignore[no-untyped
     src, dst, base = store_pair
     run, result, version = records
     run = dataclasses.replace(run, uuid=str(uuid.uuid4()))  # one database for all examples
+    # a version id of this example's own: parents of earlier examples never make a cycle with it
+    version = dataclasses.replace(version, id=f"{version.id}@{run.uuid[:8]}")
+    result = dataclasses.replace(result, version=version.id)
     with write_session(src) as s:
         ingest(s, run, [result], [version])
     first = io.StringIO()
@@ -455,11 +468,63 @@ BAD_LINES = {
         r"machine\.fingerprint: .* does not match the fields",
     ),
     "too-long": (
-        lambda line: _mutate(line, lambda d: d.update(engine="x" * 40)),
-        r"engine: is 40 characters long, at most 32 are allowed",
+        lambda line: _mutate(line, lambda d: d["run"].update(mode="x" * 40)),
+        r"run\.mode: is 40 characters long, at most 32 are allowed",
     ),
     "not-utf8": (lambda line: line.replace("bench-a", "bench-\udcff", 1), r"not UTF-8 text"),
 }
+
+
+def _kernel_version(line: str, vid: str, parent: str | None = None) -> str:
+    """The line as a result of a kernel version ``vid`` (its own result key, its run unchanged)."""
+
+    def edit(d: dict) -> None:  # type: ignore[type-arg]
+        d["engine"] = "kernel"
+        d["version"] = {"id": vid, "parent": parent, "title": f"kernel {vid}", "source": ""}
+
+    return _mutate(line, edit)
+
+
+def _edit_definition(d: dict) -> None:  # type: ignore[type-arg]
+    d["workload"]["definition"] += "# edited\n"
+
+
+BAD_LINES.update(
+    {
+        "unknown-engine": (
+            lambda line: _mutate(line, lambda d: d.update(engine="gpu")),
+            r'engine: "gpu" is not one of: sim, kernel',
+        ),
+        "kernel-engine-for-a-sim-version": (
+            lambda line: _mutate(line, lambda d: d.update(engine="kernel")),
+            r'engine: "kernel" for "[a-z0-9-]+", a version of the simulated engine \(its engine is sim\)',
+        ),
+        "hash-not-of-the-definition": (
+            lambda line: _mutate(line, _edit_definition),
+            r"workload\.content_hash: [0-9a-f]{12}\.\.\. is not the sha256 of workload\.definition",
+        ),
+        "own-parent": (
+            lambda line: _kernel_version(line, "k1", parent="k1"),
+            r'version\.parent: "k1" is the version itself',
+        ),
+        "path-traversal-name": (
+            lambda line: _mutate(line, lambda d: d["workload"].update(name="../../../PWNED")),
+            r"workload\.name: '\.\./\.\./\.\./PWNED' is not a usable workload name \(1 to 100 of",
+        ),
+        "long-name": (
+            lambda line: _mutate(line, lambda d: d["workload"].update(name="w" * 255)),
+            r"workload\.name: 'w{57}'\.\.\. is not a usable workload name",
+        ),
+        "duplicate-key": (
+            lambda line: line.replace('"status":', '"status":"failed","status":', 1),
+            r'duplicate key "status" in one JSON object',
+        ),
+        "duplicate-nested-key": (
+            lambda line: line.replace('"hostname":', '"hostname":"x","hostname":', 1),
+            r'duplicate key "hostname" in one JSON object',
+        ),
+    }
+)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_LINES))
@@ -862,3 +927,169 @@ def test_round_trip_through_postgresql(
         cli(capsys, "import", "--db", pg_target, str(dump))[1].strip()
         == f"{dump}: 0 results added, 27 already there"
     )
+
+
+# --- import checks against each other and against the database (SQLite and PostgreSQL) ------------------
+
+
+def _one_line_error(err: str) -> str:
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), err
+    return lines[0]
+
+
+def test_a_version_has_one_engine_across_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, source: str
+):
+    """The issue's case: a separate file claims the simulated v2 (or a kernel version) for another engine."""
+    lines = export_text(capsys, source).splitlines()
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text(_kernel_version(lines[0], "kernel-6.12") + "\n")
+    b.write_text(_mutate(_kernel_version(lines[1], "kernel-6.12"), lambda d: d.update(engine="sim")) + "\n")
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    code, out, err = cli(capsys, "import", "--db", target, str(a), str(b))
+    assert code == 1 and out == ""
+    assert _one_line_error(err) == (
+        f"Error: {b}:1: version 'kernel-6.12' is a sim version here but a kernel version in {a}:1: "
+        "a version belongs to one engine; nothing was imported"
+    )
+    assert not (tmp_path / "target.db").exists()  # refused before a database was opened
+
+
+def test_a_version_has_the_engine_the_database_holds(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, source: str, store_url: str
+):
+    lines = export_text(capsys, source).splitlines()
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text(_kernel_version(lines[0], "kernel-6.12") + "\n")
+    b.write_text(_mutate(_kernel_version(lines[1], "kernel-6.12"), lambda d: d.update(engine="sim")) + "\n")
+    assert cli(capsys, "import", "--db", store_url, str(a))[0] == 0
+    before = counts(store_url)
+    good = tmp_path / "good.jsonl"
+    good.write_text(lines[2] + "\n")
+    code, _, err = cli(capsys, "import", "--db", store_url, str(good), str(b))
+    assert code == 1
+    assert _one_line_error(err) == (
+        f"Error: {b}:1: version 'kernel-6.12' is a sim version here but a kernel version in the database: "
+        "a version belongs to one engine; nothing was imported"
+    )
+    assert counts(store_url) == before  # not even the good file before it
+
+
+def test_version_parents_stay_acyclic(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, source: str, store_url: str
+):
+    lines = export_text(capsys, source).splitlines()
+    within = tmp_path / "within.jsonl"
+    within.write_text(
+        _kernel_version(lines[0], "ka", parent="kb")
+        + "\n"
+        + _kernel_version(lines[1], "kb", parent="ka")
+        + "\n"
+    )
+    before = counts(store_url)
+    code, _, err = cli(capsys, "import", "--db", store_url, str(within))
+    assert code == 1
+    assert _one_line_error(err) == (
+        f"Error: {within}:1: version 'ka': its parents form a cycle ('ka' -> 'kb' -> 'ka'); fix version.parent; "
+        "nothing was imported"
+    )
+    assert counts(store_url) == before
+
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text(_kernel_version(lines[0], "kc", parent="kd") + "\n")
+    second.write_text(
+        _kernel_version(lines[1], "kd", parent="ke")
+        + "\n"
+        + _kernel_version(lines[2], "ke", parent="kc")
+        + "\n"
+    )
+    assert cli(capsys, "import", "--db", store_url, str(first))[0] == 0
+    before = counts(store_url)
+    code, _, err = cli(capsys, "import", "--db", store_url, str(second))
+    assert code == 1
+    assert _one_line_error(err) == (
+        f"Error: {second}:1: version 'kd': its parents form a cycle ('kd' -> 'ke' -> 'kc' -> 'kd'); "
+        "fix version.parent; nothing was imported"
+    )
+    assert counts(store_url) == before
+
+
+def test_round_trip_of_kernel_and_sim_versions(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, source: str, store_url: str
+):
+    """Whatever import accepts exports into a file that imports into an empty database, with the same bytes."""
+    lines = export_text(capsys, source).splitlines()
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(
+        _kernel_version(lines[0], "kernel-6.12", parent="up612")
+        + "\n"
+        + _kernel_version(lines[1], "kernel-6.13", parent="kernel-6.12")
+        + "\n"
+    )
+    everything = tmp_path / "all.jsonl"
+    everything.write_text("\n".join(lines) + "\n")
+    assert cli(capsys, "import", "--db", store_url, str(everything), str(extra))[0] == 0
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text(export_text(capsys, store_url))
+    target = f"sqlite:///{tmp_path / 'empty.db'}"
+    code, out, err = cli(capsys, "import", "--db", target, str(dump))
+    assert code == 0, err
+    assert out.strip() == f"{dump}: 29 results added, 0 already there"
+    assert export_text(capsys, target) == dump.read_text()
+
+
+def test_pyperf_file_checks(capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    """pyperf metadata: the name rule for the workload, a known engine, a kernel engine never for a sim
+    version, ISO 8601 run dates, no duplicate keys."""
+    db = tmp_path / "t.db"
+    assert cli(capsys, "db", "upgrade", "--db", str(db))[0] == 0
+    before = counts(str(db))
+    cases = {
+        "traversal": (
+            {"benchsvc_engine": "sim", "benchsvc_zap_version": "v1", "benchsvc_workload": "../../../PWNED"},
+            "benchmark 'b': '../../../PWNED' is not a usable workload name",
+        ),
+        "engine": (
+            {"benchsvc_engine": "gpu", "benchsvc_zap_version": "g1", "benchsvc_workload": "a-munmap-aligned"},
+            "benchmark 'b': engine 'gpu' is not one of: sim, kernel",
+        ),
+        "kernel-v1": (
+            {
+                "benchsvc_engine": "kernel",
+                "benchsvc_zap_version": "v1",
+                "benchsvc_workload": "a-munmap-aligned",
+            },
+            'benchmark \'b\': engine: "kernel" for "v1", a version of the simulated engine',
+        ),
+    }
+    for case, (md, message) in cases.items():
+        path = _pyperf_file(tmp_path / f"{case}.json", [_pyperf_bench("b", md, random.Random(5))])
+        code, _, err = cli(capsys, "import", "--db", str(db), str(path))
+        assert code == 1, case
+        assert _one_line_error(err).startswith(f"Error: {path}: {message}"), err
+
+    good = _pyperf_file(
+        tmp_path / "good.json", [_pyperf_bench("sim/v1/a-munmap-aligned", {}, random.Random(6))]
+    )
+    doc = json.loads(good.read_text())
+    doc["benchmarks"][0]["runs"][1]["metadata"]["date"] = "yesterday at three"
+    bad_date = tmp_path / "bad-date.json"
+    bad_date.write_text(json.dumps(doc))
+    code, _, err = cli(capsys, "import", "--db", str(db), str(bad_date))
+    assert code == 1
+    assert _one_line_error(err).startswith(
+        f"Error: {bad_date}: benchmark 'sim/v1/a-munmap-aligned': a run's date is not an ISO 8601 time"
+    )
+    text = good.read_text()
+    assert text.count('"version":"1.0"') == 1
+    dup = tmp_path / "dup.json"
+    dup.write_text(text.replace('"version":"1.0"', '"version":"1.0","version":"1.0"'))
+    code, _, err = cli(capsys, "import", "--db", str(db), str(dup))
+    assert code == 1
+    assert (
+        _one_line_error(err)
+        == f'Error: {dup}: duplicate key "version" in one JSON object; nothing was imported'
+    )
+    assert counts(str(db)) == before

@@ -4,6 +4,7 @@ opens the pages in Chromium.)"""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -93,3 +94,219 @@ def test_pages_reference_nothing_outside(db: Path, tmp_path: Path) -> None:
         assert "cdn.jsdelivr" not in text, name
         assert text.count("window.vegaEmbed=") <= 1, name  # the bundle inlined once per page
         assert len(data) < 5_000_000, name
+
+
+# --- hostile names, control characters, --out, atomic publishing --------------------------------------
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    return lines[0]
+
+
+#: names an old database may hold (import refuses them now): each must get a page inside workloads/
+BAD_NAMES = ("../../../PWNED", "w" * 255, "two words/and a <b>", ".hidden", "-rf")
+
+
+@pytest.fixture(scope="module")
+def old_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database written before the name rule: results of workloads whose names are paths, too long, ..."""
+    import datetime as dt
+    import uuid
+
+    from benchsvc.engine import simulate
+    from benchsvc.records import (
+        EnvironmentInfo,
+        MachineInfo,
+        ProcessValues,
+        ResultRecord,
+        RunRecord,
+        WorkloadRef,
+    )
+    from benchsvc.store.db import open_store, write_session
+    from benchsvc.store.ingest import ingest, registry_versions
+    from benchsvc.workload import resolve
+
+    database = tmp_path_factory.mktemp("old") / "old.db"
+    spec = resolve("a-munmap-aligned")
+    sim = simulate(spec, "v1")
+    results = [
+        ResultRecord(
+            engine="sim",
+            version="v1",
+            workload=WorkloadRef(name, spec.content_hash, spec.source_text, f"workload {name}"),
+            counters=sim.counters,
+            modeled_ns=sim.modeled_ns,
+            processes=(ProcessValues((1e-4, 1.1e-4)), ProcessValues((1.2e-4, 1e-4))),
+        )
+        for name in (*BAD_NAMES, "good")
+    ]
+    run = RunRecord(
+        uuid=str(uuid.uuid4()),
+        started_at=dt.datetime(2026, 11, 24, 3, 0),
+        machine=MachineInfo("bench-a", "cpu", 2, "6.12.0", "x86_64"),
+        environment=EnvironmentInfo("3.11.7", {"pyperf": "2.11.0"}),
+        benchsvc_version="0.1.0",
+        git_commit=None,
+        status="complete",
+    )
+    engine = open_store(str(database))
+    try:
+        with write_session(engine) as s:
+            ingest(s, run, results, registry_versions())
+    finally:
+        engine.dispose()
+    return database
+
+
+def test_stored_names_never_leave_the_site(old_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "deep" / "er" / "site"
+    site = _site(old_db, out)
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and out not in p.parents]
+    assert outside == []  # no PWNED.html above --out, nothing anywhere else
+    pages = sorted(name for name in site if name.startswith("workloads/"))
+    assert "workloads/good.html" in pages
+    safe = [p for p in pages if p != "workloads/good.html"]
+    assert len(safe) == len(BAD_NAMES)
+    assert all(re.fullmatch(r"workloads/_w-[0-9a-f]{16}\.html", p) for p in safe), safe
+    index = site["index.html"].decode()
+    links = re.findall(r'href="(workloads/[^"]+)"', index)
+    assert sorted(links) == pages  # every page linked from the index, every link to a page
+    for name in BAD_NAMES:  # the page of each name is the one that shows it
+        title = f"<h1>Workload {html_escape(name)}</h1>"
+        assert sum(title in site[p].decode() for p in safe) == 1, name
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+def test_control_characters_in_a_note_keep_the_feed_well_formed(db: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+    import xml.etree.ElementTree as ET
+
+    copy = tmp_path / "x.db"
+    shutil.copyfile(db, copy)
+    proc = _cli("regressions", "--all", "--format", "json", "--db", str(copy))
+    assert proc.returncode == 0, proc.stderr
+    regression = json.loads(proc.stdout)[0]["id"]
+    note = "bad\x01\x08 bytes\x1b[31m, a form feed\x0c, a NUL-free DEL\x7f and \ufffe end"
+    proc = _cli("regressions", "ack", str(regression), "--note", note, "--db", str(copy))
+    assert proc.returncode == 0, proc.stderr
+    site = _site(copy, tmp_path / "out")
+    feed = ET.fromstring(site["feed.atom"])
+    contents = [e.text or "" for e in feed.iter("{http://www.w3.org/2005/Atom}content")]
+    assert any("note: bad bytes[31m, a form feed, a NUL-free DEL\x7f and  end" in c for c in contents), (
+        contents
+    )
+    assert "bad bytes[31m" in site["index.html"].decode()
+
+
+def test_out_that_cannot_hold_a_site_is_one_line(db: Path, tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    line = _one_line_error(_cli("report", "--db", str(db), "--out", str(a_file)))
+    assert line == f"Error: --out {a_file}: is a file, not a directory — give a directory, or remove the file"
+    assert a_file.read_text() == "not a directory"
+    line = _one_line_error(_cli("report", "--db", str(db), "--out", "/proc/self"))
+    assert line.startswith("Error: --out /proc/self: cannot create a directory in /proc: ")
+    line = _one_line_error(_cli("report", "--db", str(db), "--out", str(a_file / "sub")))
+    assert line.startswith(f"Error: --out {a_file / 'sub'}: cannot create {a_file}: ")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any directory whatever its mode")
+def test_out_in_an_unwritable_directory_is_one_line(db: Path, tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        line = _one_line_error(_cli("report", "--db", str(db), "--out", str(locked / "site")))
+        assert line.startswith(f"Error: --out {locked / 'site'}: cannot create a directory in {locked}: ")
+    finally:
+        locked.chmod(0o755)
+
+
+def test_run_checks_the_report_directory_before_measuring(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    database = tmp_path / "never.db"
+    proc = _cli("run", "--mode", "debug", "-w", "a-munmap-aligned", "-V", "v1", "--db", str(database),
+                "--report-dir", str(a_file))  # fmt: skip
+    line = _one_line_error(proc)
+    assert line.startswith(f"Error: --report-dir {a_file}: is a file, not a directory")
+    assert proc.stdout == "" and not database.exists()  # nothing measured, no database created
+    proc = _cli("run", "--mode", "debug", "-w", "a-munmap-aligned", "-V", "v1", "--db", str(database),
+                "--report-dir", "/proc/self/reports")  # fmt: skip
+    assert _one_line_error(proc).startswith("Error: --report-dir /proc/self/reports: ")
+    assert not database.exists()
+
+
+def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_ino)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_publishing_keeps_unchanged_files_and_other_files(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    _site(db, out)
+    (out / "robots.txt").write_text("User-agent: *\n")  # a file of someone else's
+    (out / "workloads" / "gone.html").write_text("a page of a workload no longer run")
+    first = _tree(out)
+    proc = _cli("report", "--db", str(db), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    second = _tree(out)
+    assert sorted(second) == sorted(first)  # nothing lost
+    for name, (data, inode) in second.items():
+        if name != "index.html":  # the generation time changes
+            assert (data, inode) == first[name], name  # the very same file: not rewritten
+    assert [p.name for p in tmp_path.iterdir()] == ["site"]  # no temporary directory left
+
+
+def test_interrupted_publishing_leaves_the_previous_site(db: Path, tmp_path: Path) -> None:
+    """Ctrl-C while the new site is being written (sent as soon as its temporary directory appears): the site
+    is the previous one byte for byte, or, when the interrupt came too late, the whole new one; never a mix,
+    and no temporary directory is left."""
+    import json
+    import shutil
+    import signal
+    import time
+
+    copy = tmp_path / "x.db"
+    shutil.copyfile(db, copy)
+    proc = _cli("regressions", "--all", "--format", "json", "--db", str(copy))
+    regression = json.loads(proc.stdout)[0]["id"]
+    out = tmp_path / "site"
+    _site(copy, out)
+    previous = {k: v[0] for k, v in _tree(out).items()}
+    caught = 0
+    for attempt in range(3):
+        note = f"attempt-{attempt}"  # the new site differs from the previous one in the index and the feed
+        assert _cli("regressions", "ack", str(regression), "--note", note, "--db", str(copy)).returncode == 0
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchsvc", "report", "--db", str(copy), "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        while proc.poll() is None:
+            if any(p.name.startswith(".site.new-") for p in tmp_path.iterdir()):
+                proc.send_signal(signal.SIGINT)
+                break
+            time.sleep(0.0005)
+        proc.communicate(timeout=120)
+        site = {k: v[0] for k, v in _tree(out).items()}
+        assert sorted(site) == sorted(previous)
+        if site == previous:
+            caught += proc.returncode != 0
+        else:
+            assert note.encode() in site["index.html"] and note.encode() in site["feed.atom"]
+            previous = site
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary directory
+    assert caught, "never interrupted while publishing"

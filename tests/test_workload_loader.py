@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -504,3 +505,54 @@ def test_cli_validate_shipped() -> None:
     out = validate()  # no argument: every shipped workload
     assert out.returncode == 0 and out.stderr == "", out.stderr
     assert len(out.stdout.splitlines()) == len(SHIPPED)
+
+
+# ---------------------------------------------------------------------------------------------- names, nesting
+NAME_CHARS = st.characters(codec="utf-8") | st.sampled_from("./_-abcXYZ019")
+
+
+@FUZZ
+@given(st.text(NAME_CHARS, max_size=120))
+def test_fuzz_names(name: str) -> None:
+    """Any name: a spec under exactly the rule's names, else one WorkloadError line; never a path."""
+    from benchsvc.limits import MAX_NAME_CHARS, name_problem
+
+    good = len(name) <= MAX_NAME_CHARS and bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name))
+    try:
+        spec = parse_workload(doc().encode(), name=name, label="fuzz.toml")
+    except WorkloadError as exc:
+        assert not good and name_problem(name) is not None
+        assert_one_line_error(exc, "fuzz.toml")
+        assert str(exc).endswith("rename the file")
+    else:
+        assert good and spec.name == name and "/" not in name and not name.startswith(".")
+
+
+NEST_OPEN = {"array": ("[", "]"), "inline": ("{a = ", "}"), "dotted": ("a.", ""), "header": ("", "")}
+
+
+@FUZZ
+@given(
+    st.lists(st.sampled_from(sorted(NEST_OPEN)), min_size=1, max_size=3),
+    st.integers(1, 3000),
+)
+def test_fuzz_nesting(shapes: list[str], depth: int) -> None:
+    """Tables, arrays and dotted keys nested to any depth: a WorkloadError line, never a RecursionError or a
+    parse whose memory grows with the square of the depth."""
+    from benchsvc.limits import MAX_TOML_DEPTH
+
+    parts = []
+    for shape in shapes:
+        if shape == "header":
+            parts.append("[" + ".".join(["t"] * depth) + "]\nk = 1")
+        elif shape == "dotted":
+            parts.append("x" + ".x" * depth + " = 1")
+        else:
+            opener, closer = NEST_OPEN[shape]
+            parts.append("x = " + opener * depth + ("1" if shape == "inline" else "") + closer * depth)
+    text = doc() + "\n".join(parts) + "\n"
+    with pytest.raises(WorkloadError) as info:
+        parse(text)
+    assert_one_line_error(info.value, LABEL)
+    if depth > MAX_TOML_DEPTH:  # past the limit by the nesting alone (a header or a key adds a level or two)
+        assert f"more than the {MAX_TOML_DEPTH} levels" in str(info.value)

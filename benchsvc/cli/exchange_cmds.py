@@ -134,13 +134,16 @@ def import_files(
     nothing is imported. Each file is then written in one transaction. Results already in the database are
     skipped, so importing a file twice adds nothing.
     """
-    from benchsvc.store.db import write_session
-    from benchsvc.store.exchange import PyperfDefaults, read_import_file, store_batch
+    from benchsvc.store.db import read_session, write_session
+    from benchsvc.store.exchange import PyperfDefaults, check_versions, read_import_file, store_batch
 
     defaults = PyperfDefaults(engine=engine, version=version, workload=workload)
     batches = [read_import_file(path, defaults) for path in files]
+    check_versions(None, batches)  # the files against each other, before a database is opened or created
     engine_ = open_db(db)
     try:
+        with read_session(engine_) as session:
+            check_versions(session, batches)  # and against the database, before any file is written
         for batch in batches:
             with write_session(engine_) as session:
                 counts = store_batch(session, batch)

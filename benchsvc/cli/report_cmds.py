@@ -22,15 +22,18 @@ def report(
 ) -> None:
     """Write the static HTML report: overview, one page per workload, the version lineage, an Atom feed.
 
-    The pages open from the file system with no network (the chart JavaScript is inlined). Files whose
-    content did not change are not rewritten.
+    The pages open from the file system with no network (the chart JavaScript is inlined). The site is
+    written beside --out and swapped in at once, so a reader never sees a half-written site; files whose
+    content did not change are not rewritten (docs/limits.md).
     """
     from benchsvc.cli.analysis_cmds import _date
     from benchsvc.records import utcnow
     from benchsvc.report.collect import collect
+    from benchsvc.report.publish import check_out_dir
     from benchsvc.report.site import build_site, write_site
     from benchsvc.store.db import read_session
 
+    check_out_dir(out)
     engine = open_db(db, create=False)
     with read_session(engine) as s:
         data = collect(s, since=_date(since, "--since"), machine=machine)

@@ -105,6 +105,10 @@ def run(
         raise RunError(f"unknown mode {chosen!r} (one of: {', '.join(MODES)})")
     if resume_ref is not None and not resume:
         raise RunError(f"unexpected argument {resume_ref!r}: a RUN is only taken with --resume")
+    if write_report:  # before anything is measured: a report that cannot be written fails now, not at the end
+        from benchsvc.report.publish import check_out_dir
+
+        check_out_dir(report_dir, "--report-dir")
     engine = open_db(db)
     if resume:
         resume_id, record, items, chosen = resume_plan(engine, resume_ref)
@@ -165,7 +169,7 @@ def run(
         with read_session(engine) as s:
             data = collect(s)
         written, unchanged = write_site(
-            build_site(data, generated_at=utcnow().replace(microsecond=0)), report_dir
+            build_site(data, generated_at=utcnow().replace(microsecond=0)), report_dir, "--report-dir"
         )
         typer.echo(f"report: {report_dir / 'index.html'} ({written} files written, {unchanged} unchanged)")
     if summary.status == "failed":

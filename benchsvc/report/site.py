@@ -11,9 +11,11 @@ bytes would not change is not rewritten.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import html
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -24,6 +26,7 @@ import pandas as pd
 
 from benchsvc import __version__
 from benchsvc.analysis.describe import finding_size, signed_count
+from benchsvc.limits import is_usable_name
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -59,8 +62,14 @@ def vega_bundle() -> str:
     return str(vl_convert.javascript_bundle()).replace("</script", "<\\/script")  # type: ignore[call-arg]
 
 
+#: characters XML 1.0 does not allow (control characters but tab, newline, return; lone surrogates; U+FFFE/F)
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """Text for HTML and the Atom feed: escaped, with the characters XML cannot carry dropped (a note with a
+    control character would make feed.atom ill-formed; a lone surrogate cannot even be written as UTF-8)."""
+    return html.escape(_NOT_XML.sub("", "" if value is None else str(value)), quote=True)
 
 
 def _num(x: Any, digits: int = 0) -> str:
@@ -74,7 +83,13 @@ def _num(x: Any, digits: int = 0) -> str:
 
 
 def workload_page(name: str) -> str:
-    return f"workloads/{quote(name)}.html"
+    """The page of a workload, relative to the site: ``workloads/NAME.html`` for a name by the name rule
+    (benchsvc.limits), else ``workloads/_w-<sha256 prefix>.html`` (an old database may hold any name; the
+    page never leaves ``workloads/``, and the rule's names start with a letter or digit, so never collide)."""
+    if is_usable_name(name):
+        return f"workloads/{name}.html"
+    digest = hashlib.sha256(str(name).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"workloads/_w-{digest}.html"
 
 
 class _Page:
@@ -178,27 +193,18 @@ def build_site(data: ReportData, *, generated_at: dt.datetime | None = None) -> 
     files: dict[str, str] = {}
     files["index.html"] = _index(data, generated_at)
     for w in data.workloads.itertuples(index=False):
-        files[workload_page(w.name).replace("%20", " ")] = _workload(data, w)
+        files[workload_page(w.name)] = _workload(data, w)
     files["lineage.html"] = _lineage(data)
     files["feed.atom"] = _feed(data)
     return files
 
 
-def write_site(files: dict[str, str], out: Path) -> tuple[int, int]:
-    """Write the files that changed; returns (written, unchanged)."""
-    written = unchanged = 0
-    for rel, text in sorted(files.items()):
-        path = out / rel
-        data = text.encode("utf-8")
-        if path.exists() and path.read_bytes() == data:
-            unchanged += 1
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        written += 1
-    return written, unchanged
+def write_site(files: dict[str, str], out: Path, option: str = "--out") -> tuple[int, int]:
+    """Publish the site atomically (:func:`benchsvc.report.publish.publish_site`); returns (written,
+    unchanged): unchanged files are hard links to the previous site's, not rewritten."""
+    from benchsvc.report.publish import publish_site
+
+    return publish_site(files, out, option)
 
 
 def _index(data: ReportData, generated_at: dt.datetime | None) -> str:

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import gzip
 import hashlib
 import json
 import math
 import re
 import uuid
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from sqlalchemy import Column, select
 from sqlalchemy.orm import Session, contains_eager, joinedload, selectinload
 
 from benchsvc.errors import BenchsvcError
+from benchsvc.limits import name_problem
 from benchsvc.records import (
     EnvironmentInfo,
     MachineInfo,
@@ -56,6 +55,7 @@ from benchsvc.store.models import (
     Version,
     Workload,
 )
+from benchsvc.workload import content_hash
 
 FORMAT = "benchsvc-result/1"
 ENGINES = ("sim", "kernel")
@@ -374,6 +374,8 @@ class ImportBatch:
 
     label: str
     runs: list[RunGroup] = field(default_factory=list)
+    #: version id -> the line that first names it (0 in a pyperf file)
+    version_lines: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_results(self) -> int:
@@ -403,24 +405,26 @@ class PyperfDefaults:
 
 
 def read_import_file(path: str | Path, defaults: PyperfDefaults | None = None) -> ImportBatch:
-    """Read and validate one import file (JSON Lines, or pyperf JSON; either may be gzip-compressed)."""
+    """Read and validate one import file (JSON Lines, or pyperf JSON; either may be gzip-compressed).
+
+    Only a regular file is read, of at most :data:`~benchsvc.limits.MAX_IMPORT_BYTES`, and a gzip file may
+    decompress to at most that much."""
+    from benchsvc.limits import MAX_IMPORT_BYTES, gunzip_bounded, read_bounded
+
     p = Path(path)
     label = str(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ImportFormatError(f"{label}: no such file") from None
-    except IsADirectoryError:
-        raise ImportFormatError(f"{label}: is a directory, not a file to import") from None
-    except OSError as exc:
-        raise ImportFormatError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    what = "an import file"
+    raw = read_bounded(p, limit_bytes=MAX_IMPORT_BYTES, label=label, what=what, error=ImportFormatError)
     if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ImportFormatError(f"{label}: not a readable gzip file: {exc}") from None
+        raw = gunzip_bounded(
+            raw, limit_bytes=MAX_IMPORT_BYTES, label=label, what=what, error=ImportFormatError
+        )
     doc = _whole_json(raw)
     if isinstance(doc, dict) and "benchmarks" in doc and "version" in doc and "format" not in doc:
+        try:
+            json.loads(raw, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise ImportFormatError(f"{label}: {exc}; nothing was imported") from None
         return _read_pyperf(label, raw, p, defaults or PyperfDefaults())
     if isinstance(doc, dict) and "format" not in doc and p.name.endswith((".json", ".json.gz")):
         raise ImportFormatError(
@@ -430,13 +434,28 @@ def read_import_file(path: str | Path, defaults: PyperfDefaults | None = None) -
     return _read_jsonl(label, raw)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` of every JSON import: a key given twice in one object is refused (JSON itself
+    would keep the last one silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"duplicate key {_show(key)} in one JSON object")
+        out[key] = value
+    return out
+
+
 def _whole_json(raw: bytes) -> Any:
     """The file as one JSON document, or None when it is not one (JSON Lines with several lines)."""
     if raw.lstrip()[:1] != b"{":
         return None
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         return None
 
 
@@ -724,7 +743,7 @@ def _parse_line(obj: Any) -> tuple[RunRecord, VersionInfo, ResultRecord]:
 
     run = RunRecord(uuid=run_uuid, started_at=started, machine=machine, environment=environment, **run_fields)
 
-    engine = top.string("engine")
+    engine = top.string("engine", choices=ENGINES)
     v = top.obj("version", _VERSION_KEYS)
     version = VersionInfo(
         id=v.string("id"),
@@ -733,6 +752,12 @@ def _parse_line(obj: Any) -> tuple[RunRecord, VersionInfo, ResultRecord]:
         title=v.string("title", ""),
         source=v.string("source", ""),
     )
+    _check_version_engine(version)
+    if version.parent == version.id:
+        raise _Bad(
+            "version.parent",
+            f"{_show(version.parent)} is the version itself: a version is never its own parent",
+        )
 
     w = top.obj("workload", _WORKLOAD_KEYS)
     workload = WorkloadRef(
@@ -741,8 +766,18 @@ def _parse_line(obj: Any) -> tuple[RunRecord, VersionInfo, ResultRecord]:
         definition=w.string("definition"),
         description=w.string("description", ""),
     )
+    problem = name_problem(workload.name)
+    if problem:
+        raise _Bad("workload.name", problem)
     if not _HEX64.match(workload.content_hash):
         raise _Bad("workload.content_hash", f"{_show(workload.content_hash)} is not a lower-case sha256 hex")
+    computed = content_hash(workload.definition.encode("utf-8"))
+    if workload.content_hash != computed:
+        raise _Bad(
+            "workload.content_hash",
+            f"{workload.content_hash[:12]}... is not the sha256 of workload.definition ({computed[:12]}...): "
+            "the line was edited; restore the definition or its hash",
+        )
 
     counters: dict[str, int] = {}
     for name, value in top.json_object("counters").items():
@@ -792,6 +827,18 @@ def _parse_line(obj: Any) -> tuple[RunRecord, VersionInfo, ResultRecord]:
     return run, version, result
 
 
+def _check_version_engine(version: VersionInfo) -> None:
+    """A version id of the simulated engine's registry is a ``sim`` version, whatever a file says."""
+    from benchsvc.engine.versions import version_ids
+
+    if version.id in version_ids() and version.engine != "sim":
+        raise _Bad(
+            "engine",
+            f"{_show(version.engine)} for {_show(version.id)}, a version of the simulated engine "
+            "(its engine is sim)",
+        )
+
+
 def _check_fingerprint(o: _Obj, computed: str) -> None:
     given = o.string("fingerprint", None)
     if given is not None and given != computed:
@@ -819,7 +866,14 @@ def _read_jsonl(label: str, raw: bytes) -> ImportBatch:
         except UnicodeDecodeError as exc:
             raise fail(f"not UTF-8 text (byte {exc.start + 1} of the line)") from None
         try:
-            obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+            obj = json.loads(
+                text,
+                parse_constant=_reject_constant,
+                parse_float=_finite_float,
+                object_pairs_hook=_unique_keys,
+            )
+        except _DuplicateKey as exc:
+            raise fail(str(exc)) from None
         except ValueError as exc:
             raise fail(f"not valid JSON: {exc}") from None
         except RecursionError:
@@ -839,6 +893,12 @@ def _read_jsonl(label: str, raw: bytes) -> ImportBatch:
         prior = version_lines.get(version.id)
         if prior is None:
             version_lines[version.id] = (version, lineno)
+            batch.version_lines[version.id] = lineno
+        elif prior[0].engine != version.engine:
+            raise fail(
+                f"version {version.id!r} is a {version.engine} version here but a {prior[0].engine} version "
+                f"on line {prior[1]}: a version belongs to one engine"
+            )
         elif prior[0] != version:
             raise fail(
                 f"version {version.id!r} differs from line {prior[1]} (engine, parent, title or source)"
@@ -951,7 +1011,10 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
         runs = [r for r in bench.get_runs() if r.values]
         if not runs:
             raise fail(f"benchmark {name!r} has no values (only calibration runs)")
-        start, end = bench.get_dates() or (None, None)
+        try:
+            start, end = bench.get_dates() or (None, None)
+        except (ValueError, TypeError) as exc:
+            raise fail(f"benchmark {name!r}: a run's date is not an ISO 8601 time ({exc})") from None
         if start is not None and end is not None:
             starts.append(start)
             ends.append(end)
@@ -1063,11 +1126,18 @@ def _pyperf_identity(bench: Any, defaults: PyperfDefaults) -> tuple[str, str, Wo
         limit = _LIMITS[key]
         if not isinstance(value, str) or (limit is not None and len(value) > limit):
             raise _Bad("", f"{key} {value!r} is not a string of at most {limit} characters")
+    if engine not in ENGINES:
+        raise _Bad("", f"engine {engine!r} is not one of: {', '.join(ENGINES)}")
     if engine == "sim":
         from benchsvc.engine.versions import version_ids
 
         if version not in version_ids():
             raise _Bad("", f"unknown sim version {version!r} (known: {', '.join(version_ids())})")
+    _check_version_engine(VersionInfo(version, engine))
+    if workload_name:
+        problem = name_problem(workload_name)
+        if problem:
+            raise _Bad("", problem)
     try:
         spec = resolve(defaults.workload if defaults.workload else str(workload_name))
     except BenchsvcError as exc:
@@ -1105,11 +1175,80 @@ def _pyperf_warnings(bench: Any) -> list[str]:
 # import: writing
 
 
+@dataclass(frozen=True)
+class _VersionClaim:
+    """What importing a file would make of one version row."""
+
+    engine: str
+    parent: str | None
+    sets_parent: bool  # upsert_version writes the parent (a full description), not only a new row's
+    where: str
+
+
+def _version_claims(batch: ImportBatch) -> dict[str, _VersionClaim]:
+    claims: dict[str, _VersionClaim] = {}
+
+    def where(vid: str) -> str:
+        line = batch.version_lines.get(vid)
+        return f"{batch.label}:{line}" if line else batch.label
+
+    for group in batch.runs:
+        for info in group.versions.values():
+            claims.setdefault(
+                info.id,
+                _VersionClaim(info.engine, info.parent, bool(info.title or info.source), where(info.id)),
+            )
+        for result in group.results:
+            claims.setdefault(
+                result.version, _VersionClaim(result.engine, None, False, where(result.version))
+            )
+    return claims
+
+
+def check_versions(session: Session | None, batches: Sequence[ImportBatch], *, after: str = "") -> None:
+    """Refuse files whose versions would break the store: a version id with two engines (across the files, or
+    against the database), or a parent chain that comes back to itself once the files are stored.
+
+    ``session`` None checks the files against each other only. ``after`` ends the message (what was written)."""
+    engines: dict[str, tuple[str, str]] = {}
+    parents: dict[str, str | None] = {}
+    if session is not None:
+        for vid, engine, parent in session.execute(select(Version.id, Version.engine, Version.parent)):
+            engines[vid] = (engine, "the database")
+            parents[vid] = parent
+    claimed: list[tuple[str, str]] = []
+    tail = f"; {after}" if after else "; nothing was imported"
+    for batch in batches:
+        for vid, claim in _version_claims(batch).items():
+            prior = engines.get(vid)
+            if prior is not None and prior[0] != claim.engine:
+                raise ImportConflict(
+                    f"{claim.where}: version {vid!r} is a {claim.engine} version here but a {prior[0]} version "
+                    f"in {prior[1]}: a version belongs to one engine{tail}"
+                )
+            engines.setdefault(vid, (claim.engine, claim.where))
+            if vid not in parents or claim.sets_parent:
+                parents[vid] = claim.parent
+            claimed.append((vid, claim.where))
+    for vid, where in claimed:
+        chain = [vid]
+        parent = parents.get(vid)
+        while parent is not None:
+            if parent in chain:
+                path = " -> ".join(repr(v) for v in [*chain, parent])
+                raise ImportConflict(
+                    f"{where}: version {vid!r}: its parents form a cycle ({path}); fix version.parent{tail}"
+                )
+            chain.append(parent)
+            parent = parents.get(parent)
+
+
 def store_batch(session: Session, batch: ImportBatch) -> ImportCounts:
     """Write a validated file through :func:`ingest` (in the caller's transaction); what was added.
 
     A run that is already stored keeps its row; its machine and environment must match the file's, else
     :class:`ImportConflict` (results of one machine are never filed under another)."""
+    check_versions(session, [batch], after="nothing was imported from this file")
     added = 0
     for group in batch.runs:
         rec = group.record
