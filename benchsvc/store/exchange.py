@@ -58,7 +58,9 @@ from benchsvc.store.models import (
 from benchsvc.workload import content_hash
 
 FORMAT = "benchsvc-result/1"
-ENGINES = ("sim", "kernel")
+ENGINES = ("sim", "kernel", "canary")
+#: every version of the ``canary`` engine is named so, and nothing else is (benchsvc/runner/canary.py)
+CANARY_PREFIX = "canary-"
 
 #: namespace of the run uuids given to imported pyperf files (uuid5 of the file's sha256)
 PYPERF_RUN_NAMESPACE = uuid.UUID("5b0e7f0c-3f6e-4c1e-9a51-6d1f1f0d6e11")
@@ -276,7 +278,12 @@ def result_record(result: Result) -> dict[str, Any]:
         "counters": {c.name: int(c.value) for c in result.counters},
         "modeled_ns": None if result.modeled_ns is None else float(result.modeled_ns),
         "processes": [
-            {"values": _floats(s.values or []), "warmups": _floats(s.warmups or []), "loops": int(s.loops)}
+            {
+                "values": _floats(s.values or []),
+                "warmups": _floats(s.warmups or []),
+                "loops": int(s.loops),
+                **({"metadata": dict(s.meta)} if s.meta else {}),
+            }
             for s in sorted(result.samples, key=lambda s: s.process)
         ],
         "warnings": list(result.warnings or []),
@@ -520,7 +527,7 @@ _MACHINE_KEYS = ("hostname", "cpu_model", "cpu_count", "kernel", "arch", "finger
 _ENV_KEYS = ("python_version", "packages", "fingerprint")
 _VERSION_KEYS = ("id", "parent", "title", "source")
 _WORKLOAD_KEYS = ("name", "content_hash", "definition", "description")
-_PROCESS_KEYS = ("values", "warmups", "loops")
+_PROCESS_KEYS = ("values", "warmups", "loops", "metadata")
 _MISSING = object()
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -801,6 +808,7 @@ def _parse_line(obj: Any) -> tuple[RunRecord, VersionInfo, ResultRecord]:
                 values=tuple(_seconds(x, f"processes[{i}].values[{j}]") for j, x in enumerate(values)),
                 warmups=tuple(_seconds(x, f"processes[{i}].warmups[{j}]") for j, x in enumerate(warmups)),
                 loops=p.integer("loops", 1, minimum=1),
+                metadata=_scalars(p.json_object("metadata"), p.key("metadata")),
             )
         )
 
@@ -828,7 +836,8 @@ def _parse_line(obj: Any) -> tuple[RunRecord, VersionInfo, ResultRecord]:
 
 
 def _check_version_engine(version: VersionInfo) -> None:
-    """A version id of the simulated engine's registry is a ``sim`` version, whatever a file says."""
+    """A version id of the simulated engine's registry is a ``sim`` version, whatever a file says; the
+    canary's versions are ``canary-*`` and of the ``canary`` engine, both ways."""
     from benchsvc.engine.versions import version_ids
 
     if version.id in version_ids() and version.engine != "sim":
@@ -837,6 +846,20 @@ def _check_version_engine(version: VersionInfo) -> None:
             f"{_show(version.engine)} for {_show(version.id)}, a version of the simulated engine "
             "(its engine is sim)",
         )
+    if (version.engine == "canary") != version.id.startswith(CANARY_PREFIX):
+        raise _Bad(
+            "engine",
+            f"{_show(version.engine)} for {_show(version.id)}: the canary engine's versions, and only "
+            f"they, are named {CANARY_PREFIX}*",
+        )
+
+
+def _scalars(value: dict[str, Any], key: str) -> dict[str, Any]:
+    """A metadata object: string keys, scalar values (string, number, boolean)."""
+    for name, item in value.items():
+        if isinstance(item, dict | list) or item is None:
+            raise _Bad(f"{key}.{_seg(name)}", f"must be a string, number or boolean, not {_type_name(item)}")
+    return dict(value)
 
 
 def _check_fingerprint(o: _Obj, computed: str) -> None:
