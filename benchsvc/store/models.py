@@ -37,6 +37,7 @@ NAMING_CONVENTION = {
 RUN_STATUSES = ("running", "complete", "failed", "interrupted")
 RESULT_STATUSES = ("ok", "failed")
 REGRESSION_STATUSES = ("new", "acknowledged", "fixed")
+REGRESSION_AXES = ("lineage", "nightly")
 
 
 class Base(DeclarativeBase):
