@@ -203,10 +203,7 @@ def list_regressions(
         stmt = stmt.where(Regression.status == status)
     if axis is not None:
         if axis not in REGRESSION_AXES:
-            raise BenchsvcError(
-                f"unknown axis {axis!r} — give one of: {', '.join(REGRESSION_AXES)} "
-                "(lineage: versions within a run; nightly: one series across nights)"
-            )
+            raise BenchsvcError(f"unknown axis {axis!r} — give one of: {', '.join(REGRESSION_AXES)}")
         stmt = stmt.where(Regression.axis == axis)
     if direction is not None:
         stmt = stmt.where(Regression.direction == direction)
