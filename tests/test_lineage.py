@@ -109,7 +109,7 @@ def test_run_records_lineage_findings_and_fail_on_regression(lineage_db: Path) -
     assert [r["id"] for r in acked] == [reg_id] and acked[0]["note"] == "known: forced flush in v2-v4"
     missing = _cli("regressions", "ack", "999999", "--note", "x", db=lineage_db)
     assert missing.returncode == 1
-    assert missing.stderr.strip() == "Error: no regression 999999 (see benchsvc regressions)"
+    assert missing.stderr.strip() == "Error: no regression 999999 — see benchsvc regressions"
 
 
 def _results(rows: list[tuple[str, str, str | None, dict[str, int]]]) -> pd.DataFrame:

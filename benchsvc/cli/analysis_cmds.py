@@ -7,9 +7,12 @@ from typing import Annotated, Any
 
 import typer
 
-from benchsvc.cli.common import DbOption, open_db
+from benchsvc.cli.common import DbOption, float_range, int_range, open_db
 from benchsvc.cli.output import Format, render
 from benchsvc.errors import BenchsvcError
+
+#: Ten times the default: a series of the A/A scenarios holds 100 nights x 60 values (48 kB) in memory.
+MAX_TRIALS = 10_000
 
 FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 SinceOption = Annotated[
@@ -59,6 +62,7 @@ def compare(
     with read_session(engine) as s:
         run = get_run(s, run_ref)
         results, samples = run_results(s, run.id), run_samples(s, run.id)
+        _check_compare_args(run.id, results, base, metric)
         df = compare_lineage(results, samples, base=base, metrics=metric)
         floor = noise_floor(results, samples)
     if changed:
@@ -88,6 +92,27 @@ def compare(
         render(rows, [*cols, "interval"], fmt)
     else:
         render(rows, [*cols, "ci_low", "ci_high", "significant", "kind", "engine", "workload_hash"], fmt)
+
+
+def _check_compare_args(run_id: int, results: Any, base: str | None, metrics: list[str] | None) -> None:
+    """Refuse a --base the run has no results of, and a --metric that is no metric (an empty table would
+    look like "no change")."""
+    from benchsvc.engine.counters import COUNTER_NAMES
+
+    if base is not None:
+        versions = list(dict.fromkeys(str(v) for v in results["version"]))
+        if base not in versions:
+            known = ", ".join(versions) if versions else "none: it has no results"
+            raise BenchsvcError(
+                f"run {run_id} has no results of version {base!r} — give --base one of: {known}"
+            )
+    known_metrics = ["time", "modeled_ns", *COUNTER_NAMES]
+    known_metrics += sorted({c[2:] for c in results.columns if c.startswith("c_")} - set(known_metrics))
+    unknown = [m for m in metrics or [] if m not in known_metrics]
+    if unknown:
+        raise BenchsvcError(
+            f"unknown metric {', '.join(map(repr, unknown))} — give --metric one of: {', '.join(known_metrics)}"
+        )
 
 
 def _num(x: Any) -> Any:
@@ -317,13 +342,31 @@ def ack(
 def evaluate(
     noise: Annotated[
         float | None,
-        typer.Option("--noise", help="Night-to-night noise (relative, e.g. 0.015) for one scenario."),
+        typer.Option(
+            "--noise",
+            help="Night-to-night noise (relative, e.g. 0.015) for one scenario; 0 to 1.",
+            callback=float_range("--noise", 0.0, 1.0),
+        ),
     ] = None,
     step: Annotated[
-        float | None, typer.Option("--step", help="Injected step (relative, e.g. 0.05); 0 for A/A.")
+        float | None,
+        typer.Option(
+            "--step",
+            help="Injected step (relative, e.g. 0.05); 0 for A/A; more than -1, at most 10.",
+            callback=float_range("--step", -1.0, 10.0, low_open=True),
+        ),
     ] = None,
-    trials: Annotated[int | None, typer.Option("--trials", help="Series per scenario.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            "--trials",
+            help=f"Series per scenario (1 to {MAX_TRIALS}).",
+            callback=int_range("--trials", 1, MAX_TRIALS),
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed (0 or more).", callback=int_range("--seed", 0))
+    ] = 0,
     classes: Annotated[
         bool,
         typer.Option(

@@ -69,11 +69,33 @@ app.command("import")(exchange_cmds.import_files)
 
 
 def run(argv: list[str] | None = None) -> None:
+    from benchsvc.cli.common import forget_db
     from benchsvc.errors import BenchsvcError
 
+    forget_db()
     try:
         app(args=argv, prog_name="benchsvc")
     except BenchsvcError as exc:
-        message = " ".join(str(exc).split("\n"))
-        print(f"Error: {message}", file=sys.stderr)
-        sys.exit(1)
+        _fail(str(exc))
+    except Exception as exc:
+        message = _database_error(exc)
+        if message is None:
+            raise  # a bug: keep the traceback
+        _fail(message)
+
+
+def _fail(message: str) -> None:
+    one_line = " ".join(message.split("\n"))
+    print(f"Error: {one_line}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _database_error(exc: Exception) -> str | None:
+    """The one place where a database error (read-only, disk full, damaged file, not a database, server
+    gone ...) becomes a message; anything else is a bug and None."""
+    if not type(exc).__module__.startswith(("sqlalchemy", "sqlite3", "psycopg")):
+        return None
+    from benchsvc.cli.common import db_in_use
+    from benchsvc.store.db import database_error_message
+
+    return database_error_message(exc, db_in_use())

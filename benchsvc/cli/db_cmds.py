@@ -14,11 +14,16 @@ app = typer.Typer(
 )
 
 
-def _with_engine(db: str | None, action: Callable[[Any], Any]) -> tuple[str, Any]:
-    """Connect without the schema check (these commands are the way out of a failing one), act, dispose."""
-    from benchsvc.store.db import create_db_engine, resolve_url
+def _with_engine(db: str | None, action: Callable[[Any], Any], *, create: bool) -> tuple[str, Any]:
+    """Connect without the schema check (these commands are the way out of a failing one), act, dispose.
 
-    url = resolve_url(db)
+    ``create``: whether a missing SQLite file may be created (upgrade) or is an error (current)."""
+    from benchsvc.cli.common import require_existing, use_db
+    from benchsvc.store.db import create_db_engine
+
+    url = use_db(db)
+    if not create:
+        require_existing(url)
     engine = create_db_engine(url)
     try:
         return url, action(engine)
@@ -37,7 +42,7 @@ def upgrade(db: DbOption = None) -> None:
         run_upgrade(engine)
         return before, current_revision(engine)
 
-    url, (before, after) = _with_engine(db, act)
+    url, (before, after) = _with_engine(db, act, create=True)
     if before == after:
         typer.echo(f"{describe(url)}: already at {after} (head {head_revision()})")
     else:
@@ -47,13 +52,16 @@ def upgrade(db: DbOption = None) -> None:
 @app.command("current")
 def current(db: DbOption = None) -> None:
     """Show the database's schema revision and the revision this benchsvc expects."""
-    from benchsvc.store.db import current_revision, describe, head_revision
+    from benchsvc.store.db import describe, head_revision, stored_revision
 
-    url, rev = _with_engine(db, current_revision)
+    url, (rev, known) = _with_engine(db, stored_revision, create=False)
     head = head_revision()
-    state = (
-        "up to date"
-        if rev == head
-        else ("empty" if rev is None else "behind or unknown: see benchsvc db upgrade")
-    )
+    if rev == head:
+        state = "up to date"
+    elif rev is None:
+        state = "empty: run benchsvc db upgrade"
+    elif known:
+        state = "behind: run benchsvc db upgrade"
+    else:
+        state = "written by a newer benchsvc: upgrade benchsvc to use it"
     typer.echo(f"{describe(url)}: revision {rev or '-'}, code expects {head} ({state})")

@@ -138,15 +138,30 @@ def import_files(
     from benchsvc.store.exchange import PyperfDefaults, check_versions, read_import_file, store_batch
 
     defaults = PyperfDefaults(engine=engine, version=version, workload=workload)
-    batches = [read_import_file(path, defaults) for path in files]
-    check_versions(None, batches)  # the files against each other, before a database is opened or created
-    engine_ = open_db(db)
+    done: list[Path] = []
     try:
-        with read_session(engine_) as session:
-            check_versions(session, batches)  # and against the database, before any file is written
-        for batch in batches:
-            with write_session(engine_) as session:
-                counts = store_batch(session, batch)
-            typer.echo(f"{counts.label}: {counts.added} results added, {counts.already} already there")
-    finally:
-        engine_.dispose()
+        batches = [read_import_file(path, defaults) for path in files]
+        check_versions(None, batches)  # the files against each other, before a database is opened or created
+        engine_ = open_db(db)
+        try:
+            with read_session(engine_) as session:
+                check_versions(session, batches)  # and against the database, before any file is written
+            for path, batch in zip(files, batches, strict=True):
+                with write_session(engine_) as session:
+                    counts = store_batch(session, batch)
+                done.append(path)
+                typer.echo(f"{counts.label}: {counts.added} results added, {counts.already} already there")
+        finally:
+            engine_.dispose()
+    except KeyboardInterrupt:
+        # each file is written in one transaction: the one being written was rolled back
+        left = [str(p) for p in files if p not in done]
+        if not done:
+            message = "nothing was imported"
+        else:
+            message = (
+                f"imported {', '.join(map(str, done))}; not imported: {', '.join(left)} "
+                "— import those again to finish"
+            )
+        typer.echo(f"interrupted: {message} (each file is one transaction)", err=True)
+        raise typer.Exit(130) from None

@@ -27,16 +27,37 @@ def report(
     content did not change are not rewritten (docs/limits.md).
     """
     from benchsvc.cli.analysis_cmds import _date
-    from benchsvc.records import utcnow
-    from benchsvc.report.collect import collect
-    from benchsvc.report.publish import check_out_dir
-    from benchsvc.report.site import build_site, write_site
-    from benchsvc.store.db import read_session
 
-    check_out_dir(out)
-    engine = open_db(db, create=False)
-    with read_session(engine) as s:
-        data = collect(s, since=_date(since, "--since"), machine=machine)
-    files = build_site(data, generated_at=utcnow().replace(microsecond=0) if data.latest_run else None)
-    written, unchanged = write_site(files, out)
+    since_at = _date(since, "--since")
+    writing = False
+    try:
+        from benchsvc.records import utcnow
+        from benchsvc.report.collect import collect
+        from benchsvc.report.publish import check_out_dir
+        from benchsvc.report.site import build_site, write_site
+        from benchsvc.store.db import read_session
+        from benchsvc.store.queries import NotFound, run_hostnames
+
+        check_out_dir(out)
+        engine = open_db(db, create=False)
+        with read_session(engine) as s:
+            hosts = run_hostnames(s)
+            if not hosts:
+                raise NotFound(
+                    "the database has no runs yet, so there is nothing to report — run benchsvc run "
+                    "(or benchsvc import results) first"
+                )
+            if machine is not None and machine not in hosts:
+                raise NotFound(f"no run from machine {machine!r} — give one of: {', '.join(hosts)}")
+            data = collect(s, since=since_at, machine=machine)
+        files = build_site(data, generated_at=utcnow().replace(microsecond=0) if data.latest_run else None)
+        writing = True
+        written, unchanged = write_site(files, out)
+    except KeyboardInterrupt:
+        if writing:
+            said = f"interrupted while writing: the site is published whole or not at all, {out} keeps the previous one"
+        else:
+            said = f"interrupted before writing: nothing was written, {out} is as it was"
+        typer.echo(said, err=True)
+        raise typer.Exit(130) from None
     typer.echo(f"report: {out / 'index.html'} ({written} files written, {unchanged} unchanged)")

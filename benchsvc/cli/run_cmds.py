@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from benchsvc.cli.common import DbOption, open_db
+from benchsvc.cli.common import DbOption, int_range, open_db
 from benchsvc.cli.output import Format, render
 
 SHOW_COUNTERS = ("rmap_calls", "ds_adds", "ds_lock", "split_deferred", "tlb_flushes", "ptl_acquisitions")
@@ -109,24 +109,26 @@ def run(
         from benchsvc.report.publish import check_out_dir
 
         check_out_dir(report_dir, "--report-dir")
-    engine = open_db(db)
     if resume:
+        engine = open_db(db)
         resume_id, record, items, chosen = resume_plan(engine, resume_ref)
+        items = _unique_items(items)  # a plan recorded before duplicates were dropped may repeat items
     else:
-        from benchsvc.engine.versions import resolve_versions
-
+        # every input is checked before the database is opened (and created): a mistake writes nothing
         if engine_name == "kernel" and versions:
             raise RunError(
                 "--versions selects simulated versions; --engine kernel runs only the live kernel "
                 "(use --engine all to run both)"
             )
         specs = _select_workloads(workloads, tag)
-        items, plan_notes = plan_engines(specs, resolve_versions(versions), engine_name)
+        items, plan_notes = plan_engines(specs, _select_versions(versions, engine_name), engine_name)
+        items = _unique_items(items)
         for note in plan_notes:
             typer.echo(f"note: {note}", err=True)
         settings = run_settings(chosen, items)
         record = RunRecord.new(mode=chosen, trigger=trigger, pyperf_settings=settings)
         resume_id = None
+        engine = open_db(db)
     reporter = _Reporter(quiet)
     try:
         summary = execute(
@@ -176,6 +178,33 @@ def run(
         raise typer.Exit(1)
 
 
+def _select_versions(requested: list[str] | None, engine_name: str) -> list[str]:
+    """The simulated versions of ``--versions``; a value that names none (``-V ''``, ``-V ,,``) is an error."""
+    from benchsvc.engine.versions import resolve_versions, version_ids
+    from benchsvc.runner.matrix import RunError
+
+    chosen = resolve_versions(requested)
+    if not chosen and engine_name != "kernel":
+        given = " ".join(f"-V {v!r}" for v in requested or [])
+        raise RunError(
+            f"{given} selects no version — give version ids (repeat -V or a comma list: "
+            f"{', '.join(version_ids())}) or all"
+        )
+    return chosen
+
+
+def _unique_items(items: list[Any]) -> list[Any]:
+    """The matrix without repeated items (the same workload given twice, e.g. by name and by file, or a
+    directory and a file in it): the first occurrence is kept, in order."""
+    seen: set[tuple[str, ...]] = set()
+    unique = []
+    for item in items:
+        if item.key not in seen:
+            seen.add(item.key)
+            unique.append(item)
+    return unique
+
+
 def _select_workloads(refs: list[str] | None, tags: list[str] | None) -> list[Any]:
     from benchsvc.errors import WorkloadError
     from benchsvc.workload import OPT_IN_TAGS, WorkloadSpec, discover, load_workload, resolve
@@ -195,7 +224,14 @@ def _select_workloads(refs: list[str] | None, tags: list[str] | None) -> list[An
         specs = [s for s in specs if any(t in s.tags for t in tags)]
     if not specs:
         raise WorkloadError("no workload selected (check --workloads and --tag; see benchsvc workloads list)")
-    return specs
+    # the same workload given twice (by name and by file, or a directory and a file in it) runs once
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for spec in specs:
+        if (spec.name, spec.content_hash) not in seen:
+            seen.add((spec.name, spec.content_hash))
+            unique.append(spec)
+    return unique
 
 
 def _clock(seconds: float) -> str:
@@ -273,7 +309,12 @@ def _timing(values: list[float]) -> str:
 
 
 def runs(
-    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs, newest first.")] = 20,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit", "-n", help="How many runs, newest first (0: none).", callback=int_range("--limit", 0)
+        ),
+    ] = 20,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     db: DbOption = None,
 ) -> None:

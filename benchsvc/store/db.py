@@ -93,8 +93,12 @@ def _sqlite_setup(engine: Engine) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # benchsvc emits BEGIN itself
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # WAL is a lasting property of the file: set it on a new or a benchsvc database only, never on
+        # another program's database (which the schema check then refuses, leaving the file as it was)
+        tables = {row[0] for row in cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables or "alembic_version" in tables:
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -124,10 +128,19 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The revision in ``alembic_version`` (None for an empty database); more than one row is an error."""
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        heads = MigrationContext.configure(conn).get_current_heads()
+    if len(heads) > 1:
+        raise StoreError(
+            f"database {describe(str(engine.url))} records {len(heads)} schema revisions "
+            f"({', '.join(sorted(heads))}) in its table alembic_version, where benchsvc keeps one — "
+            "it was changed by hand or by another program: restore it from a backup, or delete the rows "
+            "that are wrong (benchsvc db current shows the revision this benchsvc expects)"
+        )
+    return heads[0] if heads else None
 
 
 def _known_revisions() -> set[str]:
@@ -152,12 +165,20 @@ def downgrade(engine: Engine, revision: str) -> None:
     _migrate(engine, lambda cfg: command.downgrade(cfg, revision))
 
 
-def _check_migratable(engine: Engine) -> None:
+def stored_revision(engine: Engine) -> tuple[str | None, bool]:
+    """The database's revision (None when empty) and whether this benchsvc knows it; a database with tables
+    but no benchsvc revision (another program's) is refused."""
     current = current_revision(engine)
-    if current is not None and current not in _known_revisions():
-        raise _too_new(engine, current)
     if current is None and set(inspect(engine).get_table_names()) - {"alembic_version"}:
         raise _not_benchsvc(engine)
+    return current, current is None or current in _known_revisions()
+
+
+def _check_migratable(engine: Engine) -> None:
+    current, known = stored_revision(engine)
+    if not known:
+        assert current is not None
+        raise _too_new(engine, current)
 
 
 def _migrate(engine: Engine, step: Any) -> None:
@@ -190,7 +211,7 @@ def _migrate(engine: Engine, step: Any) -> None:
 def _not_benchsvc(engine: Engine) -> StoreError:
     return StoreError(
         f"database {describe(str(engine.url))} has tables but no benchsvc revision: "
-        "it is not a benchsvc database; use another --db"
+        "it is not a benchsvc database — give a benchsvc database (or a new file) with --db"
     )
 
 
@@ -232,8 +253,10 @@ def open_store(db: str | None = None, *, create: bool = True) -> Engine:
         check_schema(engine, create=create)
     except DBAPIError as exc:
         engine.dispose()
-        first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
-        raise StoreError(f"cannot open database {describe(url)}: {first}") from None
+        message = database_error_message(exc, url)
+        if message is None:
+            raise
+        raise StoreError(message) from None
     except Exception:
         engine.dispose()
         raise
@@ -253,3 +276,115 @@ def read_session(engine: Engine) -> Iterator[Session]:
     """A session for queries (a deferred transaction, rolled back at the end)."""
     with Session(engine) as session:
         yield session
+
+
+# --- Database errors a user or a file can cause, as one line ---------------------------------------------
+
+#: SQLite's messages (sqlite3 error text, lower case) -> (what happened, what to do); ``{db}`` is the database.
+_SQLITE_ADVICE: tuple[tuple[str, str, str], ...] = (
+    (
+        "unable to open database file",
+        "cannot open the database {db} (unable to open database file)",
+        "check that the file and its directory exist and that you may read and write both "
+        "(SQLite keeps its -wal and -shm files beside the database)",
+    ),
+    (
+        "readonly database",
+        "the database {db} is read-only (attempt to write a readonly database)",
+        "make the file and its directory writable for you, or give another --db",
+    ),
+    (
+        "database or disk is full",
+        "the disk holding the database {db} is full (database or disk is full)",
+        "free space there and run the command again; the unfinished transaction was rolled back",
+    ),
+    (
+        "disk image is malformed",
+        "the database {db} is damaged (database disk image is malformed)",
+        "restore it from a backup (sqlite3's .recover command can salvage what is left), or give another --db",
+    ),
+    (
+        "file is not a database",
+        "{db} is not a SQLite database (file is not a database)",
+        "give a benchsvc database, or the path of a new file, with --db",
+    ),
+    (
+        "database is locked",
+        "the database {db} stayed locked by another program (database is locked)",
+        "wait until that program is done, then run the command again",
+    ),
+    (
+        "disk i/o error",
+        "reading or writing the database {db} failed (disk I/O error)",
+        "check the disk and the file system (dmesg), then run the command again",
+    ),
+)
+
+#: PostgreSQL SQLSTATE classes and codes -> what to do.
+_PG_ADVICE: tuple[tuple[str, str], ...] = (
+    ("08", "check that the server is running and the host, port and database name of the URL"),
+    ("28", "check the user name and password of the URL"),
+    ("3D", "check the database name of the URL (the database must exist)"),
+    ("42501", "grant the user of the URL the rights benchsvc needs, or use another user"),
+    ("53100", "free disk space on the database server and run the command again"),
+    ("53", "the server ran out of a resource: try again later, or ask its administrator"),
+    ("57", "the server shut down or cancelled the statement: run the command again when it is back"),
+    ("25006", "the server is read-only (a standby?): use the primary server's URL"),
+)
+
+
+def database_error_message(exc: BaseException, url: str | None = None) -> str | None:
+    """``<what> — <what to do>`` for a database error that the database's state or environment causes
+    (cannot open, read-only, disk full, damaged, not a database, server unreachable ...); None for anything
+    else, which is a bug in benchsvc (a constraint violation, SQL the database rejects) and keeps its
+    traceback. ``url`` names the database in the message when known."""
+    import sqlite3
+
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError):
+        if isinstance(exc, sa_exc.IntegrityError | sa_exc.NotSupportedError | sa_exc.DataError):
+            return None
+        orig: BaseException | None = exc.orig
+        if isinstance(exc, sa_exc.ProgrammingError) and _sqlstate(orig) != "42501":
+            return None
+    elif isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+        orig = exc
+    else:
+        return None
+    where = _where(url)
+    text = " ".join(str(orig if orig is not None else exc).split()) or type(exc).__name__
+    first = text.split(" [SQL:")[0]
+    lowered = first.lower()
+    for needle, what, todo in _SQLITE_ADVICE:
+        if needle in lowered:
+            return f"{what.format(db=where)} — {todo}"
+    state = _sqlstate(orig)
+    if state is not None:
+        for prefix, todo in sorted(_PG_ADVICE, key=lambda p: -len(p[0])):
+            if state.startswith(prefix):
+                return f"database error on {where}: {first} — {todo}"
+    if isinstance(exc, sa_exc.OperationalError) and url is not None and not url.startswith("sqlite"):
+        return (
+            f"cannot use the database {where}: {first} — check that the server is running and the URL "
+            "(host, port, database, user, password)"
+        )
+    return f"database error on {where}: {first} — check the database (or give another --db) and try again"
+
+
+def _sqlstate(orig: BaseException | None) -> str | None:
+    state = getattr(orig, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def _where(url: str | None) -> str:
+    if url is None:
+        return "(the database)"
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if path.startswith("file:"):
+            path = path[len("file:") :].split("?", 1)[0]
+        return path or "(in memory)"
+    if url.startswith("sqlite:"):
+        return "(in memory)"
+    return describe(url)

@@ -37,6 +37,9 @@ NAMING_CONVENTION = {
 RUN_STATUSES = ("running", "complete", "failed", "interrupted")
 RESULT_STATUSES = ("ok", "failed")
 REGRESSION_STATUSES = ("new", "acknowledged", "fixed")
+#: lineage: versions within a run; nightly: one series across nights; machine: the machine events of the
+#: nightly analysis (recorded by the nightly decision path merged on main)
+REGRESSION_AXES = ("lineage", "nightly", "machine")
 
 
 class Base(DeclarativeBase):

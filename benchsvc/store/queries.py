@@ -16,6 +16,8 @@ from benchsvc.records import ProcessValues
 from benchsvc.store.models import Counter, Environment, Machine, Result, Run, Sample, Version, Workload
 
 TIME_METRIC = "time"
+#: The largest id the database stores (a signed 64-bit integer in SQLite and PostgreSQL).
+MAX_ID = 2**63 - 1
 
 
 class NotFound(BenchsvcError):
@@ -127,8 +129,10 @@ CANARY_ENGINE = "canary"
 
 
 def list_runs(session: Session, limit: int = 20) -> pd.DataFrame:
-    """The most recent runs, newest first, with their result counts by status (the canary's result, measured
-    beside the planned ones, is not counted)."""
+    """The most recent runs, newest first, with their result counts by status (``limit`` >= 0; the canary's
+    result, measured beside the planned ones, is not counted)."""
+    if limit < 0:
+        raise ValueError(f"limit must not be negative, not {limit}")
     ok = func.count(Result.id).filter(Result.status == "ok")
     stmt = (
         select(
@@ -152,8 +156,17 @@ def list_runs(session: Session, limit: int = 20) -> pd.DataFrame:
         .limit(limit)
     )
     df = frame(session, stmt)
+    # typed even when there are no runs (a new database), so that callers can format the columns
+    df["started_at"] = pd.to_datetime(df["started_at"])
+    df["finished_at"] = pd.to_datetime(df["finished_at"])
     df["failed"] = df["results"] - df["ok"]
     return df
+
+
+def run_hostnames(session: Session) -> list[str]:
+    """The hostnames of the machines that have runs, sorted."""
+    stmt = select(Machine.hostname).join(Run, Run.machine_id == Machine.id).distinct()
+    return sorted(session.scalars(stmt))
 
 
 def get_run(session: Session, ref: str | int | None = None) -> Run:
@@ -161,10 +174,10 @@ def get_run(session: Session, ref: str | int | None = None) -> Run:
     if ref is None:
         run = session.scalar(select(Run).order_by(Run.started_at.desc(), Run.id.desc()).limit(1))
         if run is None:
-            raise NotFound("the database has no runs yet: run benchsvc run first")
+            raise NotFound("the database has no runs yet — run benchsvc run first")
         return run
     text = str(ref)
-    if text.isdigit():
+    if text.isdigit() and int(text) <= MAX_ID:  # larger numbers are no id (and overflow the database)
         run = session.get(Run, int(text))
         if run is not None:
             return run
@@ -173,7 +186,7 @@ def get_run(session: Session, ref: str | int | None = None) -> Run:
         return matches[0]
     if len(matches) > 1:
         raise NotFound(f"run {text!r} is ambiguous: give more of its uuid")
-    raise NotFound(f"no run {text!r} in this database (see benchsvc runs)")
+    raise NotFound(f"no run {text!r} in this database — see benchsvc runs")
 
 
 def run_results(session: Session, run_id: int) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, aliased
 from benchsvc.errors import BenchsvcError
 from benchsvc.records import utcnow
 from benchsvc.store.models import (
+    REGRESSION_AXES,
     REGRESSION_STATUSES,
     Machine,
     Regression,
@@ -28,7 +29,7 @@ from benchsvc.store.models import (
     Version,
     Workload,
 )
-from benchsvc.store.queries import frame
+from benchsvc.store.queries import MAX_ID, frame
 
 
 class RegressionNotFound(BenchsvcError):
@@ -318,9 +319,11 @@ def list_regressions(
         stmt = stmt.where(Run.started_at >= since)
     if status is not None:
         if status not in REGRESSION_STATUSES:
-            raise BenchsvcError(f"unknown status {status!r} (one of: {', '.join(REGRESSION_STATUSES)})")
+            raise BenchsvcError(f"unknown status {status!r} — give one of: {', '.join(REGRESSION_STATUSES)}")
         stmt = stmt.where(Regression.status == status)
     if axis is not None:
+        if axis not in REGRESSION_AXES:
+            raise BenchsvcError(f"unknown axis {axis!r} — give one of: {', '.join(REGRESSION_AXES)}")
         stmt = stmt.where(Regression.axis == axis)
     if direction is not None:
         stmt = stmt.where(Regression.direction == direction)
@@ -328,9 +331,9 @@ def list_regressions(
 
 
 def acknowledge(session: Session, regression_id: int, note: str) -> Regression:
-    reg = session.get(Regression, regression_id)
+    reg = session.get(Regression, regression_id) if 0 <= regression_id <= MAX_ID else None
     if reg is None:
-        raise RegressionNotFound(f"no regression {regression_id} (see benchsvc regressions)")
+        raise RegressionNotFound(f"no regression {regression_id} — see benchsvc regressions")
     reg.status = "acknowledged"
     reg.note = note
     return reg
