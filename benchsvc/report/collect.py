@@ -32,6 +32,7 @@ def _timing_intervals(samples: pd.DataFrame) -> pd.DataFrame:
 def collect(session: Any, *, since: dt.datetime | None = None, machine: str | None = None) -> ReportData:
     from sqlalchemy import select
 
+    from benchsvc.analysis.noise import noise_floor
     from benchsvc.engine.versions import version_ids
     from benchsvc.findings import lineage_for_run
     from benchsvc.store.models import Machine, Run, Version, Workload
@@ -97,7 +98,9 @@ def collect(session: Any, *, since: dt.datetime | None = None, machine: str | No
             tags = []
         wl_rows.append((name, chash, w.description, tags, w.definition))
     workloads = pd.DataFrame(wl_rows, columns=["name", "content_hash", "description", "tags", "definition"])
-    results = results.merge(_timing_intervals(run_samples(session, run.id)), on="result_id", how="left")
+    samples = run_samples(session, run.id)
+    latest["noise_floor"] = noise_floor(results, samples).describe()
+    results = results.merge(_timing_intervals(samples), on="result_id", how="left")
     lineage = lineage_for_run(session, run.id)
     hist = run_histories(session, run, since=since)
     history = hist.assign(mean_ms=hist["mean_s"] * 1e3)[

@@ -207,6 +207,16 @@ def write_site(files: dict[str, str], out: Path, option: str = "--out") -> tuple
     return publish_site(files, out, option)
 
 
+def _noise_paragraph(run: dict[str, Any]) -> str:
+    """The run's noise floor (its A/A intervals and the canary's spread), shown beside its timing findings."""
+    if not run.get("noise_floor"):
+        return ""
+    return (
+        f'<p class="noise"><b>Timing noise of this run</b> — {_e(run["noise_floor"])}. A timing difference '
+        "smaller than this floor is not one to act on.</p>"
+    )
+
+
 def _index(data: ReportData, generated_at: dt.datetime | None) -> str:
     import altair as alt
 
@@ -223,6 +233,7 @@ def _index(data: ReportData, generated_at: dt.datetime | None) -> str:
         f"{_e(run['kernel'])}, {_e(run['arch'])}). Environment: Python {_e(run['python_version'])}, "
         + ", ".join(f"{_e(k)} {_e(v)}" for k, v in sorted(run["packages"].items()))
         + ".</p>"
+        + _noise_paragraph(run)
     )
     open_regs = (
         data.regressions[data.regressions["direction"] == "worse"]
@@ -337,6 +348,7 @@ def _workload(data: ReportData, w: Any) -> str:
         page.chart("timing", timing.properties(width=520))
         page.add(
             '<p class="muted">Points: mean of every value; bars: 95% interval over worker processes.</p>'
+            + (_noise_paragraph(data.latest_run) if data.latest_run else "")
         )
         counter_cols = sorted(c for c in ok.columns if c.startswith("c_"))
         long = ok.melt(
