@@ -70,6 +70,17 @@ def run(
             "timing finding only when the re-measurement agrees (default: on).",
         ),
     ] = True,
+    pairing: Annotated[
+        str | None,
+        typer.Option(
+            "--pairing",
+            metavar="interleaved|duet",
+            help="How the simulated versions are measured: interleaved (every version and the canary in "
+            "each worker process, call by call in random order; the default) or duet (each version and its "
+            "parent at the same moment on two pinned CPUs, swapped between trials). See "
+            "docs/measurement.md.",
+        ),
+    ] = None,
     write_report: Annotated[
         bool, typer.Option("--report/--no-report", help="Write the HTML report when the run ends.")
     ] = True,
@@ -92,6 +103,7 @@ def run(
         MODES,
         InterruptedBeforeStart,
         RunError,
+        check_pairing,
         execute,
         plan_engines,
         resume_plan,
@@ -105,9 +117,16 @@ def run(
         raise RunError(f"unknown mode {chosen!r} (one of: {', '.join(MODES)})")
     if resume_ref is not None and not resume:
         raise RunError(f"unexpected argument {resume_ref!r}: a RUN is only taken with --resume")
+    if resume and pairing is not None:
+        raise RunError("--pairing is not taken with --resume: a run is finished the way it was started")
+    if pairing is not None:
+        check_pairing(pairing)
     engine = open_db(db)
     if resume:
         resume_id, record, items, chosen = resume_plan(engine, resume_ref)
+        pairing = record.pyperf_settings.get("measurement")
+        if pairing is not None:
+            check_pairing(pairing)
     else:
         from benchsvc.engine.versions import resolve_versions
 
@@ -120,13 +139,22 @@ def run(
         items, plan_notes = plan_engines(specs, resolve_versions(versions), engine_name)
         for note in plan_notes:
             typer.echo(f"note: {note}", err=True)
-        settings = run_settings(chosen, items)
+        settings = run_settings(chosen, items, pairing)
+        pairing = settings.get("measurement")
         record = RunRecord.new(mode=chosen, trigger=trigger, pyperf_settings=settings)
         resume_id = None
     reporter = _Reporter(quiet)
     try:
         summary = execute(
-            engine, items, record, chosen, reporter, wait=wait, resume_run_id=resume_id, confirm=confirm
+            engine,
+            items,
+            record,
+            chosen,
+            reporter,
+            wait=wait,
+            resume_run_id=resume_id,
+            confirm=confirm,
+            pairing=pairing,
         )
     except InterruptedBeforeStart:
         typer.echo("interrupted while waiting for the database: no run was started", err=True)
