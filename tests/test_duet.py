@@ -257,3 +257,35 @@ def test_appended_processes_are_numbered_after_the_stored_ones(store_url: str) -
     assert per_process["phase"].tolist() == ["primary"] * 5 + ["confirm"] * 2
     assert per_process["block"].tolist() == ["e0", "e1", "e2", "e3", "e4", "c1", "c1"]
     assert per_process["block_process"].tolist() == [0] * 5 + [6, 6]
+
+
+@needs_two_cpus
+def test_resume_finishes_a_duet_run_as_a_duet(bench: Any) -> None:
+    import signal
+
+    proc = bench.spawn(
+        "run", "-w", W, "-w", "c-straddle-munmap", "-V", "v2,v3", "--quick", "--pairing", "duet"
+    )
+    bench.poll(lambda: bench.result_count(1) >= 1, "a committed result", proc=proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    bench.kill_group(proc)  # the orphaned duet driver and its children
+    if bench.result_count(1) != 2:
+        pytest.fail("expected the kill in the middle of the run")
+    refused = bench.cli("run", "--resume", "--pairing", "interleaved")
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("Error: --pairing is not taken with --resume")
+    resumed = bench.cli("run", "--resume", "--no-report")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.startswith("run 1 complete: 2 ok, 0 failed, 2 already done")
+    metas = _metas(bench)
+    assert {m["benchsvc_measurement"] for *_, m in metas} == {"duet"}
+    workloads = {
+        w
+        for (w,) in bench.query(
+            "SELECT DISTINCT w.name FROM results r JOIN workloads w ON r.workload_id = w.id WHERE r.engine = 'sim'"
+        )
+    }
+    assert workloads == {W, "c-straddle-munmap"}
+    assert all(m["benchsvc_edge"] == "v3/v2" for e, _, _, m in metas if e == "sim")
