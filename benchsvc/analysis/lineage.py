@@ -6,10 +6,12 @@ independent units are **worker processes** (values inside one process share its 
 values as independent would understate the noise). It is significant only when the interval excludes 1 and
 the effect is at least ``min_effect``.
 
-* **Paired** (both results measured in the same interleaved block, as ``benchsvc run`` does): value ``j`` of
-  process ``k`` of the two versions were measured in the same trial, call by call in random order. Each
-  process gives the median of its per-trial log ratios (a burst that hits one trial does not move it); the
-  ratio is the exponential of the mean over processes, with a Student-t interval over processes.
+* **Paired** (both results measured in the same measurement blocks, as ``benchsvc run`` does): value ``j`` of
+  process ``k`` of the two versions were measured in the same trial -- interleaved call by call in random
+  order, or at the same moment on two CPUs (``--pairing duet``). Each process gives the median of its
+  per-trial log ratios (a burst that hits one trial does not move it); the ratio is the exponential of the
+  mean over processes, with a Student-t interval over processes. A duet result holds the processes of every
+  lineage edge its version takes part in; two results are paired on the processes they share.
 * **Unpaired** (imported results, older runs): the ratio of means with a bootstrap over processes.
 
 When the run re-measured a cell to confirm a finding (processes of phase ``confirm``), the confirmation's
@@ -115,21 +117,41 @@ class TimingEffect:
         return (self.ci_high - self.ci_low) / 2 / self.ratio if self.has_interval else float("nan")
 
 
+def _with_unit(samples: pd.DataFrame) -> pd.DataFrame:
+    """``samples`` with ``unit``: the process index within its block (from the process's metadata, else the
+    stored process number), so that (block, unit) names one worker process of one measurement block."""
+    if "block_process" in samples.columns and samples["block_process"].notna().all():
+        return samples.assign(unit=samples["block_process"].astype(int))
+    return samples.assign(unit=samples["process"].astype(int))
+
+
+#: fewer shared processes than this give no paired comparison (unless they are all of the version's)
+MIN_SHARED_PROCESSES = 2
+
+
 def paired_log_ratios(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray | None:
-    """Per worker process shared by the two results' samples (same interleaved block and process index), the
-    median of the log ratios of the values measured in the same trial; None when the two were not measured
-    side by side."""
+    """Per worker process the two results' samples share (same measurement block and process index in it),
+    the median of the log ratios of the values measured in the same trial; None when the two were not
+    measured side by side.
+
+    Interleaved results share every process of their block. A duet result holds processes of each edge its
+    version is in, so the two results are paired on the processes they share when there are at least
+    :data:`MIN_SHARED_PROCESSES` of them."""
     if a.empty or b.empty or a["block"].isna().any() or b["block"].isna().any():
         return None
-    joined = a.merge(b, on=["block", "process", "value_index"], suffixes=("_a", "_b"))
-    n_a = a.groupby(["block", "process"]).ngroups
-    if joined.empty or joined.groupby(["block", "process"]).ngroups != n_a:
+    a, b = _with_unit(a), _with_unit(b)
+    keys = ["block", "unit"]
+    joined = a.merge(b, on=[*keys, "value_index"], suffixes=("_a", "_b"))
+    if joined.empty:
+        return None
+    shared = joined.groupby(keys).ngroups
+    if shared != a.groupby(keys).ngroups and shared < MIN_SHARED_PROCESSES:
         return None
     va, vb = joined["value_s_a"].to_numpy(float), joined["value_s_b"].to_numpy(float)
     if (va <= 0).any() or (vb <= 0).any():
         return None
     joined = joined.assign(log_ratio=np.log(va / vb))
-    return joined.groupby(["block", "process"])["log_ratio"].median().to_numpy(float)
+    return joined.groupby(keys)["log_ratio"].median().to_numpy(float)
 
 
 def t_ratio(log_ratios: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float, float]:

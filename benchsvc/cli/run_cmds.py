@@ -70,6 +70,17 @@ def run(
             "timing finding only when the re-measurement agrees (default: on).",
         ),
     ] = True,
+    pairing: Annotated[
+        str | None,
+        typer.Option(
+            "--pairing",
+            metavar="interleaved|duet",
+            help="How the simulated versions are measured: interleaved (every version and the canary in "
+            "each worker process, call by call in random order; the default) or duet (each version and its "
+            "parent at the same moment on two pinned CPUs, swapped between trials). See "
+            "docs/measurement.md.",
+        ),
+    ] = None,
     write_report: Annotated[
         bool, typer.Option("--report/--no-report", help="Write the HTML report when the run ends.")
     ] = True,
@@ -92,6 +103,7 @@ def run(
         MODES,
         InterruptedBeforeStart,
         RunError,
+        check_pairing,
         execute,
         plan_engines,
         resume_plan,
@@ -105,6 +117,10 @@ def run(
         raise RunError(f"unknown mode {chosen!r} (one of: {', '.join(MODES)})")
     if resume_ref is not None and not resume:
         raise RunError(f"unexpected argument {resume_ref!r}: a RUN is only taken with --resume")
+    if resume and pairing is not None:
+        raise RunError("--pairing is not taken with --resume: a run is finished the way it was started")
+    if pairing is not None:
+        check_pairing(pairing)
     if write_report:  # before anything is measured: a report that cannot be written fails now, not at the end
         from benchsvc.report.publish import check_out_dir
 
@@ -113,6 +129,9 @@ def run(
         engine = open_db(db)
         resume_id, record, items, chosen = resume_plan(engine, resume_ref)
         items = _unique_items(items)  # a plan recorded before duplicates were dropped may repeat items
+        pairing = record.pyperf_settings.get("measurement")
+        if pairing is not None:
+            check_pairing(pairing)
     else:
         # every input is checked before the database is opened (and created): a mistake writes nothing
         if engine_name == "kernel" and versions:
@@ -125,14 +144,23 @@ def run(
         items = _unique_items(items)
         for note in plan_notes:
             typer.echo(f"note: {note}", err=True)
-        settings = run_settings(chosen, items)
+        settings = run_settings(chosen, items, pairing)
+        pairing = settings.get("measurement")
         record = RunRecord.new(mode=chosen, trigger=trigger, pyperf_settings=settings)
         resume_id = None
         engine = open_db(db)
     reporter = _Reporter(quiet)
     try:
         summary = execute(
-            engine, items, record, chosen, reporter, wait=wait, resume_run_id=resume_id, confirm=confirm
+            engine,
+            items,
+            record,
+            chosen,
+            reporter,
+            wait=wait,
+            resume_run_id=resume_id,
+            confirm=confirm,
+            pairing=pairing,
         )
     except InterruptedBeforeStart:
         typer.echo("interrupted while waiting for the database: no run was started", err=True)

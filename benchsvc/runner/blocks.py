@@ -8,6 +8,10 @@ index, phase, CPU affinity, start and end), and the canary's values of the same 
 
 When a block's worker fails, each version is measured again alone (with the canary) so that only the version
 that fails is recorded as failed.
+
+With the ``duet`` pairing (:mod:`benchsvc.runner.duet`) a block is measured edge by edge instead: every lineage
+edge (version, parent) among the block's versions is measured by two pinned processes at the same moment,
+each edge and worker process in a measurement block of its own (:func:`duet_edges` says which edges).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from benchsvc.records import ProcessValues
+from benchsvc.runner.duet import DUET
+from benchsvc.runner.interleave import INTERLEAVED
 
 #: a worker process of a block never takes longer than this
 BLOCK_WORKER_TIMEOUT_S = 1800
@@ -89,7 +95,7 @@ def engine_code_hash() -> str:
 
 
 def _run_worker(job: Any, workdir: Path) -> Any:
-    """Run one interleaved worker process; returns its pyperf BenchmarkSuite."""
+    """Run one worker process (interleaved, or a duet driver); returns its pyperf BenchmarkSuite."""
     import pyperf
 
     from benchsvc.runner.worker import ERROR_PREFIX
@@ -97,7 +103,8 @@ def _run_worker(job: Any, workdir: Path) -> Any:
     wdir = Path(tempfile.mkdtemp(dir=workdir))
     job_file, out = wdir / "job.json", wdir / "result.json"
     job_file.write_text(job.to_json())
-    cmd = [sys.executable, "-m", "benchsvc.runner.interleave", str(job_file), str(out)]
+    module = "benchsvc.runner.duet" if hasattr(job, "edges") else "benchsvc.runner.interleave"
+    cmd = [sys.executable, "-m", module, str(job_file), str(out)]
     try:
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=BLOCK_WORKER_TIMEOUT_S, check=False
@@ -135,13 +142,12 @@ def measure_block(
     first_process: int = 0,
     processes: int | None = None,
     extra_metadata: dict[str, Any] | None = None,
+    pairing: str = INTERLEAVED,
 ) -> BlockTimings:
-    """Measure ``versions`` of one workload interleaved, with the canary, in ``processes`` worker processes.
+    """Measure ``versions`` of one workload with the canary in ``processes`` worker processes: interleaved,
+    or with ``pairing="duet"`` edge by edge on two pinned CPUs (:func:`duet_edges`).
 
     A version whose measurement fails is in ``errors`` (the others are measured without it)."""
-    import pyperf
-
-    from benchsvc.runner.canary import VERSION as CANARY_VERSION
     from benchsvc.runner.interleave import Job
 
     wdir = Path(tempfile.mkdtemp(dir=workdir))
@@ -172,6 +178,10 @@ def measure_block(
             version = bench.get_name().split("/")[1]
             runs.setdefault(version, []).append(run)
 
+    if pairing == DUET:
+        return _measure_duet(
+            workload_file, versions, sampling, workdir, rng, phase, first_process, n_processes, extra_metadata
+        )
     try:
         for p in range(n_processes):
             collect(_run_worker(job(versions, first_process + p, block_id), workdir))
@@ -186,6 +196,15 @@ def measure_block(
             except BlockWorkerFailed as exc:
                 out.errors[version] = str(exc)
                 runs.pop(version, None)
+    return _timings(runs, out)
+
+
+def _timings(runs: dict[str, list[Any]], out: BlockTimings) -> BlockTimings:
+    """Fill ``out`` with the pyperf runs of each version (and the canary), one ProcessValues per run."""
+    import pyperf
+
+    from benchsvc.runner.canary import VERSION as CANARY_VERSION
+
     for version, vruns in runs.items():
         bench = pyperf.Benchmark(vruns)
         common = _scalar_metadata(bench.get_metadata())
@@ -207,9 +226,97 @@ def measure_block(
     return out
 
 
+#: the measurement schemes ``benchsvc run --pairing`` takes (docs/measurement.md)
+PAIRINGS = (INTERLEAVED, DUET)
+#: the default scheme: the one with the narrower A/A interval as measured here (docs/measurement.md)
+DEFAULT_PAIRING = INTERLEAVED
+
+
+def duet_edges(versions: Sequence[str]) -> list[tuple[str, ...]]:
+    """The pairs a duet measures for ``versions`` (lineage order): every lineage edge (version, parent) with
+    both in the selection; a version in no such edge is paired with its nearest neighbour in the selection
+    (the one before it, or after it for the first), and measured alone only when it is the only version."""
+    from benchsvc.engine.versions import get_version
+
+    chosen = list(versions)
+    edges: list[tuple[str, ...]] = []
+    for v in chosen:
+        parent = get_version(v).parent
+        if parent is not None and parent in chosen:
+            edges.append((v, parent))
+    covered = {v for e in edges for v in e}
+    for i, v in enumerate(chosen):
+        if v in covered:
+            continue
+        if len(chosen) == 1:
+            edges.append((v,))
+        else:
+            partner = chosen[i - 1] if i > 0 else chosen[1]
+            edges.append((v, partner))
+            covered.update((v, partner))
+    return edges
+
+
+def _measure_duet(
+    workload_file: Path,
+    versions: Sequence[str],
+    sampling: Sampling,
+    workdir: Path,
+    rng: random.Random,
+    phase: str,
+    first_process: int,
+    n_processes: int,
+    extra_metadata: dict[str, Any] | None,
+) -> BlockTimings:
+    """The duet scheme: one driver process per process index measuring every edge in its own block."""
+    from benchsvc.runner.duet import Edge, Job, duet_cpus
+
+    cpus = duet_cpus()
+    out = BlockTimings()
+    runs: dict[str, list[Any]] = {}
+
+    def job(edges: Sequence[tuple[str, ...]], process: int) -> Any:
+        return Job(
+            workload_file=str(workload_file),
+            edges=tuple(Edge(e, str(uuid.uuid4())) for e in edges),
+            values=sampling.values,
+            warmups=sampling.warmups,
+            loops=sampling.loops,
+            seed=rng.randrange(2**32),
+            process=process,
+            cpus=cpus,
+            phase=phase,
+            extra_metadata=dict(extra_metadata or {}),
+        )
+
+    def collect(suite: Any) -> None:
+        for bench in suite.get_benchmarks():
+            version = bench.get_name().split("/")[1]
+            runs.setdefault(version, []).extend(bench.get_runs())
+
+    try:
+        for p in range(n_processes):
+            collect(_run_worker(job(duet_edges(versions), first_process + p), workdir))
+    except BlockWorkerFailed:
+        # measure each version alone (with the canary), so only the one that fails is recorded as failed
+        runs.clear()
+        for version in versions:
+            try:
+                for p in range(n_processes):
+                    collect(_run_worker(job([(version,)], first_process + p), workdir))
+            except BlockWorkerFailed as exc:
+                out.errors[version] = str(exc)
+                runs.pop(version, None)
+    return _timings(runs, out)
+
+
 #: kept with every process even when all processes agree: what pairing and the interleaving checks read
 PROCESS_KEYS = (
     "benchsvc_measurement",
+    "benchsvc_cpus",
+    "benchsvc_warmup_cpus",
+    "benchsvc_side",
+    "benchsvc_edge",
     "benchsvc_block",
     "benchsvc_process",
     "benchsvc_phase",

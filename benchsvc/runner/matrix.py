@@ -182,16 +182,35 @@ def plan_engines(
     return items, notes
 
 
-def run_settings(mode: str, items: Sequence[MatrixItem]) -> dict[str, Any]:
-    """How a run measures, as stored with it: the scheme, the sampling of the simulated versions, the canary,
-    and the pyperf options of the kernel engine when it takes part."""
-    from benchsvc.runner.blocks import SAMPLING
+def check_pairing(pairing: str) -> None:
+    """Refuse a ``--pairing`` that is unknown, or ``duet`` where this process may not use two CPUs."""
+    from benchsvc.runner.blocks import PAIRINGS
+    from benchsvc.runner.duet import DUET, DuetUnavailable, duet_cpus
+
+    if pairing not in PAIRINGS:
+        raise RunError(f"unknown pairing {pairing!r} (one of: {', '.join(PAIRINGS)})")
+    if pairing == DUET:
+        try:
+            duet_cpus()
+        except DuetUnavailable as exc:
+            raise RunError(
+                f"--pairing duet needs two CPUs to pin its two sides to, but {exc} — "
+                "use --pairing interleaved, or allow the run more CPUs"
+            ) from None
+
+
+def run_settings(mode: str, items: Sequence[MatrixItem], pairing: str | None = None) -> dict[str, Any]:
+    """How a run measures, as stored with it: the scheme (``pairing``, default
+    :data:`~benchsvc.runner.blocks.DEFAULT_PAIRING`), the sampling of the simulated versions, the canary, and
+    the pyperf options of the kernel engine when it takes part."""
+    from benchsvc.runner.blocks import DEFAULT_PAIRING, SAMPLING
     from benchsvc.runner.canary import VERSION
-    from benchsvc.runner.interleave import INTERLEAVED
 
     settings: dict[str, Any] = {}
     if any(i.engine == "sim" for i in items):
-        settings.update(measurement=INTERLEAVED, sampling=SAMPLING[mode].as_dict(), canary=VERSION)
+        settings.update(
+            measurement=pairing or DEFAULT_PAIRING, sampling=SAMPLING[mode].as_dict(), canary=VERSION
+        )
     if any(i.engine == "kernel" for i in items):
         settings["kernel_args"] = list(pyperf_args(mode, "kernel"))
     return settings
@@ -247,7 +266,11 @@ def _counters(item: MatrixItem, session: Any) -> tuple[dict[str, int], float | N
 
 
 def measure(
-    item: MatrixItem, mode: str, workdir: Path, clock: dict[str, float] | None = None
+    item: MatrixItem,
+    mode: str,
+    workdir: Path,
+    clock: dict[str, float] | None = None,
+    pairing: str | None = None,
 ) -> ResultRecord:
     """Count once (simulate, or run on the kernel) and time; any failure becomes a failed result carrying the
     error, except a sysfs value that could not be restored (that stops the run). A simulated version is timed
@@ -255,7 +278,7 @@ def measure(
     from benchsvc.kernel import SysfsRestoreError
 
     if item.engine == "sim":
-        records, _ = measure_block([item], mode, workdir, random.Random(), clock)
+        records, _ = measure_block([item], mode, workdir, random.Random(), clock, pairing=pairing)
         return records[0]
 
     started = utcnow()
@@ -307,13 +330,14 @@ def measure_block(
     rng: random.Random,
     clock: dict[str, float] | None = None,
     engine_hash: str | None = None,
+    pairing: str | None = None,
 ) -> tuple[list[ResultRecord], list[ProcessValues]]:
     """The simulated versions of one workload: counters from one simulation each, timings interleaved with
     each other and with the canary (:func:`benchsvc.runner.blocks.measure_block`). Returns the results in the
     order of ``items`` and the canary's values of the block's worker processes."""
     from benchsvc import __version__
     from benchsvc.engine import simulate
-    from benchsvc.runner.blocks import SAMPLING
+    from benchsvc.runner.blocks import DEFAULT_PAIRING, SAMPLING
     from benchsvc.runner.blocks import measure_block as time_block
 
     spec = items[0].spec
@@ -338,6 +362,7 @@ def measure_block(
         SAMPLING[mode],
         workdir,
         rng,
+        pairing=pairing or DEFAULT_PAIRING,
     )
     if clock is not None:
         clock["simulate_s"] += t1 - t0
@@ -406,12 +431,14 @@ def blocks(items: Sequence[MatrixItem]) -> list[list[MatrixItem]]:
     return out
 
 
-def canary_record(processes: Sequence[ProcessValues], started: Any, engine_hash: str | None) -> ResultRecord:
+def canary_record(
+    processes: Sequence[ProcessValues], started: Any, engine_hash: str | None, pairing: str | None = None
+) -> ResultRecord:
     """The canary's result of a run: its values from every worker process of every block."""
     from benchsvc.runner import canary
-    from benchsvc.runner.blocks import canary_warnings
+    from benchsvc.runner.blocks import DEFAULT_PAIRING, canary_warnings
 
-    metadata: dict[str, Any] = {"benchsvc_measurement": "interleaved"}
+    metadata: dict[str, Any] = {"benchsvc_measurement": pairing or DEFAULT_PAIRING}
     if engine_hash:
         metadata["benchsvc_engine_hash"] = engine_hash
     return ResultRecord(
@@ -505,11 +532,14 @@ def execute(
     wait_poll_s: float = 5.0,
     resume_run_id: int | None = None,
     confirm: bool = True,
+    pairing: str | None = None,
 ) -> RunSummary:
     """Run the matrix into the store behind ``engine`` (a SQLAlchemy Engine).
 
     With ``confirm`` (and in a mode of :data:`CONFIRMING_MODES`), the cells whose timing looks changed are
-    measured again at the end of the run before anything is recorded (:func:`_confirm`).
+    measured again at the end of the run before anything is recorded (:func:`_confirm`). ``pairing``: how
+    the simulated versions are measured, ``interleaved`` or ``duet`` (default
+    :data:`~benchsvc.runner.blocks.DEFAULT_PAIRING`).
 
     On Ctrl-C or SIGTERM the run is marked ``interrupted`` (its committed results stay) and the
     KeyboardInterrupt propagates."""
@@ -517,6 +547,8 @@ def execute(
 
     if mode not in MODES:
         raise RunError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
+    if pairing is not None:
+        check_pairing(pairing)
     t0 = time.monotonic()
     while True:
         try:
@@ -551,10 +583,12 @@ def execute(
                 if on_progress:
                     on_progress(Progress("start", index, len(todo), block[0], skipped=summary.skipped))
                 if block[0].engine == "sim":
-                    records, block_canary = measure_block(block, mode, Path(tmp), rng, clock, engine_hash)
+                    records, block_canary = measure_block(
+                        block, mode, Path(tmp), rng, clock, engine_hash, pairing
+                    )
                     canary.extend(block_canary)
                 else:
-                    records = [measure(item, mode, Path(tmp), clock) for item in block]
+                    records = [measure(item, mode, Path(tmp), clock, pairing) for item in block]
                 t_commit = time.perf_counter()
                 _commit_results(engine, run_id, records)
                 clock["commit_s"] += time.perf_counter() - t_commit
@@ -568,11 +602,11 @@ def execute(
                     index += 1
             if confirm and mode in CONFIRMING_MODES and any(i.engine == "sim" for i in items):
                 again, summary.confirmed = _confirm(
-                    engine, run_id, items, mode, Path(tmp), rng, on_progress, clock, canary
+                    engine, run_id, items, mode, Path(tmp), rng, on_progress, clock, canary, pairing
                 )
                 canary.extend(again)
             if canary:
-                _commit_results(engine, run_id, [canary_record(canary, started, engine_hash)])
+                _commit_results(engine, run_id, [canary_record(canary, started, engine_hash, pairing)])
         status = "complete" if summary.failed + summary.failed_before == 0 else "failed"
     finally:
         _close_run(engine, run_id, status)
@@ -622,6 +656,7 @@ def _confirm(
     on_progress: Callable[[Progress], None] | None,
     clock: dict[str, float],
     canary: Sequence[ProcessValues],
+    pairing: str | None = None,
 ) -> tuple[list[ProcessValues], set[Any]]:
     """Re-measure the suspected cells of the run before anything is recorded: the lineage timing comparisons
     that look significant (:func:`confirmation_cells`) and the series whose timing makes a change point
@@ -631,7 +666,7 @@ def _confirm(
     :func:`benchsvc.findings.record_run`): a lineage comparison holds when its confirmation interval agrees
     (:mod:`benchsvc.analysis.lineage`), a nightly change when :func:`nightly_change_held`."""
     from benchsvc.findings import plan_run
-    from benchsvc.runner.blocks import CONFIRM_PROCESSES, SAMPLING
+    from benchsvc.runner.blocks import CONFIRM_PROCESSES, DEFAULT_PAIRING, SAMPLING
     from benchsvc.runner.blocks import measure_block as time_block
     from benchsvc.store.db import read_session
 
@@ -663,12 +698,13 @@ def _confirm(
             phase="confirm",
             first_process=SAMPLING[mode].processes,
             processes=CONFIRM_PROCESSES[mode],
+            pairing=pairing or DEFAULT_PAIRING,
         )
         clock["pyperf_s"] += time.perf_counter() - t0
         new_canary.extend(timings.canary)
         for version, pvs in timings.processes.items():
             remeasured[chash, version] = pvs
-        _append_processes(engine, run_id, spec, timings.processes, SAMPLING[mode].processes)
+        _append_processes(engine, run_id, spec, timings.processes)
     held: set[Any] = set()
     final = plan_run(engine, run_id, confirmed=True)
     held |= {k for k in final.suspected() if k.axis == "lineage"}
@@ -726,7 +762,7 @@ def nightly_change_held(
 
 
 def _append_processes(
-    engine: Any, run_id: int, spec: WorkloadSpec, processes: dict[str, list[ProcessValues]], first: int
+    engine: Any, run_id: int, spec: WorkloadSpec, processes: dict[str, list[ProcessValues]]
 ) -> None:
     from benchsvc.store import lock
     from benchsvc.store.db import write_session
@@ -741,7 +777,7 @@ def _append_processes(
         for version, pvs in processes.items():
             rid = result_id(s, run_id, "sim", version, spec.name, spec.content_hash)
             if rid is not None:
-                add_processes(s, rid, pvs, first)
+                add_processes(s, rid, pvs)
         lock.heartbeat(s, run)
 
 

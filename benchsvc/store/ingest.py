@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -195,11 +195,17 @@ def add_result(
     return result
 
 
-def add_processes(session: Session, result_id: int, processes: Sequence[ProcessValues], first: int) -> None:
-    """Append worker processes to a stored result (a confirmation re-measurement), numbered from ``first``.
+def add_processes(
+    session: Session, result_id: int, processes: Sequence[ProcessValues], first: int | None = None
+) -> None:
+    """Append worker processes to a stored result (a confirmation re-measurement), numbered from ``first``
+    (default: after the result's last stored process; a duet result holds a process per edge it is in).
 
     The result's summary (mean, median, ...) stays that of the values it was stored with: the appended
     processes carry their phase in their metadata and are read apart (:mod:`benchsvc.analysis.lineage`)."""
+    if first is None:
+        last = session.scalar(select(func.max(Sample.process)).where(Sample.result_id == result_id))
+        first = 0 if last is None else last + 1
     for i, p in enumerate(processes):
         session.add(
             Sample(

@@ -235,6 +235,7 @@ SAMPLE_COLUMNS = [
     "workload",
     "process",
     "block",
+    "block_process",
     "phase",
     "value_index",
     "value_s",
@@ -316,9 +317,9 @@ def result_id(
 
 
 def run_samples(session: Session, run_id: int) -> pd.DataFrame:
-    """The raw values of a run, long: result_id, engine, version, workload, process, block and phase (from the
-    process's metadata: its interleaved measurement block and "primary" or "confirm"; None for older rows),
-    value_index, value_s."""
+    """The raw values of a run, long: result_id, engine, version, workload, process, block, block_process and
+    phase (from the process's metadata: its measurement block, its process index within the block, and
+    "primary" or "confirm"; None for older rows), value_index, value_s."""
     stmt = (
         select(
             Sample.result_id,
@@ -339,6 +340,7 @@ def run_samples(session: Session, run_id: int) -> pd.DataFrame:
         return pd.DataFrame(columns=SAMPLE_COLUMNS)
     meta = [m if isinstance(m, dict) else {} for m in df.pop("meta")]
     df["block"] = [m.get("benchsvc_block") for m in meta]
+    df["block_process"] = [m.get("benchsvc_process") for m in meta]
     df["phase"] = [m.get("benchsvc_phase", "primary") for m in meta]
     df = df.explode("values")
     df["value_index"] = df.groupby(["result_id", "process"]).cumcount()
