@@ -238,8 +238,15 @@ def plan_run(
         info = (
             hist.drop_duplicates("run_id").set_index("run_id")[["started_at", "git_commit"]].to_dict("index")
         )
+        # the simulated versions of one workload are measured in one block (benchsvc/runner/blocks.py)
+        blocks = [(eng, wid) if eng == "sim" else None for eng, _, wid in keys]
         decision = decide_night(
-            values, [codes.get(r) for r in nights], settings, canary=canary, confirmed=confirmed
+            values,
+            [codes.get(r) for r in nights],
+            settings,
+            canary=canary,
+            confirmed=confirmed,
+            blocks=blocks,
         )
         hashes = dict(zip(hist["workload_id"], hist["workload_hash"], strict=False))
         names = dict(zip(hist["workload_id"], hist["workload"], strict=False))

@@ -105,6 +105,9 @@ class DetectorSettings:
     machine_min_share: float = 0.5
     machine_canary_share: float = 0.25
     machine_baseline_nights: int = 10
+    #: divide each series also by the median move of the series measured in the same block (the versions of
+    #: one workload, measured together in the same worker processes), within the same engine code
+    block_factor: bool = True
 
     def replace(self, **changes: object) -> DetectorSettings:
         """A copy with some settings changed (``None`` values are ignored)."""

@@ -1,0 +1,44 @@
+"""The block factor of the nightly decision: the versions of one workload are measured together, so a
+disturbance during that block moves all of them; it is divided out, a change in one version is not."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchsvc.analysis.changepoints import DetectorSettings
+from benchsvc.analysis.nightly import block_factors, code_epochs, decide_night
+
+NIGHTS = 30
+
+
+def _matrix(rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """Four blocks of six series each, 0.5% independent noise, and a block-wide disturbance of ±3% on every
+    night (the block's own, shared by its six series)."""
+    blocks = [("sim", b) for b in range(4) for _ in range(6)]
+    level = np.repeat(np.linspace(1.0, 3.0, 24)[:, None], NIGHTS, axis=1)
+    shared = np.exp(rng.normal(0, 0.03, size=(4, NIGHTS)))
+    values = level * np.repeat(shared, 6, axis=0) * np.exp(rng.normal(0, 0.005, size=(24, NIGHTS)))
+    return values, blocks
+
+
+def test_a_disturbance_of_one_block_is_divided_out() -> None:
+    rng = np.random.default_rng(5)
+    values, blocks = _matrix(rng)
+    values[6:12, -1] *= 1.12  # tonight the second block was measured while something else ran
+    code = ["same"] * NIGHTS
+    with_blocks = decide_night(values, code, DetectorSettings(), blocks=blocks)
+    assert with_blocks.findings == []
+    without = decide_night(values, code, DetectorSettings(block_factor=False), blocks=blocks)
+    assert {row for row, _ in without.findings} & set(range(6, 12)), "the disturbance looks like changes"
+
+
+def test_the_block_factor_is_one_on_the_first_night_of_new_engine_code() -> None:
+    rng = np.random.default_rng(7)
+    values, blocks = _matrix(rng)
+    code = ["old"] * (NIGHTS - 1) + ["new"]
+    factors = block_factors(values, code_epochs(code), blocks)
+    assert np.all(factors[:, -1] == 1.0), "a code change is never divided away"
+    assert not np.allclose(factors[:, :-1], 1.0)
+    # a block of fewer than three series, or series without a block, are left alone
+    assert np.all(block_factors(values[:2], code_epochs(code), blocks[:2]) == 1.0)
+    assert np.all(block_factors(values, code_epochs(code), [None] * len(blocks)) == 1.0)
