@@ -1,7 +1,7 @@
 """Nightly detection on this machine's real noise: unchanged runs, steps written in, imported back, analysed.
 
     python benchmarks/real_noise.py [--runs 12] [--mode quick] [--dir DIR] [--step10 10] [--step5 10]
-                                    [--step-nights 3] [--seed 0]
+                                    [--step-nights 3] [--seed 0] [--code-change]
 
 1. Makes (or reuses, in DIR/history.db) a history of ``--runs`` consecutive unchanged ``benchsvc run`` runs
    of the shipped matrix on this machine (real CLI, real worker processes, real SQLite file).
@@ -55,10 +55,19 @@ def series_key(line: dict) -> tuple[str, str, str]:
     return (line["engine"], line["version"]["id"], line["workload"]["name"])
 
 
-def inject(lines: list[dict], step10: int, step5: int, nights: int, rng: np.random.Generator) -> dict:
-    """Multiply the raw values of the chosen series' last ``nights`` runs; returns {series: (factor, runs)}."""
+def inject(
+    lines: list[dict], step10: int, step5: int, nights: int, rng: np.random.Generator, code_change: bool
+) -> dict:
+    """Multiply the raw values of the chosen series' last ``nights`` runs; returns {series: (factor, runs)}.
+
+    With ``code_change`` those runs also carry another engine-code hash (every result of them), as a commit
+    that slowed the chosen versions would: the nightly analysis then sees the step at a change of code."""
     runs = sorted({line["run"]["started_at"] for line in lines})
     last = set(runs[-nights:])
+    if code_change:
+        for line in lines:
+            if line["run"]["started_at"] in last:
+                line["pyperf_metadata"]["benchsvc_engine_hash"] = "5" * 64
     keys = sorted({series_key(line) for line in lines if line["engine"] == "sim" and line["status"] == "ok"})
     chosen = rng.choice(len(keys), size=step10 + step5, replace=False)
     steps = {keys[i]: (1.10 if n < step10 else 1.05) for n, i in enumerate(chosen)}
@@ -99,6 +108,12 @@ def main() -> None:
     ap.add_argument("--step5", type=int, default=10)
     ap.add_argument("--step-nights", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--code-change",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the step nights carry another engine-code hash, as a commit that slowed the versions would",
+    )
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     history = args.dir / "history.db"
@@ -114,7 +129,16 @@ def main() -> None:
     )
     print("machine factor per night: " + " ".join(f"{f:+.1%}" for f in factors))
 
-    steps = inject(lines, args.step10, args.step5, args.step_nights, np.random.default_rng(args.seed))
+    rng = np.random.default_rng(args.seed)
+    steps = inject(lines, args.step10, args.step5, args.step_nights, rng, args.code_change)
+    print(
+        "steps written "
+        + (
+            "with a change of the engine code at the first step night"
+            if args.code_change
+            else "without a code change"
+        )
+    )
     injected = args.dir / "injected.jsonl"
     injected.write_text("".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
     target = args.dir / "injected.db"
@@ -131,6 +155,7 @@ def main() -> None:
     hit = {1.10: 0, 1.05: 0}
     total = {1.10: 0, 1.05: 0}
     false_alerts = []
+    missed: list[str] = []
     for r in timing:
         key = ("sim", r["version"], r["workload"])  # the canary and the kernel are not stepped
         if key in steps:
@@ -148,6 +173,8 @@ def main() -> None:
         ]
         if mine:
             hit[factor] += 1
+        else:
+            missed.append(f"{key[1]}/{key[2]} +{factor - 1:.0%}")
     series = len({series_key(x) for x in lines if x["engine"] == "sim"})
     print(f"\nanalysed in {analyse_s:.1f} s; {len(machine)} machine events")
     for factor in (1.10, 1.05):
@@ -156,6 +183,8 @@ def main() -> None:
                 f"+{factor - 1:.0%} steps over the last {args.step_nights} nights: {hit[factor]}/{total[factor]} "
                 f"found ({hit[factor] / total[factor]:.0%})"
             )
+    for m in missed:
+        print(f"  missed: {m}")
     nights_checked = series * args.runs - sum(1 for _ in steps) * args.step_nights
     print(f"alerts in series without a step: {len(false_alerts)} over {series} series x {args.runs} nights")
     for r in false_alerts:

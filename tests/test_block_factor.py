@@ -42,3 +42,13 @@ def test_the_block_factor_is_one_on_the_first_night_of_new_engine_code() -> None
     # a block of fewer than three series, or series without a block, are left alone
     assert np.all(block_factors(values[:2], code_epochs(code), blocks[:2]) == 1.0)
     assert np.all(block_factors(values, code_epochs(code), [None] * len(blocks)) == 1.0)
+
+
+def test_a_change_of_one_version_stays_visible() -> None:
+    rng = np.random.default_rng(6)
+    values, blocks = _matrix(rng)
+    values[8, -3:] *= 1.10  # one version of the second block got 10% slower three nights ago
+    decision = decide_night(values, ["same"] * NIGHTS, DetectorSettings(), blocks=blocks)
+    assert [row for row, _ in decision.findings] == [8]
+    (cp,) = [cp for _, cp in decision.findings]
+    assert 1.07 < cp.effect < 1.13
