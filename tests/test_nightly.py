@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from benchsvc.analysis.nightly import code_epochs, decide_night, machine_factors
+from benchsvc.analysis.changepoints import DetectorSettings
+from benchsvc.analysis.nightly import code_epochs, decide_night, decide_night_both, machine_factors
 from benchsvc.cli.app import app
 from benchsvc.findings import analyze_run, plan_run, record_run
 from benchsvc.records import (
@@ -207,3 +208,22 @@ def test_machine_factor_never_divides_a_code_change_away() -> None:
     y[:, -1] *= 1.1
     assert decide_night(y, ["a"] * 11 + ["a"]).machine_event is not None
     assert decide_night(y, ["a"] * 11 + ["b"]).machine_event is None  # a code change tonight is no event
+
+
+def test_both_paths_in_one_call_decide_as_two_calls() -> None:
+    rng = np.random.default_rng(21)
+    y = 1e-3 * (1 + rng.normal(0, 0.01, size=(12, 40)))
+    y[2, -1:] *= 1.06  # one night on a new level: a candidate only with confirmation
+    y[5, -3:] *= 1.07
+    code = ["a"] * 40
+    settings = DetectorSettings(max_pvalue_confirmed=1e-3, fdr_confirmed=0.2)
+    plain, confirmed = decide_night_both(y, code, settings)
+    for both, one in (
+        (plain, decide_night(y, code, settings)),
+        (confirmed, decide_night(y, code, settings, confirmed=True)),
+    ):
+        assert both.findings == one.findings
+        assert np.array_equal(both.factors, one.factors)
+        assert (both.machine_event, both.code_change) == (one.machine_event, one.code_change)
+    assert [r for r, _ in plain.findings] == [5]
+    assert [r for r, _ in confirmed.findings] == [2, 5]

@@ -35,8 +35,9 @@ from benchsvc.analysis.changepoints import (
     DEFAULT_SETTINGS,
     ChangePoint,
     DetectorSettings,
+    detect,
     keep_discoveries,
-    new_change_points,
+    keep_new,
 )
 
 MIN_SERIES_FOR_FACTOR = 3
@@ -187,8 +188,36 @@ def decide_night(
     where absent; it is not itself a row); ``rows``: the series to look for change points in (default all;
     the others still count for the machine factor and the machine event); ``n_tests``: the number of
     hypotheses for Benjamini-Hochberg (default one per series looked at, or one per candidate when a series
-    has several); ``confirmed``: the caller re-measures suspected cells, so ``min_nights_after_confirmed``
-    nights on a new level are enough."""
+    has several); ``confirmed``: the caller re-measures suspected cells before recording them, so
+    ``min_nights_after_confirmed`` nights on a new level are enough and ``max_pvalue_confirmed`` and
+    ``fdr_confirmed`` apply (:meth:`DetectorSettings.for_path`)."""
+    return _decide(values, code, settings, canary, rows, n_tests, (confirmed,))[0]
+
+
+def decide_night_both(
+    values: np.ndarray,
+    code: Sequence[object],
+    settings: DetectorSettings | None = None,
+    *,
+    canary: np.ndarray | None = None,
+    rows: Sequence[int] | None = None,
+    n_tests: int | None = None,
+) -> tuple[NightDecision, NightDecision]:
+    """:func:`decide_night` without and with ``confirmed``, in one call (the evaluation scores both paths
+    on the same nights; the machine factor and event are computed once)."""
+    plain, confirmed = _decide(values, code, settings, canary, rows, n_tests, (False, True))
+    return plain, confirmed
+
+
+def _decide(
+    values: np.ndarray,
+    code: Sequence[object],
+    settings: DetectorSettings | None,
+    canary: np.ndarray | None,
+    rows: Sequence[int] | None,
+    n_tests: int | None,
+    modes: tuple[bool, ...],
+) -> list[NightDecision]:
     s = settings or DEFAULT_SETTINGS
     x = np.asarray(values, dtype=float)
     if x.ndim != 2:
@@ -199,17 +228,29 @@ def decide_night(
     factors = machine_factors(x, epochs, s, canary)
     event = machine_event(x, epochs, s, canary)
     code_change = x.shape[1] >= 2 and bool(epochs[-1] != epochs[-2])
-    candidates: list[tuple[int, ChangePoint]] = []
-    hypotheses = 0
+    corrected: list[tuple[int, np.ndarray]] = []
     for row in range(x.shape[0]) if rows is None else rows:
         series = x[row]
         if not np.isfinite(series[-1]):
             continue
         mask = np.isfinite(series)
-        found = new_change_points(series[mask] / factors[mask], settings=s, confirmed=confirmed)
-        candidates.extend((row, c) for c in found)
-        hypotheses += max(1, len(found))
-    if event is not None and s.machine_factor == "none":
-        candidates = []
-    findings = keep_discoveries(candidates, s.fdr, hypotheses if n_tests is None else n_tests)
-    return NightDecision(findings=findings, machine_event=event, factors=factors, code_change=code_change)
+        corrected.append((row, series[mask] / factors[mask]))
+    detected: dict[float, list[list[ChangePoint]]] = {}
+    out = []
+    for confirmed in modes:
+        ms = s.for_path(confirmed)
+        if ms.max_pvalue not in detected:  # the two paths share one detection when their levels agree
+            detected[ms.max_pvalue] = [detect(y, settings=ms) for _, y in corrected]
+        candidates: list[tuple[int, ChangePoint]] = []
+        hypotheses = 0
+        for (row, y), cps in zip(corrected, detected[ms.max_pvalue], strict=True):
+            found = keep_new(cps, y, ms, confirmed=confirmed)
+            candidates.extend((row, c) for c in found)
+            hypotheses += max(1, len(found))
+        if event is not None and s.machine_factor == "none":
+            candidates = []
+        findings = keep_discoveries(candidates, ms.fdr, hypotheses if n_tests is None else n_tests)
+        out.append(
+            NightDecision(findings=findings, machine_event=event, factors=factors, code_change=code_change)
+        )
+    return out
