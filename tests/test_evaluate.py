@@ -286,14 +286,14 @@ def test_cli_evaluate_scores_the_paths_asked_for() -> None:
     from benchsvc.cli.app import app
 
     runner = CliRunner()
-    args = ["evaluate", "--noise", "0.015", "--step", "0.05", "--trials", "20", "--seed", "3"]
+    args = ["evaluate", "--noise", "0.015", "--step", "0.05", "--trials", "10", "--seed", "3"]
     out = runner.invoke(app, [*args, "--confirmation", "all", "--format", "json"])
     assert out.exit_code == 0, out.output
     rows = json.loads(out.stdout)
     assert [r["confirmation"] for r in rows] == list(ev.PATHS)
-    assert all(r["trials"] == 20 and r["step"] == 0.05 for r in rows)
+    assert all(r["trials"] == 10 and r["step"] == 0.05 for r in rows)
     expected = ev.run_evaluation(
-        [ev.Scenario("custom", sigma_night=0.015, step=0.05)], trials=20, seed=3, paths=ev.PATHS
+        [ev.Scenario("custom", sigma_night=0.015, step=0.05)], trials=10, seed=3, paths=ev.PATHS
     )
     assert [r["power_3"] for r in rows] == list(expected["power_3"])
     table = runner.invoke(app, [*args, "--confirmation", "runner"])

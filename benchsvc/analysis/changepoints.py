@@ -18,7 +18,7 @@ numpy/scipy:
 
 Differences from Otava, on purpose: the t-test uses the unbiased pooled variance (Otava feeds population
 standard deviations to ``ttest_ind_from_stats``, which understates the variance of short segments); a window
-is always the slice of the series (Otava ignores the window for numpy input, see anchors §1.8); and there is
+is always the slice of the series (Otava ignores the window for numpy input); and there is
 no randomness anywhere (the t-test replaces MongoDB's permutation test), so the same input gives the same
 change points.
 
@@ -50,6 +50,7 @@ from scipy import special
 
 DEFAULT_WINDOW = 50
 DEFAULT_MAX_PVALUE = 2e-4
+DEFAULT_MAX_PVALUE_CONFIRMED = 4e-4
 DEFAULT_MIN_MAGNITUDE = 0.01
 DEFAULT_FDR = 0.05
 DEFAULT_NEW_NIGHTS = 5
@@ -102,7 +103,7 @@ class DetectorSettings:
     new_nights: int = DEFAULT_NEW_NIGHTS
     min_nights_after: int = DEFAULT_MIN_NIGHTS_AFTER
     min_nights_after_confirmed: int = 1
-    max_pvalue_confirmed: float = DEFAULT_MAX_PVALUE
+    max_pvalue_confirmed: float = DEFAULT_MAX_PVALUE_CONFIRMED
     fdr_confirmed: float = DEFAULT_FDR
     machine_factor: MachineFactor = "median"
     machine_min_shift: float = 0.03

@@ -1,6 +1,6 @@
-"""How good the nightly change-point detector is, measured on synthetic series (DESIGN §5, §8).
+"""How good the nightly change-point detector is, measured on synthetic series (``docs/detection.md``).
 
-**Noise model** (anchors §4.3). A night is one pyperf run of ``processes`` x ``values`` timing values; value
+**Noise model.** A night is one pyperf run of ``processes`` x ``values`` timing values; value
 = level x (1 + o) x (1 + e), with the night offset o ~ N(0, sigma_night) shared by the night's values and
 e ~ N(0, sigma_value) drawn per value. The night's summary is the mean of its values, so its night-to-night
 spread is about sqrt(sigma_night^2 + sigma_value^2 / (processes x values)). An A/A series keeps one level;
