@@ -27,7 +27,8 @@ that ratio of means (pooled variance of the two neighbouring segments, Student t
 2`` degrees of freedom): the exact interval for a ratio of two normal means, not a bootstrap.
 
 :func:`analyze_night` runs :func:`detect` on every series of a night, keeps the change points that are *new*
-(their index among the last ``new_nights`` nights, with at least ``min_nights_after`` nights after it) and
+(their index among the last ``new_nights`` nights, with at least ``min_nights_after`` nights after it and
+tonight's value on the new level, :func:`keep_new`) and
 applies Benjamini-Hochberg at level ``fdr`` across the
 night, counting one hypothesis per series (a series with no new candidate counts as p = 1) or per candidate
 when a series has several.

@@ -19,8 +19,11 @@ night, and the canary's series when the runs have one. Pure numpy: no database, 
   that, or the canary moved by ``machine_min_shift`` and ``machine_canary_share`` of the series moved with
   it, the night is one machine event. With ``machine_factor="none"``, a machine event night records no
   timing change point (the series are not corrected for the machine).
-* **Change points.** :func:`~benchsvc.analysis.changepoints.new_change_points` on every (corrected) series
-  that has a value tonight, then Benjamini-Hochberg across the night.
+* **Change points.** :func:`~benchsvc.analysis.changepoints.detect` on every (corrected) series that has a
+  value tonight, the new ones (:func:`~benchsvc.analysis.changepoints.keep_new`), then Benjamini-Hochberg
+  across the night. With ``confirmed`` (the run re-measures every candidate before recording it), one night
+  on the new level is enough and the candidate level is ``max_pvalue_confirmed`` / ``fdr_confirmed``;
+  :func:`confirmation_holds` is the "levels" test of such a re-measurement.
 """
 
 from __future__ import annotations
