@@ -283,6 +283,13 @@ def plan_run(
                             "nights_before": int(cp.nights_before),
                             "nights_after": int(cp.nights_after),
                             "relative_to": settings.machine_factor,
+                            # tonight's value in the same (machine- and block-corrected) units as the two
+                            # means, for a confirmation that compares its re-measurement with both levels
+                            "value_tonight": float(
+                                decision.tonight[row]
+                                if decision.tonight is not None
+                                else values[row, -1] / decision.factors[-1]
+                            ),
                             "night_before": str(info[before]["started_at"]),
                             "night_after": str(info[after]["started_at"]),
                             "commit_before": info[before]["git_commit"],

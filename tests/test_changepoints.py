@@ -267,3 +267,55 @@ def test_settings_object_is_the_one_source_of_defaults() -> None:
     rng = np.random.default_rng(15)
     x = np.concatenate([_aa(rng, 40, 0.01), 1.05 * _aa(rng, 3, 0.01)])
     assert s.new_change_points(x) == cp.new_change_points(x) == cp.new_change_points(x, settings=s)
+
+
+def test_a_series_back_on_its_old_level_tonight_has_no_new_change_point() -> None:
+    """Four high nights then an ordinary one: the change point at the first high night is not new tonight
+    (``tonight_on_level``: a re-measurement of an ordinary night would confirm nothing); with a fifth high
+    night instead, it is."""
+    rng = np.random.default_rng(16)
+    x = _aa(rng, 50, 0.01)
+    high = 1e-3 * np.array([1.08, 1.081, 1.079, 1.082])
+    back = np.concatenate([x, high, [1e-3 * 1.001]])
+    held = np.concatenate([x, high, [1e-3 * 1.078]])
+    assert 50 in [c.index for c in cp.detect(back)]  # the detector still sees the high nights
+    assert cp.new_change_points(back) == []
+    off = cp.DetectorSettings(tonight_on_level=False)
+    assert [c.index for c in cp.new_change_points(back, settings=off)] == [50]
+    assert [c.index for c in cp.new_change_points(held)] == [50]
+
+
+def test_on_level_compares_in_logs() -> None:
+    c = cp.detect(np.array([1.0] * 20 + [2.0] * 5) * (1 + 0.001 * np.resize([1, -1], 25)))[0]
+    assert cp.on_level(1.9, c) and cp.on_level(1.45, c)  # log midpoint of 1 and 2 is sqrt(2) = 1.414
+    assert not cp.on_level(1.40, c) and not cp.on_level(1.0, c)
+
+
+def test_clipped_nights_still_count_in_the_spread() -> None:
+    """A history with replaced odd nights is not taken for a quiet one: the t-test of a jump at the end is
+    less sure with ``clip_keeps_spread`` than without, and equal to it when nothing was clipped."""
+    rng = np.random.default_rng(17)
+    x = _aa(rng, 60, 0.01)
+    x[[10, 25, 40]] *= [1.12, 0.9, 1.15]
+    x[-3:] *= 1.06
+    kept = cp.detect(x)
+    dropped = cp.detect(x, settings=cp.DetectorSettings(clip_keeps_spread=False))
+    assert [c.index for c in kept] == [c.index for c in dropped] == [57]
+    assert kept[0].p_value > 10 * dropped[0].p_value
+    assert kept[0].mean_after == dropped[0].mean_after  # the means are those of the clipped series
+    quiet = _aa(rng, 60, 0.01)
+    quiet[-3:] *= 1.06
+    assert cp.detect(quiet) == cp.detect(quiet, settings=cp.DetectorSettings(clip_keeps_spread=False))
+
+
+def test_confirmed_path_settings() -> None:
+    s = cp.DetectorSettings(max_pvalue=2e-4, max_pvalue_confirmed=1e-3, fdr=0.05, fdr_confirmed=0.2)
+    assert s.for_path(False) is s
+    c = s.for_path(True)
+    assert (c.max_pvalue, c.fdr, c.window) == (1e-3, 0.2, s.window)
+    rng = np.random.default_rng(18)
+    x = np.concatenate([_aa(rng, 40, 0.01), [1.045e-3]])  # one night at a new level
+    assert cp.new_change_points(x, settings=s) == []  # one night is never enough unconfirmed
+    loose = cp.new_change_points(x, settings=s, confirmed=True)
+    strict = cp.new_change_points(x, settings=s.replace(max_pvalue_confirmed=1e-12), confirmed=True)
+    assert [c.index for c in loose] == [40] and strict == []

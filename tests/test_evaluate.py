@@ -1,14 +1,18 @@
-"""The detector's measured quality: the noise model, the online evaluation, and the DESIGN §8 targets.
+"""The detector's evaluation: the noise model and its re-measurements, the online loop on the three decision
+paths, and coarse, seeded checks of the targets at test size.
 
-The target tests use fixed seeds, so a change to the detector that weakens it changes these numbers and
-fails here. Their trial counts are smaller than the full evaluation's (``benchmarks/detector_speed.py``), so
-each assertion allows two binomial standard errors of the test's own sample around the target: a detector
-that truly meets the target passes under any seed, one that is clearly worse does not.
+The exact figures (1,000 series per class and more) are the benchmark's (``benchmarks/detector_speed.py``,
+``docs/detection.md``). Here the samples are small so that the file runs in seconds; the statistical checks
+assert coarse bounds that a working detector clears by a wide margin and a broken one (no significance
+test, no robust rules, a confirmation that confirms everything) does not.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -16,61 +20,138 @@ import pytest
 
 from benchsvc.analysis import changepoints as cp
 from benchsvc.analysis import evaluate as ev
+from benchsvc.records import ProcessValues
+from benchsvc.runner.matrix import nightly_change_held
 
 AA_LOW, AA_HIGH, STEP_5, STEP_2 = ev.DEFAULT_SCENARIOS
+CLASSES = {sc.name: sc for sc in ev.NOISE_CLASSES}
 SEED = 1
 
 
-def _margin(target: float, n: int) -> float:
-    """Two binomial standard errors of a rate near ``target`` estimated from n trials."""
-    return 2.0 * math.sqrt(target * (1.0 - target) / n)
+def _by_path(table: pd.DataFrame) -> dict[str, pd.Series]:
+    return {str(r["confirmation"]): r for _, r in table.iterrows()}
 
 
-@pytest.fixture(scope="module")
-def targets() -> dict[str, pd.Series]:
-    """The four target scenarios at test size: 60k + 30k A/A series-nights, 1000 series per step."""
-    rows = {}
-    for sc, trials in ((AA_HIGH, 750), (AA_LOW, 375), (STEP_5, 1000), (STEP_2, 1000)):
-        rows[sc.name] = ev.run_evaluation([sc], trials=trials, nights=90, seed=SEED).iloc[0]
-    return rows
+# --- coarse targets at test size ------------------------------------------------------------------------
 
 
-# --- DESIGN §8 targets ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["gaussian", "heavy tails t3", "slow nights 2%"])
+def test_false_alerts_per_series_night_stay_low_on_every_path(name: str) -> None:
+    table = ev.run_evaluation(
+        [CLASSES[name]], trials=60, nights=45, seed=SEED, series_per_night=20, paths=ev.PATHS
+    )
+    rows = _by_path(table)
+    assert set(rows) == set(ev.PATHS)
+    for row in rows.values():
+        assert row.series_nights == 60 * 35
+        assert row.false_alarms <= 0.005 * row.series_nights  # 0.5%: the benchmark measures the 0.1%
 
 
-@pytest.mark.parametrize("scenario", [AA_HIGH, AA_LOW], ids=["aa-1.5%", "aa-0.5%"])
-def test_target_aa_false_alerts_at_most_0_1_percent_per_series_night(
-    targets: dict[str, pd.Series], scenario: ev.Scenario
-) -> None:
-    row = targets[scenario.name]
-    assert row.series_nights >= 20_000
-    assert row.false_alarm_rate <= 0.001 + _margin(0.001, int(row.series_nights))
+def test_step_power_on_each_path() -> None:
+    rows = _by_path(ev.run_evaluation([STEP_5], trials=150, seed=SEED, series_per_night=20, paths=ev.PATHS))
+    for path in ("none", "levels"):
+        assert rows[path].power_3 >= 0.8
+        assert rows[path].power_1 <= rows[path].power_3 <= rows[path].power_5
+    # without confirmation one night at the new level is never enough; with it, it is
+    assert rows["none"].power_1 <= 0.05
+    assert rows["halfstep"].power_1 >= 0.15 and rows["levels"].power_1 >= 0.15
+    assert rows["levels"].power_3 >= rows["halfstep"].power_3  # the levels test loses fewer real steps
 
 
-def test_target_5_percent_step_at_1_5_percent_noise_within_3_nights(targets: dict[str, pd.Series]) -> None:
-    row = targets[STEP_5.name]
-    assert row.power_3 >= 0.90 - _margin(0.90, int(row.trials))
-    assert row.power_1 <= row.power_3 <= row.power_5
+def test_small_step_at_low_noise_is_found_and_located() -> None:
+    row = ev.run_evaluation([STEP_2], trials=150, seed=SEED, series_per_night=20).iloc[0]
+    assert row.power_5 >= 0.85
+    assert row.exact_night >= 0.7
+    assert row.ci_coverage >= 0.85
 
 
-def test_target_2_percent_step_at_0_5_percent_noise_within_5_nights(targets: dict[str, pd.Series]) -> None:
-    row = targets[STEP_2.name]
-    assert row.power_5 >= 0.90 - _margin(0.90, int(row.trials))
+# --- the confirmation, night by night -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scenario", [STEP_5, STEP_2], ids=["5%", "2%"])
-def test_target_change_night_exact_in_80_percent(
-    targets: dict[str, pd.Series], scenario: ev.Scenario
-) -> None:
-    row = targets[scenario.name]
-    assert row.detections >= 900
-    assert row.exact_night >= 0.80 - _margin(0.80, int(row.detections))
+def _history(seed: int, nights: int = 45) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 1e-3 * (1 + rng.normal(0, 0.01, size=(1, nights)))
 
 
-@pytest.mark.parametrize("scenario", [STEP_5, STEP_2], ids=["5%", "2%"])
-def test_effect_interval_covers_the_true_step(targets: dict[str, pd.Series], scenario: ev.Scenario) -> None:
-    row = targets[scenario.name]
-    assert row.ci_coverage >= 0.90 - _margin(0.90, int(row.detections))
+def test_two_odd_nights_alert_unconfirmed_but_a_re_measurement_rejects_them() -> None:
+    x = np.concatenate([_history(31), 1e-3 * np.array([[1.09, 1.091]])], axis=1)
+    code = np.zeros(x.shape[1], dtype=int)
+    ordinary = x.copy()
+    ordinary[0, -2:] = 1e-3 * np.array([1.001, 0.998])  # re-measured, the two nights are ordinary
+    alerts, _ = ev._online_machine(x, code, x.shape[1] - 2, cp.DEFAULT_SETTINGS, again=ordinary)
+    assert [c.index for _, c in alerts["none"][0].alerts] == [45]
+    assert alerts["halfstep"][0].alerts == [] and alerts["levels"][0].alerts == []
+
+
+def test_a_step_that_holds_is_confirmed_on_its_first_night() -> None:
+    x = np.concatenate([_history(32), 1e-3 * np.array([[1.08, 1.081, 1.079]])], axis=1)
+    code = np.zeros(x.shape[1], dtype=int)
+    again = x * 1.002  # the re-measurement agrees
+    alerts, _ = ev._online_machine(x, code, 45, cp.DEFAULT_SETTINGS, again=again)
+    assert [(t, c.index) for t, c in alerts["halfstep"][0].alerts] == [(45, 45)]
+    assert [(t, c.index) for t, c in alerts["levels"][0].alerts] == [(45, 45)]
+    assert [(t, c.index) for t, c in alerts["none"][0].alerts] == [(46, 45)]
+
+
+def test_held_levels_is_the_runners_test() -> None:
+    """:func:`evaluate.held_levels` decides as ``benchsvc.runner.matrix.nightly_change_held`` (without a
+    canary): the re-measurement of tonight nearer the new level than the old one."""
+
+    def processes(mean: float) -> list[ProcessValues]:
+        return [
+            ProcessValues(values=(mean * 0.99, mean * 1.01), metadata={"benchsvc_block": b}) for b in (0, 1)
+        ]
+
+    for before, after in ((1.0, 1.06), (1.0, 0.94), (1.0, 1.2)):
+        c = cp.ChangePoint(10, 1e-6, before, after, after / before, 0.0, 0.0, 10, 3)
+        finding = {"details": {"mean_before": before, "mean_after": after, "value_tonight": after}}
+        for again in (after, 1.0, (1.0 + after) / 2 * 1.01, (1.0 + after) / 2 * 0.99, after * 1.05):
+            expected = nightly_change_held(finding, processes(after), processes(again), [], [])
+            assert ev.held_levels(again, c) == expected, (before, after, again)
+    assert not ev.held(1.0, 1.0, 1.0)
+
+
+def test_held_levels_compares_with_both_levels() -> None:
+    c = cp.ChangePoint(10, 1e-6, 1.0, 1.1, 1.1, 1.05, 1.15, 10, 3)
+    assert ev.held_levels(1.06, c) and not ev.held_levels(1.04, c)
+
+
+# --- the noise model ------------------------------------------------------------------------------------
+
+
+def test_re_measurement_keeps_the_level_and_the_machine_and_redraws_the_rest() -> None:
+    sc = ev.Scenario(
+        "x",
+        sigma_night=0.015,
+        step=0.1,
+        history=20,
+        shared_sigma=0.02,
+        machine_night_rate=0.2,
+        outlier_rate=0.05,
+    )
+    sim = ev.simulate_machines(sc, 40, 30, 40, np.random.default_rng(0))
+    assert sim.again.shape == sim.values.shape
+    # the step is in the re-measurement too
+    assert np.median(sim.again[:, 0, 20:]) / np.median(sim.again[:, 0, :20]) == pytest.approx(1.1, abs=0.01)
+    # the machine's state is shared: the median over a machine's series moves alike in both measurements
+    m1 = np.median(sim.values[:, 1:, :], axis=1).ravel()
+    m2 = np.median(sim.again[:, 1:, :], axis=1).ravel()
+    assert np.corrcoef(m1, m2)[0, 1] > 0.9
+    # the per-series noise and the single slow nights are fresh
+    r1 = (sim.values[:, 1:, :] / m1.reshape(40, 1, 40)).ravel()
+    r2 = (sim.again[:, 1:, :] / m2.reshape(40, 1, 40)).ravel()
+    assert abs(np.corrcoef(np.log(r1), np.log(r2))[0, 1]) < 0.05
+    slow1, slow2 = r1 > 1.3, r2 > 1.3
+    assert slow1.mean() == pytest.approx(0.05, abs=0.01) and slow2.mean() == pytest.approx(0.05, abs=0.01)
+    assert (slow1 & slow2).mean() < 0.01
+    # fewer processes: noisier
+    assert np.log(r2[~slow2]).std() / np.log(r1[~slow1]).std() == pytest.approx(ev.REDRAW_NOISE, rel=0.1)
+
+
+def test_redraw_corr_shares_the_night_offset() -> None:
+    sc = ev.Scenario("x", sigma_night=0.015, redraw_corr=0.5, redraw_noise=1.0)
+    sim = ev.simulate_machines(sc, 1, 200, 100, np.random.default_rng(1))
+    assert np.corrcoef(sim.values.ravel(), sim.again.ravel())[0, 1] == pytest.approx(0.5, abs=0.05)
 
 
 # --- the evaluation machinery ---------------------------------------------------------------------------
@@ -112,6 +193,8 @@ def test_run_evaluation_rejects_bad_sizes() -> None:
         ev.run_evaluation(trials=0)
     with pytest.raises(ValueError, match="warm-up"):
         ev.run_evaluation(nights=ev.DEFAULT_WARMUP)
+    with pytest.raises(ValueError, match="paths"):
+        ev.run_evaluation(trials=1, paths=("maybe",))  # type: ignore[arg-type]
 
 
 def test_binomial_interval() -> None:
@@ -136,9 +219,9 @@ def test_estimate_noise_is_robust_to_a_step() -> None:
 
 
 def test_smallest_detectable_step() -> None:
-    low = ev.smallest_detectable_step(0.005, trials=150, seed=2)
-    high = ev.smallest_detectable_step(0.015, trials=150, seed=2)
-    assert low == ev.smallest_detectable_step(0.005, trials=150, seed=2)
+    low = ev.smallest_detectable_step(0.005, trials=80, seed=2)
+    high = ev.smallest_detectable_step(0.015, trials=80, seed=2)
+    assert low == ev.smallest_detectable_step(0.005, trials=80, seed=2)
     # the targets: +2% at 0.5% and +5% at 1.5% are (about) detectable within 3 nights
     assert 0.005 < low < 0.02
     assert 2 * low < high < 0.06
@@ -168,8 +251,8 @@ CLASSES = {sc.name: sc for sc in ev.NOISE_CLASSES}
 
 def test_machine_slow_night_is_one_machine_event_and_no_regression() -> None:
     sc = CLASSES["machine slow nights"]
-    row = ev.run_evaluation([sc], trials=200, nights=70, seed=SEED, series_per_night=20).iloc[0]
-    assert row.slow_nights >= 10
+    row = ev.run_evaluation([sc], trials=60, nights=60, seed=SEED, series_per_night=20).iloc[0]
+    assert row.slow_nights >= 3
     assert row.slow_night_events == 1.0  # every machine-wide slow night raised its machine event
     assert row.slow_nights_alerted == 0  # and no series alerted on it
     assert row.machine_event_rate == 0.0
@@ -177,9 +260,9 @@ def test_machine_slow_night_is_one_machine_event_and_no_regression() -> None:
 
 @pytest.mark.parametrize("name", ["machine slow nights", "slow drift", "correlated", "bimodal +-3%"])
 def test_noise_class_false_alerts(name: str) -> None:
-    row = ev.run_evaluation([CLASSES[name]], trials=100, nights=60, seed=SEED).iloc[0]
-    assert row.series_nights == 5000
-    assert row.false_alarm_rate <= 0.001 + _margin(0.001, int(row.series_nights)) * 2
+    row = ev.run_evaluation([CLASSES[name]], trials=40, nights=45, seed=SEED, series_per_night=20).iloc[0]
+    assert row.series_nights == 40 * 35
+    assert row.false_alarms <= 0.005 * row.series_nights
 
 
 def test_machine_factor_removes_the_shared_noise() -> None:
@@ -198,3 +281,28 @@ def test_simulated_machine_wide_effects_are_shared() -> None:
     assert sim.values.shape == (3, 5, 40)
     assert np.allclose(sim.values[:, 0, :], sim.values[:, 4, :])  # every series of a machine alike
     assert sim.slow.any()
+
+
+def test_cli_evaluate_scores_the_paths_asked_for() -> None:
+    from typer.testing import CliRunner
+
+    from benchsvc.cli.app import app
+
+    runner = CliRunner()
+    args = ["evaluate", "--noise", "0.015", "--step", "0.05", "--trials", "10", "--seed", "3"]
+    out = runner.invoke(app, [*args, "--confirmation", "all", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    assert [r["confirmation"] for r in rows] == list(ev.PATHS)
+    assert all(r["trials"] == 10 and r["step"] == 0.05 for r in rows)
+    expected = ev.run_evaluation(
+        [ev.Scenario("custom", sigma_night=0.015, step=0.05)], trials=10, seed=3, paths=ev.PATHS
+    )
+    assert [r["power_3"] for r in rows] == list(expected["power_3"])
+    table = runner.invoke(app, [*args, "--confirmation", "halfstep"])
+    assert table.exit_code == 0 and "halfstep" in table.stdout and "levels" not in table.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "benchsvc", *args, "--confirmation", "maybe"], capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr.startswith("Error: --confirmation 'maybe' is not one of none, halfstep, levels, all — ")

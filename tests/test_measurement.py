@@ -219,18 +219,20 @@ def _pv(values: list[float], block: str) -> ProcessValues:
         (1.50, 1.0, True),  # the new level holds
         (1.02, 1.0, False),  # back to the level before: tonight's first value was a fluke
         (1.65, 1.10, True),  # the machine got 10% slower meanwhile: the canary corrects it
-        (1.10, 1.0, False),  # mostly back
+        (1.10, 1.0, False),  # nearer the level before than the new one
+        (1.30, 1.0, True),  # nearer the new level
     ],
 )
 def test_a_nightly_change_holds_only_when_the_remeasurement_stays_on_the_new_level(
     again: float, canary_again: float, held: bool
 ) -> None:
-    # tonight measured 1.5 against a level of 1.0 before: a change point of effect 1.5
+    # tonight measured 1.5 against a level of 1.0 before: a change point from 1.0 to 1.5
+    finding = {"effect": 1.5, "details": {"mean_before": 1.0, "mean_after": 1.5, "value_tonight": 1.5}}
     first = [_pv([1.5, 1.5], "p")]
     canary = [_pv([0.2, 0.2], "p")]
     remeasured = [_pv([again, again], "c")]
     canary_remeasured = [_pv([0.2 * canary_again] * 2, "c")]
-    assert nightly_change_held(1.5, first, remeasured, canary, canary_remeasured) is held
+    assert nightly_change_held(finding, first, remeasured, canary, canary_remeasured) is held
 
 
 def test_a_nightly_change_at_the_new_night_is_measured_again_and_recorded(tmp_path: Path) -> None:

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from benchsvc.analysis.nightly import code_epochs, decide_night, machine_factors
+from benchsvc.analysis.changepoints import DetectorSettings
+from benchsvc.analysis.nightly import (
+    code_epochs,
+    confirmation_holds,
+    decide_night,
+    decide_night_both,
+    machine_factors,
+)
 from benchsvc.cli.app import app
 from benchsvc.findings import analyze_run, plan_run, record_run
 from benchsvc.records import (
@@ -207,3 +214,49 @@ def test_machine_factor_never_divides_a_code_change_away() -> None:
     y[:, -1] *= 1.1
     assert decide_night(y, ["a"] * 11 + ["a"]).machine_event is not None
     assert decide_night(y, ["a"] * 11 + ["b"]).machine_event is None  # a code change tonight is no event
+
+
+def test_both_paths_in_one_call_decide_as_two_calls() -> None:
+    rng = np.random.default_rng(21)
+    y = 1e-3 * (1 + rng.normal(0, 0.01, size=(12, 40)))
+    y[2, -1:] *= 1.06  # one night on a new level: a candidate only with confirmation
+    y[5, -3:] *= 1.07
+    code = ["a"] * 40
+    settings = DetectorSettings(max_pvalue_confirmed=1e-3, fdr_confirmed=0.2)
+    plain, confirmed = decide_night_both(y, code, settings)
+    for both, one in (
+        (plain, decide_night(y, code, settings)),
+        (confirmed, decide_night(y, code, settings, confirmed=True)),
+    ):
+        assert both.findings == one.findings
+        assert np.array_equal(both.factors, one.factors)
+        assert (both.machine_event, both.code_change) == (one.machine_event, one.code_change)
+    assert [r for r, _ in plain.findings] == [5]
+    assert [r for r, _ in confirmed.findings] == [2, 5]
+
+
+def test_confirmation_holds_compares_the_re_measurement_with_both_levels() -> None:
+    # a +10% change point; tonight measured at 1.09, re-measured 3% lower: 1.057, above the log midpoint 1.049
+    assert confirmation_holds(1.0, 1.1, 1.09, 0.97)
+    assert not confirmation_holds(1.0, 1.1, 1.09, 0.95)  # 1.036: back nearer the old level
+    assert confirmation_holds(1.0, 0.9, 0.91, 1.02) and not confirmation_holds(1.0, 0.9, 0.91, 1.06)
+    assert not confirmation_holds(1.0, 1.1, float("nan"), 1.0)
+
+
+def test_a_nightly_finding_carries_tonights_corrected_value(imported_db: Path) -> None:
+    """The +10% step at the code change: tonight sits on the new level, a re-measurement that agrees holds
+    and one back at the old level does not."""
+    engine = open_store(str(imported_db))
+    found = [
+        p.finding["details"]
+        for run_id in (CODE_CHANGE + 1, CODE_CHANGE + 2)
+        for p in plan_run(engine, run_id, confirmed=True).nightly
+        if p.key.workload == "w0"
+    ]
+    engine.dispose()
+    assert found
+    for d in found:
+        assert d["value_tonight"] / d["mean_after"] == pytest.approx(1.0, abs=0.03)
+        assert d["value_tonight"] / d["mean_before"] == pytest.approx(1.1, abs=0.03)
+        assert confirmation_holds(d["mean_before"], d["mean_after"], d["value_tonight"], 1.0)
+        assert not confirmation_holds(d["mean_before"], d["mean_after"], d["value_tonight"], 1 / 1.1)

@@ -18,7 +18,7 @@ numpy/scipy:
 
 Differences from Otava, on purpose: the t-test uses the unbiased pooled variance (Otava feeds population
 standard deviations to ``ttest_ind_from_stats``, which understates the variance of short segments); a window
-is always the slice of the series (Otava ignores the window for numpy input, see anchors §1.8); and there is
+is always the slice of the series (Otava ignores the window for numpy input); and there is
 no randomness anywhere (the t-test replaces MongoDB's permutation test), so the same input gives the same
 change points.
 
@@ -27,7 +27,8 @@ that ratio of means (pooled variance of the two neighbouring segments, Student t
 2`` degrees of freedom): the exact interval for a ratio of two normal means, not a bootstrap.
 
 :func:`analyze_night` runs :func:`detect` on every series of a night, keeps the change points that are *new*
-(their index among the last ``new_nights`` nights, with at least ``min_nights_after`` nights after it) and
+(their index among the last ``new_nights`` nights, with at least ``min_nights_after`` nights after it and
+tonight's value on the new level, :func:`keep_new`) and
 applies Benjamini-Hochberg at level ``fdr`` across the
 night, counting one hypothesis per series (a series with no new candidate counts as p = 1) or per candidate
 when a series has several.
@@ -50,6 +51,7 @@ from scipy import special
 
 DEFAULT_WINDOW = 50
 DEFAULT_MAX_PVALUE = 2e-4
+DEFAULT_MAX_PVALUE_CONFIRMED = 4e-4
 DEFAULT_MIN_MAGNITUDE = 0.01
 DEFAULT_FDR = 0.05
 DEFAULT_NEW_NIGHTS = 5
@@ -96,10 +98,14 @@ class DetectorSettings:
     clip_sigmas: float = 4.0
     steady_pvalue: float = 1e-3
     steady_share: float = 0.3
+    tonight_on_level: bool = True
+    clip_keeps_spread: bool = True
     fdr: float = DEFAULT_FDR
     new_nights: int = DEFAULT_NEW_NIGHTS
     min_nights_after: int = DEFAULT_MIN_NIGHTS_AFTER
     min_nights_after_confirmed: int = 1
+    max_pvalue_confirmed: float = DEFAULT_MAX_PVALUE_CONFIRMED
+    fdr_confirmed: float = DEFAULT_FDR
     machine_factor: MachineFactor = "median"
     machine_min_shift: float = 0.03
     machine_min_share: float = 0.5
@@ -112,6 +118,13 @@ class DetectorSettings:
     def replace(self, **changes: object) -> DetectorSettings:
         """A copy with some settings changed (``None`` values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    def for_path(self, confirmed: bool) -> DetectorSettings:
+        """The settings a decision uses: with ``confirmed`` (the run re-measures every candidate before
+        recording it), ``max_pvalue_confirmed`` and ``fdr_confirmed`` replace ``max_pvalue`` and ``fdr``."""
+        if not confirmed:
+            return self
+        return dataclasses.replace(self, max_pvalue=self.max_pvalue_confirmed, fdr=self.fdr_confirmed)
 
     def new_change_points(self, values: np.ndarray, *, confirmed: bool = False) -> list[ChangePoint]:
         """:func:`new_change_points` with these settings (``confirmed``: the run will re-measure)."""
@@ -221,16 +234,17 @@ def best_split(x: np.ndarray) -> tuple[int, float]:
 class _Sums:
     """Prefix sums of a centred series, for O(1) mean and sum of squares of any segment."""
 
-    def __init__(self, values: np.ndarray) -> None:
+    def __init__(self, values: np.ndarray, extra: np.ndarray | None = None) -> None:
         self.shift = float(values.mean()) if len(values) else 0.0
         centred = values - self.shift
         self.s1 = [0.0, *np.cumsum(centred).tolist()]
-        self.s2 = [0.0, *np.cumsum(centred * centred).tolist()]
+        sq = centred * centred if extra is None else centred * centred + extra
+        self.s2 = [0.0, *np.cumsum(sq).tolist()]
         # the size of the numbers summed: round-off of the prefix sums is relative to it
         self.scale = float(np.abs(values).max()) if len(values) else 0.0
 
     def stats(self, a: int, b: int) -> tuple[int, float, float]:
-        """(n, centred mean, sum of squared deviations) of values[a:b].
+        """(n, centred mean, sum of squared deviations) of values[a:b] (plus the ``extra`` squares there).
 
         Prefix sums of equal values differ by round-off (~1e-14 of the data's size): a variance below
         ``REL_EPS`` squared of the data's size is exactly zero."""
@@ -389,6 +403,12 @@ def split(values: np.ndarray, window: int, pvalue: float, sums: _Sums | None = N
     return sorted(points)
 
 
+def _diff_scale(x: np.ndarray) -> float:
+    """The robust night-to-night standard deviation 1.4826 MAD(first differences) / sqrt(2)."""
+    d = np.diff(x)
+    return 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0)
+
+
 def clip_isolated(values: np.ndarray, sigmas: float) -> np.ndarray:
     """Replace isolated odd nights: a night (not the first, not the last) that is more than ``sigmas`` robust
     standard deviations from both neighbours, while the neighbours agree with each other within that, takes
@@ -400,8 +420,7 @@ def clip_isolated(values: np.ndarray, sigmas: float) -> np.ndarray:
     x = np.asarray(values, dtype=float)
     if len(x) < 5 or not sigmas > 0:
         return x
-    d = np.diff(x)
-    scale = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0)
+    scale = _diff_scale(x)
     if not scale > 0:
         return x
     lim = sigmas * scale
@@ -530,9 +549,17 @@ def detect(
         raise ValueError(f"window must be at least 3 nights, not {s.window}")
     if len(x) < 3:
         return []
+    extra = None
     if s.robust:
-        x = clip_isolated(x, s.clip_sigmas)
-    sums = _Sums(x)
+        clipped = clip_isolated(x, s.clip_sigmas)
+        if s.clip_keeps_spread:
+            # a replaced night still counts in the spread, as if it sat clip_sigmas robust standard
+            # deviations from its neighbours: a history with heavy tails is not taken for a quiet one
+            d = np.abs(x - clipped)
+            if d.any():
+                extra = np.minimum(d, s.clip_sigmas * _diff_scale(x)) ** 2
+        x = clipped
+    sums = _Sums(x, extra)
     weak = split(x, s.window, relaxed_pvalue(s.max_pvalue), sums)
     if s.robust:
         weak = refine(sums, weak, len(x))
@@ -580,10 +607,39 @@ def new_change_points(
         max_pvalue=max_pvalue,
         min_magnitude=min_magnitude,
     )
-    n = len(values)
-    after = s.min_nights_after_confirmed if confirmed else s.min_nights_after
-    cps = detect(values, settings=s)
-    return [cp for cp in cps if n - s.new_nights <= cp.index <= n - after]
+    s = s.for_path(confirmed) if max_pvalue is None else s
+    x = np.asarray(values, dtype=float)
+    return keep_new(detect(x, settings=s), x, s, confirmed=confirmed)
+
+
+def keep_new(
+    change_points: list[ChangePoint],
+    values: np.ndarray,
+    settings: DetectorSettings,
+    *,
+    confirmed: bool = False,
+) -> list[ChangePoint]:
+    """The change points of ``values`` (the series :func:`detect` found them in) that are new tonight: index
+    among the last ``settings.new_nights`` nights, with at least ``min_nights_after``
+    (``min_nights_after_confirmed`` when ``confirmed``) nights at the new level and, with
+    ``settings.tonight_on_level`` (robust rules only), tonight's value nearer to the new level than to the
+    level before: a series that is back on its old level tonight has not changed (two odd nights followed
+    by an ordinary one), and a re-measurement of an ordinary night would confirm nothing."""
+    nights = len(values)
+    after = settings.min_nights_after_confirmed if confirmed else settings.min_nights_after
+    out = [c for c in change_points if nights - settings.new_nights <= c.index <= nights - after]
+    if settings.robust and settings.tonight_on_level and out:
+        tonight = float(values[-1])
+        out = [c for c in out if on_level(tonight, c)]
+    return out
+
+
+def on_level(value: float, change_point: ChangePoint) -> bool:
+    """``value`` is nearer (in logs) to the change point's new level than to the level before it."""
+    if not (value > 0 and change_point.mean_before > 0 and change_point.mean_after > 0):
+        return abs(value - change_point.mean_after) < abs(value - change_point.mean_before)
+    v = np.log(value)
+    return bool(abs(v - np.log(change_point.mean_after)) < abs(v - np.log(change_point.mean_before)))
 
 
 def analyze_night(

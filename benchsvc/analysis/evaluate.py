@@ -1,6 +1,6 @@
-"""How good the nightly change-point detector is, measured on synthetic series (DESIGN §5, §8).
+"""How good the nightly change-point detector is, measured on synthetic series (``docs/detection.md``).
 
-**Noise model** (anchors §4.3). A night is one pyperf run of ``processes`` x ``values`` timing values; value
+**Noise model.** A night is one pyperf run of ``processes`` x ``values`` timing values; value
 = level x (1 + o) x (1 + e), with the night offset o ~ N(0, sigma_night) shared by the night's values and
 e ~ N(0, sigma_value) drawn per value. The night's summary is the mean of its values, so its night-to-night
 spread is about sqrt(sigma_night^2 + sigma_value^2 / (processes x values)). An A/A series keeps one level;
@@ -27,8 +27,10 @@ scenario's position), so the same call gives the same table.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -36,13 +38,16 @@ from scipy import stats
 
 from benchsvc.analysis import changepoints as cp
 from benchsvc.analysis.changepoints import DetectorSettings
-from benchsvc.analysis.nightly import decide_night
+from benchsvc.analysis.nightly import decide_night, decide_night_both
 
 DEFAULT_TRIALS = 1000
 DEFAULT_NIGHTS = 100
 DEFAULT_WARMUP = 10
 DEFAULT_SERIES_PER_NIGHT = 100
 DEFAULT_TOLERANCE = 2
+#: the re-measurement's noise relative to a night's: the default mode re-measures in 4 worker processes
+#: against the night's 6 (``benchsvc.runner.blocks.CONFIRM_PROCESSES``, ``SAMPLING``)
+REDRAW_NOISE = math.sqrt(6 / 4)
 MAX_LATENCY = 5
 LATENCIES = (1, 3, 5)
 
@@ -50,6 +55,7 @@ SUMMARY_COLUMNS = [
     "name",
     "noise",
     "step",
+    "confirmation",
     "false_alarm_rate",
     "power_1",
     "power_3",
@@ -95,7 +101,15 @@ class Scenario:
     series of a machine together): ``shared_sigma`` a Gaussian factor every night (correlated neighbours);
     ``machine_night_rate``: the chance of a slow night for the whole machine, every series times
     1 + ``machine_night_shift``; ``drift_sigma``: a random walk of the machine's speed (slow drift), this
-    standard deviation per night."""
+    standard deviation per night.
+
+    The re-measurement of a night (the run's confirmation, minutes after the night's own measurement, in
+    fresh worker processes): the same level (a step included), the same machine-wide state (shared factor,
+    drift, machine-wide slow night) and the same bimodal level, but a fresh per-series offset, fresh
+    within-night noise and fresh single-series slow nights. ``redraw_corr``: the correlation of the
+    re-measurement's per-series offset with the night's (0: the offset comes from the processes that
+    measured it, not from the night); ``redraw_noise``: the standard deviation of its fresh noise relative
+    to the night's own (:data:`REDRAW_NOISE`: fewer processes)."""
 
     name: str
     sigma_night: float
@@ -115,6 +129,8 @@ class Scenario:
     machine_night_rate: float = 0.0
     machine_night_shift: float = 0.08
     drift_sigma: float = 0.0
+    redraw_corr: float = 0.0
+    redraw_noise: float = REDRAW_NOISE
 
     @property
     def is_aa(self) -> bool:
@@ -150,10 +166,28 @@ NOISE_CLASSES: list[Scenario] = [
 
 @dataclass(frozen=True)
 class Simulated:
-    """Simulated summaries (machines x series x nights) and which machine-nights were machine-wide slow."""
+    """Simulated summaries (machines x series x nights), the re-measurement of every night (same shape, see
+    :class:`Scenario`) and which machine-nights were machine-wide slow."""
 
     values: np.ndarray
+    again: np.ndarray
     slow: np.ndarray  # machines x nights, bool
+
+
+def _offsets(sc: Scenario, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    if sc.tail_df > 0:
+        # scaled to the standard deviation sigma_night (t has variance df / (df - 2))
+        return (
+            sc.sigma_night * np.sqrt((sc.tail_df - 2) / sc.tail_df) * rng.standard_t(sc.tail_df, size=shape)
+        )
+    return rng.normal(0.0, sc.sigma_night, size=shape)
+
+
+def _outliers(sc: Scenario, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if sc.outlier_rate <= 0:
+        return x
+    hit = rng.random(x.shape) < sc.outlier_rate
+    return np.where(hit, x * rng.uniform(sc.outlier_low, sc.outlier_high, size=x.shape), x)
 
 
 def simulate_machines(
@@ -161,26 +195,20 @@ def simulate_machines(
 ) -> Simulated:
     """Nightly summaries of ``machines`` machines of ``series`` series: the mean of processes x values
     per night (drawn directly: the mean of the within-night values is Gaussian), times the noise class.
-    In a step scenario, series 0 of every machine steps at night ``history``."""
+    In a step scenario, series 0 of every machine steps at night ``history``. The re-measurements are
+    drawn after everything else, so the summaries do not depend on them."""
     sc = scenario
     shape = (machines, series, nights)
-    if sc.tail_df > 0:
-        # scaled to the standard deviation sigma_night (t has variance df / (df - 2))
-        offsets = (
-            sc.sigma_night * np.sqrt((sc.tail_df - 2) / sc.tail_df) * rng.standard_t(sc.tail_df, size=shape)
-        )
-    else:
-        offsets = rng.normal(0.0, sc.sigma_night, size=shape)
-    within = rng.normal(0.0, sc.sigma_value / np.sqrt(sc.processes * sc.values), size=shape)
-    x = sc.level * (1.0 + offsets) * (1.0 + within)
-    if sc.outlier_rate > 0:
-        hit = rng.random(shape) < sc.outlier_rate
-        x = np.where(hit, x * rng.uniform(sc.outlier_low, sc.outlier_high, size=shape), x)
+    offsets = _offsets(sc, shape, rng)
+    within_sd = sc.sigma_value / np.sqrt(sc.processes * sc.values)
+    within = rng.normal(0.0, within_sd, size=shape)
+    x = _outliers(sc, sc.level * (1.0 + offsets) * (1.0 + within), rng)
+    mode = np.ones(shape)
     if sc.bimodal_shift > 0:
         switch = rng.random(shape) < sc.bimodal_switch
         start = rng.random((machines, series, 1)) < 0.5
         upper = (np.cumsum(switch, axis=2) + start) % 2 == 1
-        x = x * np.where(upper, 1.0 + sc.bimodal_shift, 1.0 - sc.bimodal_shift)
+        mode = np.where(upper, 1.0 + sc.bimodal_shift, 1.0 - sc.bimodal_shift)
     machine = np.ones((machines, nights))
     if sc.shared_sigma > 0:
         machine *= 1.0 + rng.normal(0.0, sc.shared_sigma, size=(machines, nights))
@@ -190,10 +218,17 @@ def simulate_machines(
     if sc.machine_night_rate > 0:
         slow = rng.random((machines, nights)) < sc.machine_night_rate
         machine *= np.where(slow, 1.0 + sc.machine_night_shift, 1.0)
-    x = x * machine[:, None, :]
+    level = mode * machine[:, None, :]
     if not sc.is_aa:
-        x[:, 0, sc.history :] *= 1.0 + sc.step
-    return Simulated(values=x, slow=slow)
+        level[:, 0, sc.history :] *= 1.0 + sc.step
+    # the re-measurement: a fresh per-series offset (correlated redraw_corr with the night's), fresh
+    # within-night noise and fresh slow nights, at the same level and machine state
+    fresh = _offsets(sc, shape, rng)
+    rho = sc.redraw_corr
+    offsets2 = rho * offsets + np.sqrt(1.0 - rho * rho) * sc.redraw_noise * fresh
+    within2 = rng.normal(0.0, within_sd * sc.redraw_noise, size=shape)
+    again = _outliers(sc, sc.level * (1.0 + offsets2) * (1.0 + within2), rng)
+    return Simulated(values=x * level, again=again * level, slow=slow)
 
 
 def simulate(scenario: Scenario, trials: int, nights: int, rng: np.random.Generator) -> np.ndarray:
@@ -217,6 +252,30 @@ class _MachineLog:
     nights: list[int] = field(default_factory=list)
 
 
+#: the decision paths the evaluation scores: "none" (nothing re-measured: ``benchsvc analyze``, ``benchsvc
+#: run --no-confirm``), "levels" (``benchsvc run``: candidates re-measured and recorded if
+#: :func:`held_levels`), "halfstep" (the same with :func:`held`, an alternative test)
+Path = Literal["none", "halfstep", "levels"]
+PATHS: tuple[Path, ...] = ("none", "halfstep", "levels")
+
+
+def held_levels(again: float, change_point: cp.ChangePoint) -> bool:
+    """The test of ``benchsvc run`` (:func:`benchsvc.runner.matrix.nightly_change_held`): the re-measurement
+    (in the change point's corrected units) is nearer to the new level than to the level before
+    (:func:`~benchsvc.analysis.changepoints.on_level`)."""
+    return cp.on_level(again, change_point)
+
+
+def held(effect: float, first: float, again: float) -> bool:
+    """Whether a re-measurement ``again`` of tonight confirms a change point of ratio ``effect`` whose night
+    was measured as ``first``: the re-measurement stays on the new level, within half the step (in logs) of
+    tonight's value: an alternative to :func:`held_levels` (which ``benchsvc run`` uses), scored for
+    comparison."""
+    if not (first > 0 and again > 0 and effect > 0) or effect == 1.0:
+        return False
+    return abs(math.log(again / first)) < abs(math.log(effect)) / 2
+
+
 def _online_machine(
     values: np.ndarray,
     code: np.ndarray,
@@ -225,21 +284,45 @@ def _online_machine(
     *,
     rows: list[int] | None = None,
     n_tests: int | None = None,
-) -> tuple[list[_Alerts], _MachineLog]:
+    again: np.ndarray | None = None,
+) -> tuple[dict[Path, list[_Alerts]], _MachineLog]:
     """The nightly decision (:func:`~benchsvc.analysis.nightly.decide_night`) night by night from
-    ``first_night`` on one machine (series x nights); the alerts raised for each series and the machine
-    events. A change point alerts the first time its (series, index) survives."""
+    ``first_night`` on one machine (series x nights): the alerts raised for each series without
+    confirmation (path "none": ``benchsvc analyze``), with it (paths "halfstep" and "levels", the two tests of
+    a re-measurement; only when ``again``, the re-measurement of every series-night, is given, else empty)
+    and the machine events. Without confirmation a change point
+    alerts the first time its (series, index) survives with ``min_nights_after`` nights after it. With
+    confirmation it is a candidate from ``min_nights_after_confirmed`` nights on, tonight's value of its
+    series is re-measured and it alerts the first time the re-measurement holds; one that did not
+    hold stays a candidate on the following nights (re-measured again each night)."""
     series, nights = values.shape
-    out = [_Alerts() for _ in range(series)]
+    out: dict[Path, list[_Alerts]] = {p: [_Alerts() for _ in range(series)] for p in PATHS}
+    plain = out["none"]
     log = _MachineLog()
     for t in range(first_night, nights):
-        decision = decide_night(values[:, : t + 1], list(code[: t + 1]), settings, rows=rows, n_tests=n_tests)
+        prefix, codes = values[:, : t + 1], list(code[: t + 1])
+        if again is None:
+            decision = decide_night(prefix, codes, settings, rows=rows, n_tests=n_tests)
+        else:
+            decision, with_confirmation = decide_night_both(
+                prefix, codes, settings, rows=rows, n_tests=n_tests
+            )
+            for j, c in with_confirmation.findings:
+                tests = {
+                    "halfstep": held(c.effect, values[j, t], again[j, t]),
+                    "levels": held_levels(again[j, t] / with_confirmation.factors[t], c),
+                }
+                for path, ok in tests.items():
+                    alerts = out[path][j]  # type: ignore[index]
+                    if ok and c.index not in alerts.seen:
+                        alerts.seen.add(c.index)
+                        alerts.alerts.append((t, c))
         if decision.machine_event is not None:
             log.nights.append(t)
         for j, c in decision.findings:
-            if c.index not in out[j].seen:
-                out[j].seen.add(c.index)
-                out[j].alerts.append((t, c))
+            if c.index not in plain[j].seen:
+                plain[j].seen.add(c.index)
+                plain[j].alerts.append((t, c))
     return out, log
 
 
@@ -260,13 +343,13 @@ def _online(
     if grouped:
         for g0 in range(0, trials, series_per_night):
             alerts, _ = _online_machine(summaries[g0 : g0 + series_per_night], code, first_night, settings)
-            out.extend(alerts)
+            out.extend(alerts["none"])
         return out
     for j in range(trials):
         alerts, _ = _online_machine(
             summaries[j : j + 1], code, first_night, settings, n_tests=series_per_night
         )
-        out.extend(alerts)
+        out.extend(alerts["none"])
     return out
 
 
@@ -298,7 +381,7 @@ def _empty_row() -> dict[str, object]:
     return row
 
 
-def _aa_row(
+def _aa_rows(
     scenario: Scenario,
     trials: int,
     nights: int,
@@ -306,73 +389,91 @@ def _aa_row(
     settings: DetectorSettings,
     series_per_night: int,
     rng: np.random.Generator,
-) -> dict[str, object]:
+    paths: Sequence[Path],
+) -> list[dict[str, object]]:
     per = min(series_per_night, trials)
     machines = -(-trials // per)
     sim = simulate_machines(scenario, machines, per, nights, rng)
     code = np.zeros(nights, dtype=int)
-    false_alarms = events = slow_nights = slow_events = slow_alerted = normal_nights = 0
+    false_alarms = dict.fromkeys(PATHS, 0)
+    slow_alerted = dict.fromkeys(PATHS, 0)
+    events = slow_nights = slow_events = normal_nights = 0
     for m in range(machines):
         size = per if m < machines - 1 else trials - per * (machines - 1)
-        alerts, log = _online_machine(sim.values[m, :size], code, warmup, settings)
-        false_alarms += sum(len(a.alerts) for a in alerts)
+        again = sim.again[m, :size] if set(paths) - {"none"} else None
+        by_path, log = _online_machine(sim.values[m, :size], code, warmup, settings, again=again)
         slow = sim.slow[m, warmup:]
         slow_nights += int(slow.sum())
         normal_nights += int((~slow).sum())
         on_slow = {t for t in log.nights if sim.slow[m, t]}
         slow_events += len(on_slow)
         events += len(log.nights) - len(on_slow)
-        alerted = {c.index for a in alerts for _, c in a.alerts}
-        slow_alerted += sum(1 for t in np.flatnonzero(sim.slow[m]) if t >= warmup and t in alerted)
+        for mode, alerts in by_path.items():
+            false_alarms[mode] += sum(len(a.alerts) for a in alerts)
+            alerted = {c.index for a in alerts for _, c in a.alerts}
+            slow_alerted[mode] += sum(1 for t in np.flatnonzero(sim.slow[m]) if t >= warmup and t in alerted)
     series_nights = trials * (nights - warmup)
-    row = _empty_row()
-    row.update(
-        series_nights=series_nights,
-        false_alarms=false_alarms,
-        machine_nights=machines * (nights - warmup),
-        machine_events=events + slow_events,
-        slow_nights=slow_nights,
-        slow_nights_alerted=slow_alerted,
-    )
-    _rate(row, "false_alarm_rate", false_alarms, series_nights)
-    _rate(row, "machine_event_rate", events, normal_nights)
-    _rate(row, "slow_night_events", slow_events, slow_nights)
-    return row
+    out = []
+    for mode in paths:
+        row = _empty_row()
+        row.update(
+            confirmation=mode,
+            series_nights=series_nights,
+            false_alarms=false_alarms[mode],
+            machine_nights=machines * (nights - warmup),
+            machine_events=events + slow_events,
+            slow_nights=slow_nights,
+            slow_nights_alerted=slow_alerted[mode],
+        )
+        _rate(row, "false_alarm_rate", false_alarms[mode], series_nights)
+        _rate(row, "machine_event_rate", events, normal_nights)
+        _rate(row, "slow_night_events", slow_events, slow_nights)
+        out.append(row)
+    return out
 
 
-def _step_row(
+def _step_rows(
     scenario: Scenario,
     trials: int,
     tolerance: int,
     settings: DetectorSettings,
     series_per_night: int,
     rng: np.random.Generator,
-) -> dict[str, object]:
+    paths: Sequence[Path],
+) -> list[dict[str, object]]:
     s = scenario.history
     nights = s + MAX_LATENCY
     sim = simulate_machines(scenario, trials, series_per_night, nights, rng)
     code = (np.arange(nights) >= s).astype(int)  # the step comes with a change of the engine's code
-    latency: list[int] = []
-    exact = covered = 0
+    latency: dict[Path, list[int]] = {p: [] for p in PATHS}
+    exact = dict.fromkeys(PATHS, 0)
+    covered = dict.fromkeys(PATHS, 0)
     truth = 1.0 + scenario.step
     for m in range(trials):
-        alerts, _ = _online_machine(sim.values[m], code, s, settings, rows=[0], n_tests=series_per_night)
-        hit = next(((t, c) for t, c in alerts[0].alerts if abs(c.index - s) <= tolerance), None)
-        if hit is None:
-            continue
-        t, c = hit
-        latency.append(t - s + 1)
-        exact += int(c.index == s)
-        covered += int(c.ci_low <= truth <= c.ci_high)
-    lat = np.array(latency, dtype=int)
-    detections = len(latency)
-    row = _empty_row()
-    row["detections"] = detections
-    for k in LATENCIES:
-        _rate(row, f"power_{k}", int(np.sum(lat <= k)), trials)
-    _rate(row, "exact_night", exact, detections)
-    _rate(row, "ci_coverage", covered, detections)
-    return row
+        again = sim.again[m] if set(paths) - {"none"} else None
+        by_path, _ = _online_machine(
+            sim.values[m], code, s, settings, rows=[0], n_tests=series_per_night, again=again
+        )
+        for mode, alerts in by_path.items():
+            hit = next(((t, c) for t, c in alerts[0].alerts if abs(c.index - s) <= tolerance), None)
+            if hit is None:
+                continue
+            t, c = hit
+            latency[mode].append(t - s + 1)
+            exact[mode] += int(c.index == s)
+            covered[mode] += int(c.ci_low <= truth <= c.ci_high)
+    out = []
+    for mode in paths:
+        lat = np.array(latency[mode], dtype=int)
+        detections = len(lat)
+        row = _empty_row()
+        row.update(confirmation=mode, detections=detections)
+        for k in LATENCIES:
+            _rate(row, f"power_{k}", int(np.sum(lat <= k)), trials)
+        _rate(row, "exact_night", exact[mode], detections)
+        _rate(row, "ci_coverage", covered[mode], detections)
+        out.append(row)
+    return out
 
 
 def run_evaluation(
@@ -385,9 +486,10 @@ def run_evaluation(
     series_per_night: int = DEFAULT_SERIES_PER_NIGHT,
     tolerance: int = DEFAULT_TOLERANCE,
     settings: DetectorSettings | None = None,
+    paths: Sequence[Path] = ("none",),
 ) -> pd.DataFrame:
-    """One row per scenario (default :data:`DEFAULT_SCENARIOS`): false alarms, power, localisation, coverage,
-    machine events.
+    """One row per scenario and decision path (default :data:`DEFAULT_SCENARIOS`, path "none"): false
+    alarms, power, localisation, coverage, machine events.
 
     ``trials``: series per scenario. A/A series sit on machines of ``series_per_night`` series, are
     ``nights`` long and are scored from night ``warmup`` on (``trials x (nights - warmup)`` series-nights);
@@ -396,7 +498,16 @@ def run_evaluation(
     change of the engine's code) and is scored on the first 5 nights at the new level. Columns:
     :data:`COLUMNS` (:data:`SUMMARY_COLUMNS` first, then counts and 95% Clopper-Pearson bounds
     ``<rate>_low``/``<rate>_high``). ``machine_event_rate``: machine events per machine-night that was not
-    a machine-wide slow night; ``slow_night_events``: the share of machine-wide slow nights that raised one."""
+    a machine-wide slow night; ``slow_night_events``: the share of machine-wide slow nights that raised one.
+
+    ``paths``: the decision paths to score (:data:`PATHS`), on the same simulated nights (column
+    ``confirmation``). "none": as ``benchsvc analyze`` and ``benchsvc run --no-confirm`` decide (nothing is
+    re-measured; ``min_nights_after`` nights on the new level). "levels": as ``benchsvc run`` decides (a
+    candidate needs ``min_nights_after_confirmed`` nights and passes ``max_pvalue_confirmed`` and
+    ``fdr_confirmed``; tonight's value of its series is re-measured, :class:`Scenario`, and it is recorded
+    the first night the re-measurement :func:`held_levels`). "halfstep": the same with :func:`held`."""
+    if not paths or any(p not in PATHS for p in paths):
+        raise ValueError(f"paths must be a non-empty sequence of {PATHS}, not {paths!r}")
     if trials < 1:
         raise ValueError(f"trials must be at least 1, not {trials}")
     if nights <= warmup:
@@ -406,11 +517,12 @@ def run_evaluation(
     for i, sc in enumerate(DEFAULT_SCENARIOS if scenarios is None else scenarios):
         rng = np.random.default_rng([seed, i])
         if sc.is_aa:
-            row = _aa_row(sc, trials, nights, warmup, settings, series_per_night, rng)
+            found = _aa_rows(sc, trials, nights, warmup, settings, series_per_night, rng, paths)
         else:
-            row = _step_row(sc, trials, tolerance, settings, series_per_night, rng)
-        row.update(name=sc.name, noise=sc.sigma_night, step=sc.step, trials=trials)
-        rows.append(row)
+            found = _step_rows(sc, trials, tolerance, settings, series_per_night, rng, paths)
+        for row in found:
+            row.update(name=sc.name, noise=sc.sigma_night, step=sc.step, trials=trials)
+            rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

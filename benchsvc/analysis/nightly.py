@@ -27,8 +27,11 @@ night, and the canary's series when the runs have one. Pure numpy: no database, 
   that, or the canary moved by ``machine_min_shift`` and ``machine_canary_share`` of the series moved with
   it, the night is one machine event. With ``machine_factor="none"``, a machine event night records no
   timing change point (the series are not corrected for the machine).
-* **Change points.** :func:`~benchsvc.analysis.changepoints.new_change_points` on every (corrected) series
-  that has a value tonight, then Benjamini-Hochberg across the night.
+* **Change points.** :func:`~benchsvc.analysis.changepoints.detect` on every (corrected) series that has a
+  value tonight, the new ones (:func:`~benchsvc.analysis.changepoints.keep_new`), then Benjamini-Hochberg
+  across the night. With ``confirmed`` (the run re-measures every candidate before recording it), one night
+  on the new level is enough and the candidate level is ``max_pvalue_confirmed`` / ``fdr_confirmed``;
+  :func:`confirmation_holds` is the "levels" test of such a re-measurement.
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ from benchsvc.analysis.changepoints import (
     DEFAULT_SETTINGS,
     ChangePoint,
     DetectorSettings,
+    detect,
     keep_discoveries,
-    new_change_points,
+    keep_new,
 )
 
 MIN_SERIES_FOR_FACTOR = 3
@@ -70,12 +74,14 @@ class NightDecision:
 
     ``findings``: (row, change point) with the change point's ``index`` counted in the row's own nights (its
     non-NaN columns), means in the corrected units; ``factors``: the machine factor of every night;
-    ``machine_event``: tonight's, or None; ``code_change``: tonight's code differs from the night before."""
+    ``machine_event``: tonight's, or None; ``code_change``: tonight's code differs from the night before;
+    ``tonight``: every row's value tonight in the corrected units (machine and block factors divided out)."""
 
     findings: list[tuple[int, ChangePoint]]
     machine_event: MachineEvent | None
     factors: np.ndarray
     code_change: bool
+    tonight: np.ndarray | None = None
 
 
 def code_epochs(code: Sequence[object]) -> np.ndarray:
@@ -89,6 +95,8 @@ def code_epochs(code: Sequence[object]) -> np.ndarray:
 
 
 def _nanmedian(a: np.ndarray, axis: int | None = None) -> np.ndarray:
+    if a.size and not np.isnan(a).any():  # numpy's nanmedian is slow on small arrays; the same answer
+        return np.asarray(np.median(a, axis=axis))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN, as wanted
         return np.asarray(np.nanmedian(a, axis=axis))
@@ -106,6 +114,8 @@ def machine_factors(
     factors = np.ones(nights)
     if settings.machine_factor == "none" or nights == 0:
         return factors
+    if x.shape[0] < MIN_SERIES_FOR_FACTOR and (settings.machine_factor != "canary" or canary is None):
+        return factors  # too few series for a factor on any night
     for e in np.unique(epochs):
         cols = np.flatnonzero(epochs == e)
         if len(cols) < 2:
@@ -227,9 +237,39 @@ def decide_night(
     where absent; it is not itself a row); ``rows``: the series to look for change points in (default all;
     the others still count for the machine factor and the machine event); ``n_tests``: the number of
     hypotheses for Benjamini-Hochberg (default one per series looked at, or one per candidate when a series
-    has several); ``confirmed``: the caller re-measures suspected cells, so ``min_nights_after_confirmed``
-    nights on a new level are enough; ``blocks``: per series, the measurement block it belongs to (None: its
-    own), for the block factor."""
+    has several); ``confirmed``: the caller re-measures suspected cells before recording them, so
+    ``min_nights_after_confirmed`` nights on a new level are enough and ``max_pvalue_confirmed`` and
+    ``fdr_confirmed`` apply (:meth:`DetectorSettings.for_path`); ``blocks``: per series, the measurement
+    block it belongs to (None: its own), for the block factor."""
+    return _decide(values, code, settings, canary, rows, n_tests, (confirmed,), blocks)[0]
+
+
+def decide_night_both(
+    values: np.ndarray,
+    code: Sequence[object],
+    settings: DetectorSettings | None = None,
+    *,
+    canary: np.ndarray | None = None,
+    rows: Sequence[int] | None = None,
+    n_tests: int | None = None,
+    blocks: Sequence[object | None] | None = None,
+) -> tuple[NightDecision, NightDecision]:
+    """:func:`decide_night` without and with ``confirmed``, in one call (the evaluation scores both paths
+    on the same nights; the machine factor and event are computed once)."""
+    plain, confirmed = _decide(values, code, settings, canary, rows, n_tests, (False, True), blocks)
+    return plain, confirmed
+
+
+def _decide(
+    values: np.ndarray,
+    code: Sequence[object],
+    settings: DetectorSettings | None,
+    canary: np.ndarray | None,
+    rows: Sequence[int] | None,
+    n_tests: int | None,
+    modes: tuple[bool, ...],
+    blocks: Sequence[object | None] | None = None,
+) -> list[NightDecision]:
     s = settings or DEFAULT_SETTINGS
     x = np.asarray(values, dtype=float)
     if x.ndim != 2:
@@ -240,22 +280,58 @@ def decide_night(
     factors = machine_factors(x, epochs, s, canary)
     event = machine_event(x, epochs, s, canary)
     code_change = x.shape[1] >= 2 and bool(epochs[-1] != epochs[-2])
-    corrected = x / factors[None, :]
+    adjusted = x / factors[None, :]
     if s.block_factor and blocks is not None:
         if len(blocks) != x.shape[0]:
             raise ValueError(f"{len(blocks)} blocks for {x.shape[0]} series")
-        corrected = corrected / block_factors(corrected, epochs, blocks)
-    candidates: list[tuple[int, ChangePoint]] = []
-    hypotheses = 0
+        adjusted = adjusted / block_factors(adjusted, epochs, blocks)
+    corrected: list[tuple[int, np.ndarray]] = []
     for row in range(x.shape[0]) if rows is None else rows:
-        series = corrected[row]
+        series = adjusted[row]
         if not np.isfinite(series[-1]):
             continue
         mask = np.isfinite(series)
-        found = new_change_points(series[mask], settings=s, confirmed=confirmed)
-        candidates.extend((row, c) for c in found)
-        hypotheses += max(1, len(found))
-    if event is not None and s.machine_factor == "none":
-        candidates = []
-    findings = keep_discoveries(candidates, s.fdr, hypotheses if n_tests is None else n_tests)
-    return NightDecision(findings=findings, machine_event=event, factors=factors, code_change=code_change)
+        corrected.append((row, series[mask]))
+    detected: dict[float, list[list[ChangePoint]]] = {}
+    out = []
+    for confirmed in modes:
+        ms = s.for_path(confirmed)
+        if ms.max_pvalue not in detected:  # the two paths share one detection when their levels agree
+            detected[ms.max_pvalue] = [detect(y, settings=ms) for _, y in corrected]
+        candidates: list[tuple[int, ChangePoint]] = []
+        hypotheses = 0
+        for (row, y), cps in zip(corrected, detected[ms.max_pvalue], strict=True):
+            found = keep_new(cps, y, ms, confirmed=confirmed)
+            candidates.extend((row, c) for c in found)
+            hypotheses += max(1, len(found))
+        if event is not None and s.machine_factor == "none":
+            candidates = []
+        findings = keep_discoveries(candidates, ms.fdr, hypotheses if n_tests is None else n_tests)
+        out.append(
+            NightDecision(
+                findings=findings,
+                machine_event=event,
+                factors=factors,
+                code_change=code_change,
+                tonight=adjusted[:, -1] if adjusted.shape[1] else None,
+            )
+        )
+    return out
+
+
+def confirmation_holds(
+    mean_before: float, mean_after: float, value_tonight: float, again_ratio: float
+) -> bool:
+    """The "levels" test of a confirmation: tonight's value re-measured, ``value_tonight`` (in the change
+    point's corrected units: ``details["value_tonight"]`` of a nightly finding) times ``again_ratio`` (the
+    re-measured mean over tonight's first mean, corrected for how the canary moved in between), is nearer in
+    logs to the change point's new level ``mean_after`` than to the level before ``mean_before``.
+
+    ``benchsvc run`` confirms tonight's change points with it (``benchsvc.runner.matrix.nightly_change_held``);
+    the evaluation (``benchsvc evaluate --confirmation``, ``docs/detection.md``) also scores the alternative
+    that ``again_ratio`` be within half the step of 1: this one keeps more real steps at the same false-alert
+    rate."""
+    if not (value_tonight > 0 and again_ratio > 0 and mean_before > 0 and mean_after > 0):
+        return False
+    v = np.log(value_tonight * again_ratio)
+    return bool(abs(v - np.log(mean_after)) < abs(v - np.log(mean_before)))

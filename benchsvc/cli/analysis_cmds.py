@@ -382,6 +382,15 @@ def evaluate(
     version: Annotated[
         str | None, typer.Option("--version", "-V", help="Version of the real series.")
     ] = None,
+    confirmation: Annotated[
+        str,
+        typer.Option(
+            "--confirmation",
+            help="Decision path to score: none (benchsvc analyze, run --no-confirm), levels (benchsvc run: "
+            "candidates re-measured, recorded if the re-measurement is nearer the new level than the old), "
+            "halfstep (the same with the re-measurement within half the step of tonight's value), or all.",
+        ),
+    ] = "none",
     fmt: FormatOption = Format.table,
     db: DbOption = None,
 ) -> None:
@@ -416,7 +425,15 @@ def evaluate(
         scenarios = [
             ev.Scenario("custom", sigma_night=noise if noise is not None else 0.015, step=step or 0.0)
         ]
-    kwargs: dict[str, Any] = {"seed": seed}
+    if confirmation == "all":
+        paths = list(ev.PATHS)
+    elif confirmation in ev.PATHS:
+        paths = [confirmation]
+    else:
+        raise BenchsvcError(
+            f"--confirmation {confirmation!r} is not one of {', '.join(ev.PATHS)}, all — pick one of those"
+        )
+    kwargs: dict[str, Any] = {"seed": seed, "paths": paths}
     if trials is not None:
         kwargs["trials"] = trials
     table = ev.run_evaluation(scenarios, **kwargs)

@@ -715,11 +715,7 @@ def _confirm(
             continue
         again = remeasured.get((key.workload_hash, key.version))
         first = primary.get((key.version, key.workload, key.workload_hash))
-        if (
-            again
-            and first
-            and nightly_change_held(pending.finding["effect"], first, again, canary, new_canary)
-        ):
+        if again and first and nightly_change_held(pending.finding, first, again, canary, new_canary):
             held.add(key)
     return new_canary, held
 
@@ -738,27 +734,45 @@ def _block_mean(processes: Sequence[ProcessValues], blocks: set[Any]) -> float |
     return sum(values) / len(values) if values else None
 
 
+def again_ratio(
+    first: Sequence[ProcessValues],
+    again: Sequence[ProcessValues],
+    canary: Sequence[ProcessValues],
+    canary_again: Sequence[ProcessValues],
+) -> float | None:
+    """The re-measured mean over tonight's first mean, corrected by how the canary moved between the two
+    measurements (the canary of the same worker processes); None without values."""
+    m_first = _block_mean(first, {p.metadata.get("benchsvc_block") for p in first})
+    m_again = _block_mean(again, {p.metadata.get("benchsvc_block") for p in again})
+    if not m_first or not m_again:
+        return None
+    c_first = _block_mean(canary, {p.metadata.get("benchsvc_block") for p in first})
+    c_again = _block_mean(canary_again, {p.metadata.get("benchsvc_block") for p in again})
+    drift = c_again / c_first if c_first and c_again else 1.0
+    return (m_again / drift) / m_first
+
+
 def nightly_change_held(
-    effect: float,
+    finding: dict[str, Any],
     first: Sequence[ProcessValues],
     again: Sequence[ProcessValues],
     canary: Sequence[ProcessValues],
     canary_again: Sequence[ProcessValues],
 ) -> bool:
-    """Whether a re-measurement confirms tonight's change point of ratio ``effect`` (after/before): the
-    re-measured mean, corrected by how the canary moved between the two measurements, must stay on the new
-    level, i.e. closer to tonight's first value than to the level before (within half the step, in logs)."""
-    import math
+    """Whether a re-measurement confirms tonight's change point (``finding``: the pending nightly finding):
+    tonight's value, re-measured (:func:`again_ratio`), must be nearer to the change point's new level than to
+    the level before (:func:`benchsvc.analysis.nightly.confirmation_holds`, the test the detector's
+    evaluation measures as the "levels" path)."""
+    from benchsvc.analysis.nightly import confirmation_holds
 
-    m_first = _block_mean(first, {p.metadata.get("benchsvc_block") for p in first})
-    m_again = _block_mean(again, {p.metadata.get("benchsvc_block") for p in again})
-    if not m_first or not m_again or effect <= 0 or effect == 1.0:
+    ratio = again_ratio(first, again, canary, canary_again)
+    details = finding.get("details", {})
+    tonight = details.get("value_tonight")
+    if ratio is None or tonight is None:
         return False
-    c_first = _block_mean(canary, {p.metadata.get("benchsvc_block") for p in first})
-    c_again = _block_mean(canary_again, {p.metadata.get("benchsvc_block") for p in again})
-    drift = c_again / c_first if c_first and c_again else 1.0
-    moved_back = math.log((m_again / drift) / m_first)  # 0: the new level held; -log(effect): back to before
-    return abs(moved_back) < abs(math.log(effect)) / 2
+    return confirmation_holds(
+        float(details["mean_before"]), float(details["mean_after"]), float(tonight), ratio
+    )
 
 
 def _append_processes(
