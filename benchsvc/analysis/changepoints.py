@@ -114,6 +114,8 @@ class DetectorSettings:
     #: divide each series also by the median move of the series measured in the same block (the versions of
     #: one workload, measured together in the same worker processes), within the same engine code
     block_factor: bool = True
+    #: nights a series needs before a change point in it is new: a level is not known from two or three nights
+    min_nights_before: int = 5
 
     def replace(self, **changes: object) -> DetectorSettings:
         """A copy with some settings changed (``None`` values are ignored)."""
@@ -624,10 +626,15 @@ def keep_new(
     (``min_nights_after_confirmed`` when ``confirmed``) nights at the new level and, with
     ``settings.tonight_on_level`` (robust rules only), tonight's value nearer to the new level than to the
     level before: a series that is back on its old level tonight has not changed (two odd nights followed
-    by an ordinary one), and a re-measurement of an ordinary night would confirm nothing."""
+    by an ordinary one), and a re-measurement of an ordinary night would confirm nothing. A change point
+    needs ``min_nights_before`` nights before it: the level of a new series is not known yet."""
     nights = len(values)
     after = settings.min_nights_after_confirmed if confirmed else settings.min_nights_after
-    out = [c for c in change_points if nights - settings.new_nights <= c.index <= nights - after]
+    out = [
+        c
+        for c in change_points
+        if nights - settings.new_nights <= c.index <= nights - after and c.index >= settings.min_nights_before
+    ]
     if settings.robust and settings.tonight_on_level and out:
         tonight = float(values[-1])
         out = [c for c in out if on_level(tonight, c)]
