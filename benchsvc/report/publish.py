@@ -12,12 +12,16 @@ previous site is removed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
 import shutil
+import signal
 import stat
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchsvc.errors import BenchsvcError
@@ -190,7 +194,8 @@ def publish_site(files: dict[str, str], out: Path, option: str = "--out") -> tup
     check_out_dir(out, option)
     target = _target(out)
     previous = target if target.is_dir() else None
-    new = _sibling(target.parent, target.name, "new", out, option)
+    with _signals_deferred():  # no Ctrl-C between making the temporary directory and owning its removal
+        new = _sibling(target.parent, target.name, "new", out, option)
     old: Path | None = None
     written = unchanged = 0
     try:
@@ -218,8 +223,24 @@ def publish_site(files: dict[str, str], out: Path, option: str = "--out") -> tup
                 "report is unchanged — check the directory and its permissions"
             ) from None
     except BaseException:
-        shutil.rmtree(new, ignore_errors=True)
+        with _signals_deferred():  # a second Ctrl-C does not leave half of it behind
+            shutil.rmtree(new, ignore_errors=True)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        with _signals_deferred():
+            shutil.rmtree(old, ignore_errors=True)
     return written, unchanged
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back (delivered when the block ends) in the main thread; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
