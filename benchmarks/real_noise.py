@@ -1,7 +1,7 @@
 """Nightly detection on this machine's real noise: unchanged runs, steps written in, imported back, analysed.
 
     python benchmarks/real_noise.py [--runs 12] [--mode quick] [--dir DIR] [--step10 10] [--step5 10]
-                                    [--step-nights 3] [--seed 0] [--code-change]
+                                    [--step-nights 3] [--seed 0] [--code-change] [-w WORKLOAD ...]
 
 1. Makes (or reuses, in DIR/history.db) a history of ``--runs`` consecutive unchanged ``benchsvc run`` runs
    of the shipped matrix on this machine (real CLI, real worker processes, real SQLite file).
@@ -43,11 +43,12 @@ def complete_runs(db: Path) -> int:
     return sum(r["status"] == "complete" for r in rows)
 
 
-def make_history(db: Path, runs: int, mode: str) -> None:
+def make_history(db: Path, runs: int, mode: str, workloads: list[str]) -> None:
     have = complete_runs(db)
+    selection = [a for w in workloads for a in ("-w", w)]
     for i in range(have, runs):
         t0 = time.monotonic()
-        cli("run", f"--mode={mode}", "--no-report", "--quiet", "--trigger", "nightly", db=db)
+        cli("run", f"--mode={mode}", "--no-report", "--quiet", "--trigger", "nightly", *selection, db=db)
         print(f"history run {i + 1}/{runs}: {time.monotonic() - t0:.0f} s", flush=True)
 
 
@@ -109,6 +110,9 @@ def main() -> None:
     ap.add_argument("--step-nights", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "-w", "--workload", action="append", help="only these workloads (repeat; default: the shipped matrix)"
+    )
+    ap.add_argument(
         "--code-change",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -117,7 +121,7 @@ def main() -> None:
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     history = args.dir / "history.db"
-    make_history(history, args.runs, args.mode)
+    make_history(history, args.runs, args.mode, args.workload or [])
 
     exported = args.dir / "history.jsonl"
     cli("export", "-o", str(exported), db=history)
