@@ -35,11 +35,9 @@ import json
 import multiprocessing
 import os
 import random
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from benchsvc.runner.interleave import CLOCK, CLOCK_DESCRIPTION, CLOCK_NAME, _now
@@ -309,15 +307,9 @@ def run_job(job: Job) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        raise SystemExit("usage: python -m benchsvc.runner.duet JOB.json OUT.json")
-    job = Job.from_json(Path(args[0]).read_text())
-    from benchsvc.kernel.worker import die_with_parent
+    from benchsvc.runner.interleave import serve
 
-    die_with_parent()  # no worker outlives a killed run
-    suite = run_job(job)
-    suite.dump(args[1], replace=True)
+    serve("benchsvc.runner.duet", lambda text: run_job(Job.from_json(text)), argv)
 
 
 if __name__ == "__main__":

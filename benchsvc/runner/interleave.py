@@ -216,16 +216,21 @@ def run_job(job: Job) -> Any:
     return pyperf.BenchmarkSuite(benchmarks)
 
 
-def main(argv: list[str] | None = None) -> None:
+def serve(module: str, measure_job: Callable[[str], Any], argv: list[str] | None = None) -> None:
+    """The body of a measuring worker process: ``python -m MODULE JOB.json OUT.json``; ``measure_job`` takes
+    the job file's text and returns the pyperf BenchmarkSuite written to OUT.json."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        raise SystemExit("usage: python -m benchsvc.runner.interleave JOB.json OUT.json")
-    job = Job.from_json(Path(args[0]).read_text())
+        raise SystemExit(f"usage: python -m {module} JOB.json OUT.json")
+    text = Path(args[0]).read_text()
     from benchsvc.kernel.worker import die_with_parent
 
     die_with_parent()  # no worker outlives a killed run
-    suite = run_job(job)
-    suite.dump(args[1], replace=True)
+    measure_job(text).dump(args[1], replace=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    serve("benchsvc.runner.interleave", lambda text: run_job(Job.from_json(text)), argv)
 
 
 if __name__ == "__main__":
