@@ -116,6 +116,8 @@ class DetectorSettings:
     block_factor: bool = True
     #: nights a series needs before a change point in it is new: a level is not known from two or three nights
     min_nights_before: int = 5
+    #: carry the machine factor across a change of engine code with the canary's level (nightly.py)
+    canary_bridge: bool = True
 
     def replace(self, **changes: object) -> DetectorSettings:
         """A copy with some settings changed (``None`` values are ignored)."""

@@ -12,7 +12,10 @@ night, and the canary's series when the runs have one. Pure numpy: no database, 
   by its own median over the epoch, and the night's factor is the median of those ratios over the series;
   the first night of an epoch has factor 1, so a change of the engine's code is never divided away.
   ``"canary"``: the canary's value over its own median (nights without a canary fall back to "median").
-  ``"none"``: 1. The detector runs on each series divided by the factors.
+  ``"none"``: 1. The detector runs on each series divided by the factors. With ``settings.canary_bridge``
+  and a canary, the "median" factors of each epoch are scaled by the canary's level over that epoch
+  relative to its level over all nights: the median factor cannot see the machine move between two epochs
+  (it is relative to each), the canary, which does not run the engine's code, can.
 * **Block factor** (``settings.block_factor``, given the series' blocks). The simulated versions of one
   workload are measured together, interleaved in the same worker processes (docs/measurement.md), so what
   disturbs the machine during that block moves all of them alike. After the machine factor, every series of a
@@ -134,7 +137,26 @@ def machine_factors(
         if np.isfinite(level) and level > 0:
             ok = np.isfinite(c) & (c > 0)
             factors[ok] = c[ok] / level
+    elif settings.canary_bridge and canary is not None and len(np.unique(epochs)) > 1:
+        factors *= _canary_bridge(np.asarray(canary, dtype=float), epochs)
     return factors
+
+
+def _canary_bridge(canary: np.ndarray, epochs: np.ndarray) -> np.ndarray:
+    """Per night, the canary's level over the night's epoch relative to its level over all nights (1 where the
+    epoch has no canary). The median factor is relative to each epoch, so it cannot see the machine move
+    between two epochs; the canary does not run the engine's code, so its level can."""
+    out = np.ones(len(epochs))
+    c = np.where(np.isfinite(canary) & (canary > 0), canary, np.nan)
+    if not np.isfinite(c).any():
+        return out
+    ref = float(_nanmedian(c))
+    for e in np.unique(epochs):
+        cols = np.flatnonzero(epochs == e)
+        level = _nanmedian(c[cols])
+        if np.isfinite(level) and level > 0:
+            out[cols] = float(level) / ref
+    return out
 
 
 def block_factors(values: np.ndarray, epochs: np.ndarray, blocks: Sequence[object | None]) -> np.ndarray:
