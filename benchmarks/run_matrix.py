@@ -17,7 +17,8 @@ from pathlib import Path
 
 from benchsvc.engine.versions import version_ids
 from benchsvc.records import RunRecord
-from benchsvc.runner.matrix import MODES, execute, plan
+from benchsvc.runner.blocks import SAMPLING
+from benchsvc.runner.matrix import execute, plan, run_settings
 from benchsvc.store.db import open_store, read_session
 from benchsvc.store.models import Result, Sample
 from benchsvc.workload import OPT_IN_TAGS, discover, load_workload
@@ -51,19 +52,19 @@ def main() -> None:
         db = workdir / f"{mode}.db"
         db.unlink(missing_ok=True)
         engine = open_store(str(db))
-        record = RunRecord.new(mode=mode, trigger="benchmark", pyperf_settings={"args": list(MODES[mode])})
+        record = RunRecord.new(mode=mode, trigger="benchmark", pyperf_settings=run_settings(mode, items))
         summary = execute(engine, items, record, mode)
         timed = measured_seconds(engine, summary.run_id)
         wall = summary.elapsed_s
         worker_overhead = summary.pyperf_s - timed
         other = wall - summary.pyperf_s - summary.simulate_s - summary.commit_s
         print(
-            f"\n{mode} ({' '.join(MODES[mode])}): {summary.status}, {summary.ok} ok, {summary.failed} failed"
+            f"\n{mode} ({SAMPLING[mode].as_dict()}): {summary.status}, {summary.ok} ok, {summary.failed} failed"
         )
         print(f"  wall time                    {wall:8.1f} s  ({wall / 60:.1f} min)")
-        print(f"  pyperf measurement (timed)   {timed:8.1f} s  {timed / wall:6.1%}")
+        print(f"  measurement (timed calls)    {timed:8.1f} s  {timed / wall:6.1%}")
         print(
-            f"  worker processes, untimed    {worker_overhead:8.1f} s  {worker_overhead / wall:6.1%}  (start-up, rebuilds, calibration)"
+            f"  worker processes, untimed    {worker_overhead:8.1f} s  {worker_overhead / wall:6.1%}  (start-up, rebuilds, confirmation)"
         )
         print(f"  simulations (counters)       {summary.simulate_s:8.1f} s  {summary.simulate_s / wall:6.1%}")
         print(f"  database commits             {summary.commit_s:8.1f} s  {summary.commit_s / wall:6.1%}")
