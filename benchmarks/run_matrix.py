@@ -2,9 +2,9 @@
 
 Runs the orchestrator (the same code as ``benchsvc run``) in each requested mode on the shipped workloads
 (tagged "large" or "oracle" excluded, as by default) x every version, into a fresh SQLite file, and prints:
-wall time; the pyperf measurement share (the timed zap calls: every stored value and warmup times its
-loops); and the overhead (worker process start-up and pyperf calibration/bookkeeping, the untimed rebuilds,
-simulations, database commits). Targets (issue 4): --quick <= 2 min, default <= 15 min on 2 cores.
+wall time; the measurement share (the timed zap calls: every stored value and warmup times its loops); and
+the overhead (worker process start-up, the untimed rebuilds, the confirmation re-measurements, simulations,
+database commits). Targets: --quick <= 1 min, default <= 8 min on 2 cores.
 
     python benchmarks/run_matrix.py [--modes quick,default] [--keep DIR]
 """
