@@ -125,3 +125,35 @@ def test_lineage_finding_is_fixed_when_it_disappears(store) -> None:
         regs = list_regressions(s, axis="lineage")
     assert regs["status"].tolist() == ["fixed"]
     assert regs.iloc[0]["details"]["fixed_in_run"] == 3
+
+
+def test_a_timing_finding_is_fixed_only_when_a_night_shows_it_gone(store) -> None:
+    """base65-p1 10% slower than base65: recorded. A night whose interval is too wide to call it (two noisy
+    processes) does not mark it fixed; a night that measures both equal, tightly, does."""
+
+    def processes(level: float, noise: float, rng: np.random.Generator, n: int) -> tuple[ProcessValues, ...]:
+        return tuple(
+            ProcessValues(tuple(float(level * (1 + e)) for e in rng.normal(0, noise, 5))) for _ in range(n)
+        )
+
+    def run_with(night: int, ratio: float, noise: float, n: int) -> None:
+        rng = np.random.default_rng(night)
+        run, _ = _night(night, 0.01, rng, {})
+        results = [
+            ResultRecord("sim", "base65", REF, modeled_ns=1.0, processes=processes(0.01, noise, rng, n)),
+            ResultRecord(
+                "sim", "base65-p1", REF, modeled_ns=1.0, processes=processes(0.01 * ratio, noise, rng, n)
+            ),
+        ]
+        with write_session(store) as s:
+            ingest(s, run, results, registry_versions())
+
+    run_with(0, 1.10, 0.002, 10)
+    assert analyze_run(store, 1).lineage_new == 1
+    run_with(1, 1.10, 0.30, 2)  # too noisy to see anything: neither significant nor settled
+    assert analyze_run(store, 2).lineage_fixed == 0
+    run_with(2, 1.00, 0.002, 10)  # measured equal, within ±3%
+    assert analyze_run(store, 3).lineage_fixed == 1
+    with read_session(store) as s:
+        regs = list_regressions(s, axis="lineage")
+    assert regs["status"].tolist() == ["fixed"] and regs.iloc[0]["details"]["fixed_in_run"] == 3

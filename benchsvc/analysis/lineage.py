@@ -17,7 +17,9 @@ the effect is at least ``min_effect``.
 When the run re-measured a cell to confirm a finding (processes of phase ``confirm``), the confirmation's
 ratio and interval are computed the same way from those processes alone, and a timing change counts as
 significant only when the confirmation's interval also excludes 1 on the same side.
-Fewer than two processes on a side give no interval and never a significant timing change. Pure
+A timing comparison is ``settled`` (no change, conclusively) when its interval lies within the minimum
+effect; an open finding is marked fixed only then, not on a night whose interval is merely too wide to
+call it. Fewer than two processes on a side give no interval and never a significant timing change. Pure
 pandas/numpy/scipy: no database, no printing.
 """
 
@@ -55,6 +57,7 @@ COLUMNS = [
     "confirm_low",
     "confirm_high",
     "confirmed",
+    "settled",
 ]
 PRIMARY = "primary"
 CONFIRM = "confirm"
@@ -258,6 +261,14 @@ def compare_lineage(
                     confirm_low=confirm.ci_low if confirm else float("nan"),
                     confirm_high=confirm.ci_high if confirm else float("nan"),
                     confirmed=confirmed,
+                    # no change tonight, conclusively: the interval lies within the minimum effect (an
+                    # interval too wide to decide settles nothing, so an open finding is not marked fixed)
+                    settled=bool(
+                        not significant
+                        and primary.has_interval
+                        and primary.ci_low >= 1.0 - min_effect
+                        and primary.ci_high <= 1.0 + min_effect
+                    ),
                 )
             else:
                 column = metric if metric == "modeled_ns" else f"c_{metric}"
@@ -281,6 +292,7 @@ def compare_lineage(
                     ci_high=float("nan"),
                     significant=bool(delta != 0),
                     direction="worse" if delta > 0 else "better" if delta < 0 else "same",
+                    settled=bool(delta == 0),
                 )
             rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)

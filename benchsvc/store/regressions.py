@@ -99,13 +99,16 @@ def record_lineage(session: Session, run: Run, comparison: pd.DataFrame) -> tupl
         )
         added += 1
     fixed = 0
-    significant = {
+    # a finding is fixed only when this run shows it gone: for a timing comparison, its interval lies within
+    # the minimum effect ("settled"), not merely that it was too wide to call the change significant tonight
+    has_settled = "settled" in comparison.columns
+    gone = {
         (r.engine, workloads.get((r.workload, r.workload_hash)), r.version, r.baseline, r.metric)
         for r in comparison.itertuples(index=False)
-        if r.significant
+        if not r.significant and (bool(r.settled) if has_settled else True)
     }
     for key, reg in existing.items():
-        if key in analysed and key not in significant:
+        if key in analysed and key in gone:
             reg.status = "fixed"
             reg.details = {**reg.details, "fixed_in_run": run.id}
             fixed += 1
