@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +98,7 @@ def _run_worker(job: Any, workdir: Path) -> Any:
     """Run one worker process (interleaved, or a duet driver); returns its pyperf BenchmarkSuite."""
     import pyperf
 
-    from benchsvc.runner.worker import ERROR_PREFIX
+    from benchsvc.runner.worker import failure
 
     wdir = Path(tempfile.mkdtemp(dir=workdir))
     job_file, out = wdir / "job.json", wdir / "result.json"
@@ -112,10 +112,7 @@ def _run_worker(job: Any, workdir: Path) -> Any:
     except subprocess.TimeoutExpired:
         raise BlockWorkerFailed(f"worker timed out after {BLOCK_WORKER_TIMEOUT_S} s") from None
     if proc.returncode != 0 or not out.exists():
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        said = [line.removeprefix(ERROR_PREFIX) for line in lines if line.startswith(ERROR_PREFIX)]
-        why = said[-1] if said else " | ".join(lines[-3:])
-        raise BlockWorkerFailed(f"worker exited with {proc.returncode}: {why}")
+        raise BlockWorkerFailed(failure(proc))
     return pyperf.BenchmarkSuite.load(str(out))
 
 
@@ -155,10 +152,8 @@ def measure_block(
     workload_file.write_bytes(workload_text.encode("utf-8"))
     block_id = str(uuid.uuid4())
     n_processes = sampling.processes if processes is None else processes
-    out = BlockTimings()
-    runs: dict[str, list[Any]] = {}
 
-    def job(vs: Sequence[str], process: int, block: str) -> Any:
+    def job(vs: Sequence[str], process: int, alone: str | None) -> Any:
         return Job(
             workload_file=str(workload_file),
             versions=tuple(vs),
@@ -166,33 +161,46 @@ def measure_block(
             warmups=sampling.warmups,
             loops=sampling.loops,
             seed=rng.randrange(2**32),
-            block=block,
+            block=block_id if alone is None else f"{block_id}/{alone}",
             process=process,
             phase=phase,
             extra_metadata=dict(extra_metadata or {}),
         )
 
-    def collect(suite: Any) -> None:
-        for bench in suite.get_benchmarks():
-            run = bench.get_runs()[0]
-            version = bench.get_name().split("/")[1]
-            runs.setdefault(version, []).append(run)
-
     if pairing == DUET:
         return _measure_duet(
             workload_file, versions, sampling, workdir, rng, phase, first_process, n_processes, extra_metadata
         )
+    return _run_processes(job, versions, n_processes, first_process, workdir)
+
+
+def _run_processes(
+    job: Callable[[Sequence[str], int, str | None], Any],
+    versions: Sequence[str],
+    n_processes: int,
+    first_process: int,
+    workdir: Path,
+) -> BlockTimings:
+    """Run ``n_processes`` worker processes of ``job(versions, process, None)`` one after the other. When one
+    fails, measure each version alone (``job([version], process, version)``, with the canary), so only the
+    version that fails is recorded as failed."""
+    out = BlockTimings()
+    runs: dict[str, list[Any]] = {}
+
+    def collect(suite: Any) -> None:
+        for bench in suite.get_benchmarks():
+            version = bench.get_name().split("/")[1]
+            runs.setdefault(version, []).extend(bench.get_runs())
+
     try:
         for p in range(n_processes):
-            collect(_run_worker(job(versions, first_process + p, block_id), workdir))
+            collect(_run_worker(job(versions, first_process + p, None), workdir))
     except BlockWorkerFailed:
-        # measure each version alone (with the canary), so only the one that fails is recorded as failed
         runs.clear()
         for version in versions:
-            alone = f"{block_id}/{version}"
             try:
                 for p in range(n_processes):
-                    collect(_run_worker(job([version], first_process + p, alone), workdir))
+                    collect(_run_worker(job([version], first_process + p, version), workdir))
             except BlockWorkerFailed as exc:
                 out.errors[version] = str(exc)
                 runs.pop(version, None)
@@ -272,13 +280,11 @@ def _measure_duet(
     from benchsvc.runner.duet import Edge, Job, duet_cpus
 
     cpus = duet_cpus()
-    out = BlockTimings()
-    runs: dict[str, list[Any]] = {}
 
-    def job(edges: Sequence[tuple[str, ...]], process: int) -> Any:
+    def job(vs: Sequence[str], process: int, alone: str | None) -> Any:
         return Job(
             workload_file=str(workload_file),
-            edges=tuple(Edge(e, str(uuid.uuid4())) for e in edges),
+            edges=tuple(Edge(e, str(uuid.uuid4())) for e in duet_edges(vs)),
             values=sampling.values,
             warmups=sampling.warmups,
             loops=sampling.loops,
@@ -289,25 +295,7 @@ def _measure_duet(
             extra_metadata=dict(extra_metadata or {}),
         )
 
-    def collect(suite: Any) -> None:
-        for bench in suite.get_benchmarks():
-            version = bench.get_name().split("/")[1]
-            runs.setdefault(version, []).extend(bench.get_runs())
-
-    try:
-        for p in range(n_processes):
-            collect(_run_worker(job(duet_edges(versions), first_process + p), workdir))
-    except BlockWorkerFailed:
-        # measure each version alone (with the canary), so only the one that fails is recorded as failed
-        runs.clear()
-        for version in versions:
-            try:
-                for p in range(n_processes):
-                    collect(_run_worker(job([(version,)], first_process + p), workdir))
-            except BlockWorkerFailed as exc:
-                out.errors[version] = str(exc)
-                runs.pop(version, None)
-    return _timings(runs, out)
+    return _run_processes(job, versions, n_processes, first_process, workdir)
 
 
 #: kept with every process even when all processes agree: what pairing and the interleaving checks read

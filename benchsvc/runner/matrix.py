@@ -487,12 +487,9 @@ def run_pyperf(
     except subprocess.TimeoutExpired:
         raise WorkerFailed(f"pyperf worker timed out after {WORKER_TIMEOUT_S} s") from None
     if proc.returncode != 0 or not out.exists():
-        from benchsvc.runner.worker import ERROR_PREFIX
+        from benchsvc.runner.worker import failure
 
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        said = [line.removeprefix(ERROR_PREFIX) for line in lines if line.startswith(ERROR_PREFIX)]
-        why = said[-1] if said else " | ".join(lines[-3:])
-        raise WorkerFailed(f"pyperf worker exited with {proc.returncode}: {why}")
+        raise WorkerFailed(f"pyperf {failure(proc)}")
     suite = pyperf.BenchmarkSuite.load(str(out))
     bench = suite.get_benchmarks()[0]
     processes = tuple(
@@ -625,16 +622,16 @@ def execute(
 CONFIRMING_MODES = ("quick", "default", "rigorous")
 
 
-def confirmation_cells(session: Any, run_id: int) -> dict[str, set[str]]:
-    """What to re-measure: per workload hash, the simulated versions of every lineage timing comparison that
-    looks significant, was not re-measured yet, and is not already an open finding of this machine in the same
-    direction (a finding confirmed on an earlier night needs no new confirmation to stay open)."""
-    from benchsvc.findings import lineage_for_run
+def confirmation_cells(session: Any, run_id: int, lineage: Any) -> dict[str, set[str]]:
+    """What to re-measure: per workload hash, the simulated versions of every lineage timing comparison of
+    ``lineage`` (the run's :func:`benchsvc.findings.lineage_for_run`) that looks significant, was not
+    re-measured yet, and is not already an open finding of this machine in the same direction (a finding
+    confirmed on an earlier night needs no new confirmation to stay open)."""
     from benchsvc.store.queries import open_lineage_findings
 
-    rows = lineage_for_run(session, run_id, metrics=["time"])
-    if rows.empty:
+    if lineage.empty:
         return {}
+    rows = lineage[lineage["metric"] == "time"]
     known = open_lineage_findings(session, run_id)
     suspect = rows[(rows["engine"] == "sim") & rows["significant"].astype(bool) & rows["confirmed"].isna()]
     cells: dict[str, set[str]] = {}
@@ -665,14 +662,15 @@ def _confirm(
     results. Returns the canary's values of those processes and the timing keys that held (to pass to
     :func:`benchsvc.findings.record_run`): a lineage comparison holds when its confirmation interval agrees
     (:mod:`benchsvc.analysis.lineage`), a nightly change when :func:`nightly_change_held`."""
-    from benchsvc.findings import plan_run
+    from benchsvc.findings import RunAnalysis, lineage_for_run, plan_run
     from benchsvc.runner.blocks import CONFIRM_PROCESSES, DEFAULT_PAIRING, SAMPLING
     from benchsvc.runner.blocks import measure_block as time_block
     from benchsvc.store.db import read_session
 
+    plan = plan_run(engine, run_id, confirmed=True)
     with read_session(engine) as s:
-        cells = confirmation_cells(s, run_id)
-    nightly = {p.key: p for p in plan_run(engine, run_id, confirmed=True).nightly}
+        cells = confirmation_cells(s, run_id, plan.lineage)
+    nightly = {p.key: p for p in plan.nightly}
     specs = {i.spec.content_hash: i.spec for i in items if i.engine == "sim"}
     for key in nightly:
         if key.engine == "sim" and key.workload_hash in specs:
@@ -705,9 +703,11 @@ def _confirm(
         for version, pvs in timings.processes.items():
             remeasured[chash, version] = pvs
         _append_processes(engine, run_id, spec, timings.processes)
-    held: set[Any] = set()
-    final = plan_run(engine, run_id, confirmed=True)
-    held |= {k for k in final.suspected() if k.axis == "lineage"}
+    # the lineage comparisons that still look significant now that the confirmation processes are stored
+    # (lineage alone: the nightly decision was taken above, and is recorded after the canary is stored)
+    with read_session(engine) as s:
+        lineage = lineage_for_run(s, run_id, metrics=["time"])
+    held: set[Any] = set(RunAnalysis(run_id, plan.settings, lineage).suspected())
     primary = _primary_values(engine, run_id)
     for key, pending in nightly.items():
         if key.engine != "sim":

@@ -21,6 +21,15 @@ NAME_FORMAT = "{engine}/{version}/{workload}"
 ERROR_PREFIX = "benchsvc worker error: "
 
 
+def failure(proc: Any) -> str:
+    """Why a worker process (a finished ``subprocess.CompletedProcess``) failed: "worker exited with N: " and
+    its last ``ERROR_PREFIX`` line, or else its last three lines of output."""
+    lines = (proc.stderr or proc.stdout or "").strip().splitlines()
+    said = [line.removeprefix(ERROR_PREFIX) for line in lines if line.startswith(ERROR_PREFIX)]
+    why = said[-1] if said else " | ".join(lines[-3:])
+    return f"worker exited with {proc.returncode}: {why}"
+
+
 def _forward(cmd: list[str], args: argparse.Namespace) -> None:
     cmd.extend(("--workload", args.workload, "--zap-version", args.zap_version, "--engine", args.engine))
 
