@@ -118,6 +118,9 @@ class DetectorSettings:
     min_nights_before: int = 5
     #: carry the machine factor across a change of engine code with the canary's level (nightly.py)
     canary_bridge: bool = True
+    #: estimate the machine and block factors again without the nights of the series that show a candidate
+    #: change point, up to this many more passes (0: one estimate from every series; nightly.py)
+    suspect_passes: int = 3
 
     def replace(self, **changes: object) -> DetectorSettings:
         """A copy with some settings changed (``None`` values are ignored)."""

@@ -24,6 +24,12 @@ night, and the canary's series when the runs have one. Pure numpy: no database, 
   runs under load), it takes the median night-to-night spread of a series from 2.3% to 1.35%. Like the machine
   factor it is 1 on the first night of an epoch, so a change of the engine's code is never divided away, and a
   change in one or two versions of a block moves its median little.
+* **Suspects do not set the factors** (``settings.suspect_passes``). Both factors are medians, and a median
+  moves when several of its series change level at once: four of the nine versions of a workload 10% slower
+  move the block's median by about one noise standard deviation, and the unchanged versions then look faster.
+  So when a pass finds candidate change points (before the false-discovery rule), the factors are estimated
+  again without those series' nights from their candidate night on, and the decision is taken again; up to
+  ``suspect_passes`` more passes, until no new suspect appears. A night with no candidate costs one pass.
 * **Machine event.** On a night with no code change, each series' value tonight is compared with its median
   over the previous ``machine_baseline_nights`` nights of the epoch (at least 3). When the median ratio moved
   by at least ``machine_min_shift`` and at least ``machine_min_share`` of the series moved with it by half
@@ -298,15 +304,58 @@ def _decide(
         raise ValueError(f"decide_night() takes a series x nights matrix, not shape {x.shape}")
     if len(code) != x.shape[1]:
         raise ValueError(f"{len(code)} code identities for {x.shape[1]} nights")
+    if blocks is not None and len(blocks) != x.shape[0]:
+        raise ValueError(f"{len(blocks)} blocks for {x.shape[0]} series")
     epochs = code_epochs(code)
-    factors = machine_factors(x, epochs, s, canary)
     event = machine_event(x, epochs, s, canary)
     code_change = x.shape[1] >= 2 and bool(epochs[-1] != epochs[-2])
+    common = (epochs, s, canary, rows, n_tests)
+    decisions, adjusted, candidates = _decide_once(x, x, *common, modes, blocks, event, code_change)
+    # each path's suspects are its own, so deciding both paths at once decides as two calls would
+    for m, mode in enumerate(modes):
+        suspects = np.zeros(x.shape, dtype=bool)
+        found = candidates[m]
+        for _ in range(s.suspect_passes):
+            more = _suspect_mask(adjusted, found) & ~suspects
+            if not more.any():
+                break
+            suspects |= more
+            again, _, again_found = _decide_once(
+                x, np.where(suspects, np.nan, x), *common, (mode,), blocks, event, code_change
+            )
+            decisions[m], found = again[0], again_found[0]
+    return decisions
+
+
+def _suspect_mask(adjusted: np.ndarray, candidates: list[tuple[int, ChangePoint]]) -> np.ndarray:
+    """The nights of every series from the first night of a candidate change point in it on."""
+    mask = np.zeros(adjusted.shape, dtype=bool)
+    for row, cp in candidates:
+        own_nights = np.flatnonzero(np.isfinite(adjusted[row]))
+        mask[row, own_nights[cp.index] :] = True
+    return mask
+
+
+def _decide_once(
+    x: np.ndarray,
+    estimate_from: np.ndarray,
+    epochs: np.ndarray,
+    s: DetectorSettings,
+    canary: np.ndarray | None,
+    rows: Sequence[int] | None,
+    n_tests: int | None,
+    modes: tuple[bool, ...],
+    blocks: Sequence[object | None] | None,
+    event: MachineEvent | None,
+    code_change: bool,
+) -> tuple[list[NightDecision], np.ndarray, list[list[tuple[int, ChangePoint]]]]:
+    """One pass of :func:`_decide`: the factors are estimated from ``estimate_from`` (``x`` with the
+    suspected nights NaN on the second pass) and divided out of ``x``. Returns the decisions, ``x`` corrected,
+    and each path's candidates before the false-discovery rule."""
+    factors = machine_factors(estimate_from, epochs, s, canary)
     adjusted = x / factors[None, :]
     if s.block_factor and blocks is not None:
-        if len(blocks) != x.shape[0]:
-            raise ValueError(f"{len(blocks)} blocks for {x.shape[0]} series")
-        adjusted = adjusted / block_factors(adjusted, epochs, blocks)
+        adjusted = adjusted / block_factors(estimate_from / factors[None, :], epochs, blocks)
     corrected: list[tuple[int, np.ndarray]] = []
     for row in range(x.shape[0]) if rows is None else rows:
         series = adjusted[row]
@@ -316,6 +365,7 @@ def _decide(
         corrected.append((row, series[mask]))
     detected: dict[float, list[list[ChangePoint]]] = {}
     out = []
+    suspects: list[list[tuple[int, ChangePoint]]] = []
     for confirmed in modes:
         ms = s.for_path(confirmed)
         if ms.max_pvalue not in detected:  # the two paths share one detection when their levels agree
@@ -328,6 +378,7 @@ def _decide(
             hypotheses += max(1, len(found))
         if event is not None and s.machine_factor == "none":
             candidates = []
+        suspects.append(candidates)
         findings = keep_discoveries(candidates, ms.fdr, hypotheses if n_tests is None else n_tests)
         out.append(
             NightDecision(
@@ -338,7 +389,7 @@ def _decide(
                 tonight=adjusted[:, -1] if adjusted.shape[1] else None,
             )
         )
-    return out
+    return out, adjusted, suspects
 
 
 def confirmation_holds(
