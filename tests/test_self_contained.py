@@ -27,14 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 #: what must not appear, with the reason shown when it does (written so that this file does not match itself)
 FORBIDDEN: dict[str, re.Pattern[str]] = {
     "a section label of a document the repository does not contain": re.compile(
-        r"K[§]|K[\\]u00a7|\bDESIGN[ ]§|\bspec[ ]§|\banchors[ ]§"
+        r"K[§]|K[\\]u00a7|\bDESIG[N][ ]§|\bspec[ ]§|\banchors[ ]§"
     ),
     "a background document the repository does not contain": re.compile(
-        r"\bDESIGN[.]md|\bSTYLE[.]md|zap-engine[.]md|spec/zap[-]engine|benchmark[-]anchors|kernel[-]zap-history"
+        r"\bDESIG[N][.]md|\bSTYLE[.]md|zap[-]engine[.]md|spec/zap[-]engine|benchmark[-]anchors|kernel[-]zap-history"
         r"|stack[-]notes|measurement[-]noise|model[-]codebases|\breference/[\w-]+[.]md"
     ),
     "a path outside the repository": re.compile(
-        r"[.][.]/shared\b|/work[/]shared\b|\bshared/(?:spec|reference)\b"
+        r"[.][.]/share[d]\b|/work[/]shared\b|\bshare[d]/(?:spec|reference)\b"
     ),
 }
 
