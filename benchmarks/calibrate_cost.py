@@ -1,4 +1,5 @@
-"""Compare the default cost model with David Hildenbrand's per-folio-size munmap table (K§1.7).
+"""Compare the default cost model with David Hildenbrand's per-folio-size munmap table
+(docs/kernel-history.md#the-munmap-table-the-cost-model-is-calibrated-on).
 
 munmap of 1 GiB PTE-mapped by folios of one size: the modelled cost of ``base65-p1`` (per-page rmap with
 spurious queueing, the "mm-unstable" column) and of ``up69`` ("New", v6.9) and ``up612``, against the

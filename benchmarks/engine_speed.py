@@ -6,8 +6,8 @@ ones included) it times the measured zap calls only -- the simulated ones of eac
 kernel's (:func:`benchsvc.kernel.worker.zap_once`, the same measurement the pyperf workers of
 ``benchsvc run --engine kernel`` make: a real region built untimed, then the munmap/madvise/exit calls timed)
 -- repeats each ``--runs`` times and prints the medians and their ratios. Targets: the slowest version
-within 20x of the kernel on every workload (DESIGN §8); and on ``a-munmap-aligned-1g``, the slowest version
-at >= 1 M PTEs/s (issue 2).
+within 20x of the kernel on every workload (docs/design.md#targets); and on ``a-munmap-aligned-1g``, the
+slowest version at >= 1 M PTEs/s (issue 2).
 
     python benchmarks/engine_speed.py [--workload NAME|PATH ...] [--runs 7] [--no-kernel]
 """

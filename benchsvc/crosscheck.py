@@ -1,4 +1,6 @@
-"""Cross-check of the up612 simulation against the live kernel (spec §6): counter by counter, per workload.
+"""Cross-check of the up612 simulation against the live kernel: counter by counter, per workload.
+
+See docs/kernel-oracle.md.
 
 Library only (no printing): :func:`crosscheck` returns a :class:`CrosscheckReport` of plain dataclasses;
 ``benchsvc crosscheck`` renders it. Compared per workload the kernel can express:

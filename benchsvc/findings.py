@@ -1,6 +1,6 @@
 """Analyse a run and record what regressed: the glue between the store and the (pure) analysis layer.
 
-Two axes (DESIGN §5):
+Two axes (docs/design.md#analysis):
 
 * **lineage**: each version against its parent inside the run (:mod:`benchsvc.analysis.lineage`);
 * **nightly**: each series of the run (machine × environment × engine × version × workload hash × mode)

@@ -1,4 +1,4 @@
-"""Plain records of what a run measured, with full provenance (DESIGN §4).
+"""Plain records of what a run measured, with full provenance (docs/design.md#store).
 
 The runner, the importers and the tests build these; :mod:`benchsvc.store.ingest` writes them. Nothing here
 imports SQLAlchemy. Times are UTC; durations are seconds.

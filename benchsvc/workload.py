@@ -1,4 +1,4 @@
-"""Workload files: TOML -> a frozen :class:`WorkloadSpec` (spec §4).
+"""Workload files: TOML -> a frozen :class:`WorkloadSpec` (the format: README.md#workload-files).
 
 Every problem is reported as one :class:`~benchsvc.errors.WorkloadError` line that names the file and the
 key, e.g. ``workloads/x.toml: layout.folios: shares sum to 0.9, expected 1.0``. Unknown keys are rejected, so
@@ -99,7 +99,7 @@ class ZapStep:
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """A validated workload definition (spec §4). Sizes are in bytes."""
+    """A validated workload definition. Sizes are in bytes."""
 
     name: str
     description: str

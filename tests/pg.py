@@ -1,6 +1,6 @@
 """A PostgreSQL server for the store tests: the one in ``$BENCHSVC_TEST_PG_URL``, or a throwaway one.
 
-The throwaway server follows ``reference/stack-notes.md`` §5: Debian's binaries (not on PATH), a cluster
+The throwaway server uses Debian's binaries (not on PATH), a cluster
 in a temporary directory owned by ``postgres`` (``initdb`` refuses to run as root, so root runs it through
 ``runuser``), trust authentication for the user ``bench``, TCP on 127.0.0.1 at a free port, the socket in
 the temporary directory, durability off. Each test that needs isolation gets a database of its own

@@ -2,7 +2,7 @@
 
 The site is built the way a user builds it: ``benchsvc run`` (debug mode, three "nights") on two shipped
 workloads plus a hostile one, then ``benchsvc report``, each in a subprocess. The browser is Debian's
-chromium driven by Playwright with ``executable_path`` (``reference/stack-notes.md`` §4; never
+chromium driven by Playwright with ``executable_path`` (never
 ``playwright install``). :func:`visit` loads one page once and records everything the tests look at.
 """
 

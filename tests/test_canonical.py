@@ -1,16 +1,18 @@
-"""Every registered version against the K§3 expected counters of the canonical workloads (a)-(g).
+"""Every registered version against the expected counters of the canonical workloads (a)-(g).
 
-The expected numbers are *derived* here from K§3's formulas (and K§2 where K§3 leaves a gap), in terms of
-the workload's dimensions, which are computed from the parsed workload, never from the engine:
+The expected numbers are *derived* here from the formulas of
+docs/kernel-history.md#canonical-workloads-and-expected-counters (and from the zap-path semantics of the same
+document where a formula leaves a gap), in terms of the workload's dimensions, which are computed from the
+parsed workload, never from the engine:
 
     n   pages per large folio              N   large folios          P = N·n  pages in large folios
     Ns  order-0 pages (workload (e))       T   page tables touched   S   folios straddling a 2 MiB boundary
-    M   v1 gather-full events that land mid-folio (K§3 (a))
+    M   v1 gather-full events that land mid-folio
     G65 = 9698 pages per gather flush up to 6.8; G69e = 4849 page+nr entries, G69p = 9678 single pages (6.9+)
 
 Every version in the registry must have an expectation for every workload: a new version without one FAILS.
-Where K§3 and K§2 disagree, the test uses the value the kernel semantics of K§2 give and says so with
-``# K§3 disagrees: see docs/engine-notes.md``.
+Where a plain formula leaves out a term that the kernel semantics put in, the test uses the full value and
+says so with ``# Correction: see docs/engine-notes.md#5-corrections-to-the-expected-counters``.
 """
 
 from __future__ import annotations
@@ -25,16 +27,16 @@ from benchsvc.engine import COUNTER_NAMES, simulate
 from benchsvc.engine.versions import get_version, version_ids
 from benchsvc.workload import PAGE_SIZE, WorkloadSpec
 
-G65 = 9698  # K§2.3: 8 + 19*510 pages, one slot each (<= 6.8, v1-v4)
-G69E = 4849  # K§2.3: 4 + 19*255 page+nr entries (6.9+)
-G69P = 9678  # K§2.3: 7 + 19*509 single pages (6.9+)
+G65 = 9698  # 8 + 19*510 pages, one slot each (<= 6.8, v1-v4)
+G69E = 4849  # 4 + 19*255 page+nr entries (6.9+)
+G69P = 9678  # 7 + 19*509 single pages (6.9+)
 PTRS = 512  # PTEs per page table
 
 
 # ---------------------------------------------------------------------------------------------- dimensions
 @dataclass(frozen=True)
 class Dims:
-    """The K§3 quantities of one workload, from its layout (sequential, order-0 pages first in (e))."""
+    """The quantities (n, N, Ns, P, T, S, M) of one workload, from its layout (sequential, order-0 pages first in (e))."""
 
     n: int  # pages per large folio
     N: int  # large folios
@@ -72,7 +74,7 @@ class Dims:
         return [G65 * k for k in range(1, (self.pages if pages is None else pages) // G65 + 1)]
 
     def reenters(self, page_end: int) -> bool:
-        """An early break after the page ending at index ``page_end`` re-enters the same page table (K§2.2)."""
+        """An early break after the page ending at index ``page_end`` re-enters the same page table."""
         return page_end % PTRS != 0 and page_end != self.end
 
     def mid_folio(self, page_no: int) -> bool:
@@ -91,13 +93,13 @@ class Dims:
 
     @property
     def M(self) -> int:
-        """K§3 (a): v1 fulls that land mid-folio (9698k mod n != 0), i.e. that cut a span in two.
+        """v1 fulls that land mid-folio (9698k mod n != 0), i.e. that cut a span in two.
 
         A full on the last page of a straddling folio's first piece (a 2 MiB boundary) cuts nothing: the
         span ends there anyway."""
         return sum(1 for p in self.fulls65() if self.mid_folio(p) and (self.base + p) % PTRS)
 
-    # --- 6.9+: the stream of gather entries (one per batch, batches never cross a page table, K§2.2)
+    # --- 6.9+: the stream of gather entries (one per batch, batches never cross a page table)
     def entries69(self) -> list[tuple[int, int]]:
         """(end page index, pages) of every batch in address order; order-0 pages are single entries."""
         out = [(self.base + i + 1, 1) for i in range(self.Ns)]
@@ -113,7 +115,7 @@ class Dims:
     def fulls69(self) -> list[int]:
         """Indexes (1-based) of the entries on which the 6.9+ gather reports full.
 
-        K§2.3, re-derived here slot by slot: a single page takes 1 slot, page+nr takes 2; after adding, full
+        docs/kernel-history.md#the-mmu_gather-and-its-capacity, slot by slot: a single page takes 1 slot, page+nr takes 2; after adding, full
         is checked as ``nr >= max - 1``; the local bundle has 8 slots, each batch page 510, at most 19 batch
         pages, which are kept (and reused) after a flush."""
         fulls, nr, cap, batch = [], 0, 8, 0
@@ -137,7 +139,7 @@ def dims_of(spec: WorkloadSpec) -> Dims:
     assert spec.arrangement == "sequential"
     large = [(s, c) for s, c in spec.folio_counts() if s > PAGE_SIZE]
     assert len(large) == 1
-    if PAGE_SIZE in counts:  # (e): the order-0 block must come first, as K§3 (e) is written
+    if PAGE_SIZE in counts:  # (e): the order-0 block must come first, as (e) is derived
         assert spec.folios[0][0] == PAGE_SIZE
     fsize, nfolios = large[0]
     d = Dims(
@@ -147,7 +149,7 @@ def dims_of(spec: WorkloadSpec) -> Dims:
     return d
 
 
-# ---------------------------------------------------------------------------------------------- K§3 tables
+# ---------------------------------------------------------------------------- the expected-counter tables
 Expect = dict[str, int]
 Table = dict[str, Callable[[Dims], Expect]]
 
@@ -160,7 +162,7 @@ def ds(calls: int, adds: int, spurious: int, lock: int, split_deferred: int | No
         "ds_adds": adds,
         "ds_spurious": spurious,
         "ds_lock": lock,
-        # versions before the per-size stat existed: split_deferred == ds_adds (spec §3)
+        # versions before the per-size stat existed: split_deferred == ds_adds (docs/kernel-history.md#counters)
         "split_deferred": adds if split_deferred is None else split_deferred,
     }
 
@@ -197,7 +199,7 @@ def gather69(d: Dims) -> int:
 
 
 # (a), (c), (d), (g): munmap of a region of one large folio size (sequential, maybe offset: (c)).
-# Spans / batches: a folio crossing a 2 MiB boundary is zapped in two pieces (K§3 (c)), so N + S of them.
+# Spans / batches: a folio crossing a 2 MiB boundary is zapped in two pieces, so N + S of them.
 def munmap_large(d: Dims) -> Table:
     assert d.Ns == 0
     N, P, S, M = d.N, d.P, d.S, d.M
@@ -216,21 +218,22 @@ def munmap_large(d: Dims) -> Table:
         "gather_flushes": gather65(d),
         "ptl_acquisitions": d.ptl65(),
     }
-    # base65: only PMD-order folios are queued (K§2.5); a PTE-mapped THP is queued on its first page and
-    # deferred_split_folio() is called for every page that became unmapped (K§3 (g): 512 calls per THP)
+    # base65: only PMD-order folios are queued; a PTE-mapped THP is queued on its first page and
+    # deferred_split_folio() is called for every page that became unmapped (512 calls per THP)
     base65 = {**base, **(ds(P, N, N, 2 * N) if d.n == 512 else ZERO_DS)}
     # base65-p1: every large folio is queued on its first page, all spurious, add + removal at free
     base65p1 = {**base, **ds(P, N, N, 2 * N)}
     # v1: a span per folio piece, cut once more by each mid-folio gather-full (M); the first piece of a cut
     # folio and of a straddling folio leaves it partially mapped: queued, spurious, add + free locks.
-    # K§3 disagrees: see docs/engine-notes.md. Two K§3 cells leave M out where K§2 puts it in:
+    # Correction: see docs/engine-notes.md#5-corrections-to-the-expected-counters.
+    # Two plain formulas leave M out where the kernel semantics put it in:
     #  (c) v1 ds_lock is written "2S", but its ds_adds cell is "S (+ mid-folio gather-full events)" and each
     #      such add is also dequeued at free: 2(S + M) (66, not 64, at the shipped 64 MiB, where M = 1);
     #  (g) v1 ds_adds / ds_lock are written 0 / 0 (only ds_calls has the "unless a gather-full lands inside"
     #      caveat); at 64 MiB the first full (page 9698 = page 482 of THP 19) does land inside: M = 1, so
     #      ds_calls = ds_adds = ds_spurious = 1 and ds_lock = 2 (add + free), as in (a).
     v1 = {**base, "rmap_calls": R + M, "stat_updates": R + M, **ds(S + M, S + M, S + M, 2 * (S + M))}
-    # v2/v3: forced flush + break after every span (K§0 item 4): one TLB flush, one gather pass and one
+    # v2/v3: forced flush + break after every span (the v2-v4 forced flush): one TLB flush, one gather pass and one
     # zap_pte_range() entry per span, plus the final flush (page tables freed); one _nr_pages_mapped atomic
     v2 = {
         **base,
@@ -244,7 +247,7 @@ def munmap_large(d: Dims) -> Table:
     }
     v4 = {**v2, "refcount_atomics": P + 2 * R}  # + folio_get()/folio_put() per span
     # 6.9+: one batch per folio piece, one page+nr gather entry (2 slots) each, folios_put_refs per entry.
-    # K§3 (c) gives up610/up612 flushes as "≈ (N+S)/4849 + 1"; the exact value used here comes from K§2.3's
+    # (c): up610/up612 flushes are roughly (N+S)/4849 + 1; the exact value used here comes from the gather's
     # slot rule (Dims.fulls69): every piece, also a straddler's half, is a page+nr entry of 2 slots, so a full
     # every 4849 entries: floor((N+S)/4849) + 1 (the final flush always runs: page tables are freed).
     up = {
@@ -261,8 +264,8 @@ def munmap_large(d: Dims) -> Table:
     up69 = {**up, **ds(R, N, N, 2 * N)}  # every PTE-level removal calls deferred_split_folio()
     up610 = {**up, "large_mapcount_atomics": R, **ds(S, S, S, 2 * S)}
     if d.n == 512:
-        # K§3 (g) up612: PMD-order THPs are queued at fault (shrink_underused=1), so nothing is added during
-        # the zap; K§3's ds_lock "1 at fault + 1 at free" counts the fault, which is not part of the measured
+        # (g) up612: PMD-order THPs are queued at fault (shrink_underused=1), so nothing is added during
+        # the zap; a ds_lock of "1 at fault + 1 at free" would count the fault, which is not part of the measured
         # munmap: the zap itself takes the lock once per folio, to dequeue it at free (N)
         assert S == 0
         up612_ds = ds(0, 0, 0, N, 0)
@@ -287,7 +290,7 @@ def table_a(d: Dims) -> Table:
 
 
 def table_b(d: Dims) -> Table:
-    """K§3 (b): MADV_DONTNEED of the first page of each folio: N calls, each 1 PTL, 1 PTE, 1 rmap call, 1 TLB
+    """(b): MADV_DONTNEED of the first page of each folio: N calls, each 1 PTL, 1 PTE, 1 rmap call, 1 TLB
     flush (no page tables freed; v2-v4's forced flush is the only flush of the call), 0 pages freed."""
     N = d.N
     common = {
@@ -322,7 +325,7 @@ def table_b(d: Dims) -> Table:
 
 
 def table_e(d: Dims) -> Table:
-    """K§3 (e): Ns order-0 pages, then N large folios, one munmap, no boundary crossings."""
+    """(e): Ns order-0 pages, then N large folios, one munmap, no boundary crossings."""
     Ns, N, P = d.Ns, d.N, d.P
     assert d.S == 0 and Ns % PTRS == 0
     M = d.M
@@ -349,7 +352,7 @@ def table_e(d: Dims) -> Table:
         **ZERO_DS,
     }
     # v4: order-0 pages take the baseline per-PTE path (no forced flush): floor(Ns/9698) fulls; every large
-    # span forces a flush. K§3 says "N + floor(Ns/9698) + 1 (approx.)"; it is exact when the first large
+    # span forces a flush. "N + floor(Ns/9698) + 1" is exact when the first large
     # span is not cut by a full, i.e. (Ns mod 9698) + n <= 9698 (asserted), since later spans start with an
     # empty gather.
     assert Ns % G65 + d.n <= G65
@@ -361,7 +364,7 @@ def table_e(d: Dims) -> Table:
         "gather_flushes": len(fulls0) + N,
         "ptl_acquisitions": Ns // PTRS + sum(1 for p in fulls0 if d.reenters(d.base + p)) + N,
     }
-    # 6.9+: "slot-accurate: order-0 = 1 slot, large = 2 slots; +1" (K§3 (e)), counted by Dims.fulls69()
+    # 6.9+: "slot-accurate: order-0 = 1 slot, large = 2 slots; +1", counted by Dims.fulls69()
     up = {
         **c,
         "rmap_calls": Ns + N,
@@ -392,7 +395,7 @@ def table_e(d: Dims) -> Table:
 
 
 def table_f(d: Dims) -> Table:
-    """K§3 (f): fork, then munmap in the child. Every page goes from _mapcount 1 to 0: nothing becomes
+    """(f): fork, then munmap in the child. Every page goes from _mapcount 1 to 0: nothing becomes
     unmapped, no _nr_pages_mapped change, no stat update, no deferred split call, nothing freed."""
     N, P, M = d.N, d.P, d.M
     c = {
@@ -433,9 +436,10 @@ def table_f(d: Dims) -> Table:
     return {
         "base65": lambda _: base,
         "base65-p1": lambda _: base,
-        # K§3 disagrees: see docs/engine-notes.md. K§3 (f) says "rmap calls ... N (all batching versions)",
-        # but in v1 a gather-full still cuts a span mid-folio (K§2.4: the full test does not depend on the
-        # mapcount), so v1 makes N + M calls, exactly as in (a); only the deferred split is absent.
+        # Correction: see docs/engine-notes.md#5-corrections-to-the-expected-counters. The plain formula is
+        # "rmap calls: N (all batching versions)", but in v1 a gather-full still cuts a span mid-folio (the
+        # full test does not depend on the mapcount), so v1 makes N + M calls, exactly as in (a); only the
+        # deferred split is absent.
         "v1": lambda _: {**base, "rmap_calls": N + M},
         "v2": lambda _: v2,
         "v3": lambda _: v2,
@@ -511,17 +515,17 @@ def test_canonical_counters(case: tuple[str, str, str | None, str | None], versi
     d = dims_of(spec)
     table = TABLES[letter](d)
     assert version in table, (
-        f"version {version!r} has no K§3 expectation for workload ({letter}): derive one in {__file__}"
+        f"version {version!r} has no expectation for workload ({letter}): derive one in {__file__}"
     )
     expected = table[version](d)
     got = simulate(spec, version).counters
     diff = {k: (v, got[k]) for k, v in expected.items() if got[k] != v}
-    assert not diff, f"({letter}) {spec.name} {version}: counter: (K§3 expected, engine) {diff} [{d}]"
+    assert not diff, f"({letter}) {spec.name} {version}: counter: (expected, engine) {diff} [{d}]"
 
 
 @pytest.mark.parametrize("letter", sorted(TABLES))
 def test_every_version_has_expectations(letter: str) -> None:
-    """Every registered version has a K§3 row for every canonical workload, and no row is stale."""
+    """Every registered version has an expectation for every canonical workload, and no row is stale."""
     d = dims_of(_spec(STEMS[letter], None, None))
     table = TABLES[letter](d)
     assert set(table) == set(version_ids())
@@ -531,12 +535,12 @@ def test_every_version_has_expectations(letter: str) -> None:
 
 
 def test_canonical_dimensions() -> None:
-    """The shipped canonical files have the shapes K§3 and spec §5/§6 describe."""
+    """The shipped canonical files have the shapes docs/kernel-history.md describes."""
     a = dims_of(_spec("a-munmap-aligned-1g", None, None))
     assert (a.P, a.N, a.T, a.n) == (262144, 16384, 512, 16)
-    assert len(a.fulls65()) == 27 and a.M == 24  # K§3 (a): k = 8, 16, 24 are folio-aligned
+    assert len(a.fulls65()) == 27 and a.M == 24  # (a): k = 8, 16, 24 are folio-aligned
     c = dims_of(_spec("c-straddle-munmap", None, None))
-    assert c.S == 32  # spec §6: split_deferred +32 on 6.18, one per straddled page-table boundary
+    assert c.S == 32  # the live kernel: split_deferred +32 on 6.18, one per straddled page-table boundary
     d = dims_of(_spec("d-gather-full-mid-folio", None, None))
     assert d.pages == 9728 and d.fulls65() == [G65]
     assert (G65 - 1) // d.n + 1 == 607 and (G65 - 1) % d.n + 1 == 2  # 2nd page of folio 607
@@ -547,14 +551,14 @@ def test_canonical_dimensions() -> None:
 
 
 def test_gather_capacities() -> None:
-    """The slot rule used for 6.9+ reproduces K§2.3's capacities: 4849 entries, 9678 single pages."""
+    """The slot rule used for 6.9+ reproduces the gather's capacities: 4849 entries, 9678 single pages."""
     assert Dims(n=16, N=G69E, Ns=0, base=0).fulls69() == [G69E]
     assert Dims(n=16, N=G69E - 1, Ns=0, base=0).fulls69() == []
     singles = Dims(n=16, N=0, Ns=2 * G69P, base=0)
     assert singles.fulls69() == [G69P, 2 * G69P]
 
 
-# spec §5: the headline numbers of (a) at 1 GiB of 64 KiB folios (P = 262144, N = 16384, T = 512)
+# docs/kernel-history.md#headline-numbers: (a) at 1 GiB of 64 KiB folios (P = 262144, N = 16384, T = 512)
 HEADLINE = {
     "base65": (262144, 0, 0, 28, 539),
     "base65-p1": (262144, 16384, 32768, 28, 539),
@@ -570,7 +574,7 @@ HEADLINE = {
 
 @pytest.mark.parametrize("version", version_ids())
 def test_headline_1g(version: str) -> None:
-    assert version in HEADLINE, f"version {version!r} has no spec §5 headline row"
+    assert version in HEADLINE, f"version {version!r} has no headline row"
     got = simulate(_spec("a-munmap-aligned-1g", None, None), version).counters
     rmap, adds, lock, tlb, ptl = HEADLINE[version]
     assert (got["rmap_calls"], got["ds_adds"], got["ds_spurious"], got["ds_lock"]) == (rmap, adds, adds, lock)
@@ -580,7 +584,7 @@ def test_headline_1g(version: str) -> None:
 
 @pytest.mark.parametrize("size", [None, "76MiB"])
 def test_gather_full_lands_mid_folio(size: str | None) -> None:
-    """K§3 (d): in v1 the k-th full lands on page 9698k; the first on the 2nd page of folio 607, so exactly
+    """(d): in v1 the k-th full lands on page 9698k; the first on the 2nd page of folio 607, so exactly
     that folio (index 606) is queued, with 16 - 2 pages still mapped."""
     spec = _spec("d-gather-full-mid-folio", size, None)
     d = dims_of(spec)

@@ -87,7 +87,7 @@ def test_simulate_json_single_version_is_an_object():
     assert list(doc["counters"]) == list(COUNTER_NAMES)
     assert all(isinstance(v, int) for v in doc["counters"].values())
     assert isinstance(doc["modeled_ns"], float)
-    # K§3 (a) for up612 at 64 MiB of 64 KiB folios: one rmap call per folio, no queueing
+    # (a) for up612 at 64 MiB of 64 KiB folios: one rmap call per folio, no queueing
     assert doc["counters"]["rmap_calls"] == 64 * 1024 // 64
     assert doc["counters"]["ds_adds"] == 0
 

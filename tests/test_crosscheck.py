@@ -1,4 +1,4 @@
-"""``benchsvc crosscheck``: up612 against the live kernel, counter by counter (spec §6).
+"""``benchsvc crosscheck``: up612 against the live kernel, counter by counter (docs/kernel-oracle.md).
 
 The comparison logic is tested with fake kernel results everywhere; the live run is marked ``kernel`` and
 skips with the reason from :func:`benchsvc.kernel.unavailable_reason` where the kernel cannot serve.
@@ -144,7 +144,7 @@ def test_cli_four_workloads_agree_on_the_live_kernel() -> None:
     assert all(r["agree"] is True and r["status"] == AGREE for r in rows), rows
     got = {(r["workload"], r["counter"]): (r["sim"], r["kernel"]) for r in rows}
 
-    # spec §6: 64 MiB of 64 KiB folios moved 32 KiB past a 2 MiB boundary -> one deferred split per
+    # docs/kernel-history.md#c-folios-straddling-page-tables: 64 MiB of 64 KiB folios moved 32 KiB past a 2 MiB boundary -> one deferred split per
     # straddled page-table boundary, i.e. one per 2 MiB of the region
     straddled = 64 * MIB // PMD_SIZE
     assert got[("c-straddle-munmap", "split_deferred")] == (straddled, straddled) == (32, 32)

@@ -1,4 +1,4 @@
-"""Property tests (spec §5 invariants) over random valid workloads, for every version in the registry.
+"""Property tests (the invariants of docs/kernel-history.md#invariants) over random valid workloads, for every version in the registry.
 
 Workloads are generated as TOML text and go through the real loader. Regions stay at or below 8 MiB so that an
 example (all versions) takes a few milliseconds. The state checks compare the ``ZapEngine`` state after

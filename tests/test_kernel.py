@@ -1,4 +1,4 @@
-"""The live kernel as an oracle (spec §6): kernel stats vs the up612 simulation, and sysfs hygiene.
+"""The live kernel as an oracle (docs/kernel-oracle.md): kernel stats vs the up612 simulation, and sysfs hygiene.
 
 Tests that touch the live kernel skip with :func:`unavailable_reason` where it cannot serve. The checks of
 the sysfs logic on a fake tree (and the "not expressible" checks) need no kernel and run everywhere.
@@ -57,7 +57,7 @@ def sysfs_unchanged() -> object:
     assert enabled_snapshot() == before
 
 
-# ---------------------------------------------------------------------------------------------- spec §6
+# ------------------------------------------------------------------------------- measured on the live kernel
 @live
 def test_measurement_1_first_page_munmap_of_each_folio(sysfs_unchanged: object) -> None:
     spec = _spec(

@@ -1,6 +1,6 @@
 """Along the lineage: exact counter differences, the timing bootstrap, regression records, the commands.
 
-Expected counter differences come from K§3 (a) at 64 MiB of 64 KiB folios: P = 16384 pages, N = 1024 folios,
+Expected counter differences come from docs/kernel-history.md#a-aligned-full-munmap at 64 MiB of 64 KiB folios: P = 16384 pages, N = 1024 folios,
 T = 32 page tables, one gather-full at page 9698 (G65), which lands mid-folio (9698 mod 16 = 2), so M = 1.
 """
 
@@ -65,7 +65,7 @@ def test_forced_flush_regression_of_v2_against_v1(lineage_db: Path) -> None:
 
 def test_spurious_queueing_added_by_p1_and_removed_by_v1_and_up610(lineage_db: Path) -> None:
     df = _changes(lineage_db)
-    adds = _row(df, "base65-p1", "ds_adds")  # every folio queued once (K§3 (a))
+    adds = _row(df, "base65-p1", "ds_adds")  # every folio queued once, as in (a)
     assert (adds["baseline"], adds["direction"], adds["delta"]) == ("base65", "worse", N)
     lock = _row(df, "base65-p1", "ds_lock")
     assert (lock["direction"], lock["delta"]) == ("worse", 2 * N)

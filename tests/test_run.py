@@ -1,6 +1,6 @@
 """``benchsvc run`` end to end: real pyperf workers, a real SQLite file, the CLI as a subprocess.
 
-Covers DESIGN §3: the stored results of a small matrix, failed results, the run lock (refusal, ``--wait``,
+Covers docs/design.md#runs-and-measurement: the stored results of a small matrix, failed results, the run lock (refusal, ``--wait``,
 stale locks), Ctrl-C / SIGTERM / SIGKILL in the middle of a run and ``--resume``, and the workload selection.
 Timings are never asserted on. Every wait polls with a hard timeout, and every background process is
 started in its own session so that the fixture's teardown can kill it with its pyperf children.

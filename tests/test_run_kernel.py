@@ -1,8 +1,8 @@
-"""``benchsvc run --engine kernel|all``: the live kernel as an engine under pyperf (issue 7, DESIGN §2).
+"""``benchsvc run --engine kernel|all``: the live kernel as an engine under pyperf (issue 7, docs/design.md#engines).
 
 The live tests run the CLI as a subprocess with real pyperf workers, a real SQLite file and the real kernel,
 and skip with :func:`benchsvc.kernel.unavailable_reason` where it cannot serve. Expected counters come from
-spec §6 and K§3 (a), (b), (f): the stat deltas a layout of N folios must give, never from a previous run.
+docs/kernel-history.md#per-size-mthp-stats, (a), (b), (f): the stat deltas a layout of N folios must give, never from a previous run.
 Every live test checks that every ``enabled`` value in sysfs is back as it was. Planning (which workloads
 the kernel can take, what a kernel that cannot serve does to the plan) is tested without a kernel.
 """
@@ -28,7 +28,7 @@ KIB, MIB = 1024, 1024 * 1024
 REASON = unavailable_reason()
 live = pytest.mark.skipif(REASON is not None, reason=f"live kernel unavailable: {REASON}")
 KERNEL = version_id()
-FOLIOS_64M_64K = 64 * MIB // (64 * KIB)  # the 64 MiB regions of 64 KiB folios of K§3 (a), (b), (f)
+FOLIOS_64M_64K = 64 * MIB // (64 * KIB)  # the 64 MiB regions of 64 KiB folios of (a), (b), (f)
 
 
 @pytest.fixture
@@ -133,14 +133,14 @@ def test_run_engine_kernel_stores_the_stat_deltas_under_the_kernel_version(
     got = _kernel_results(bench)
     assert set(got) == {"a-munmap-aligned", "b-dontneed-first-page"}
     n = FOLIOS_64M_64K
-    # K§3 (a): every folio unmapped whole and freed -> nothing queued, nothing left partially mapped
+    # (a): every folio unmapped whole and freed -> nothing queued, nothing left partially mapped
     assert got["a-munmap-aligned"]["counters"] == {
         "split_deferred": 0,
         "nr_anon_partially_mapped": 0,
         "nr_anon": -n,
         "anon_fault_alloc": n,
     }
-    # K§3 (b) / spec §6: the first page of every folio dropped -> every folio queued and partially mapped
+    # (b): the first page of every folio dropped -> every folio queued and partially mapped
     assert got["b-dontneed-first-page"]["counters"] == {
         "split_deferred": n,
         "nr_anon_partially_mapped": n,
@@ -193,7 +193,7 @@ def test_run_engine_all_measures_sim_and_kernel_side_by_side(bench: Bench, sysfs
     ]
     results = {(r["engine"], r["workload"]): r for r in bench.results(1)}
     sim, kern = results[("sim", "f-fork-child-munmap")], results[("kernel", "f-fork-child-munmap")]
-    # K§3 (f): the parent keeps every folio mapped, so the child's munmap queues and frees nothing
+    # (f): the parent keeps every folio mapped, so the child's munmap queues and frees nothing
     assert sim["counters"]["split_deferred"] == kern["counters"]["split_deferred"] == 0
     assert sim["counters"]["partially_mapped_after"] == kern["counters"]["nr_anon_partially_mapped"] == 0
     assert kern["counters"]["nr_anon"] == 0

@@ -1,4 +1,4 @@
-"""The workload loader (spec §4): every rule, error messages, a fuzz test, and ``benchsvc workloads validate``.
+"""The workload loader (README.md#workload-files): every rule, error messages, a fuzz test, and ``benchsvc workloads validate``.
 
 Every error is a :class:`~benchsvc.errors.WorkloadError` whose message is one line that starts with the file
 label and names the key, e.g. ``workloads/x.toml: layout.folios: shares sum to 0.9, expected 1.0``.
@@ -129,7 +129,7 @@ def test_every_shipped_workload_loads(shipped_workloads: list[Path]) -> None:
         spec = load_workload(path)
         assert spec.name == path.stem and spec.path == str(path)
     letters = {p.stem.split("-")[0] for p in shipped_workloads}
-    assert set("abcdefg") <= letters  # the canonical K§3 workloads (a)-(g)
+    assert set("abcdefg") <= letters  # the canonical workloads (a)-(g)
 
 
 # ---------------------------------------------------------------------------------------------- errors

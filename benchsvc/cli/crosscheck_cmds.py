@@ -1,4 +1,7 @@
-"""``benchsvc crosscheck``: the up612 simulation against the live kernel, counter by counter (spec §6)."""
+"""``benchsvc crosscheck``: the up612 simulation against the live kernel, counter by counter.
+
+See docs/kernel-oracle.md.
+"""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ def versions(fmt: FormatOption = Format.table) -> None:
             "date": "",
             "title": "the live kernel of this machine, "
             + ("usable here" if reason is None else f"not usable here: {reason}"),
-            "source": "uname -r; per-size mTHP stats (spec §6)",
+            "source": "uname -r; per-size mTHP stats",
         }
     )
     render(rows, ["id", "engine", "parent", "date", "title", "source"], fmt)

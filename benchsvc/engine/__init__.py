@@ -1,4 +1,7 @@
-"""The simulated zap engine (spec/zap-engine.md): deterministic counters and modelled cost per version."""
+"""The simulated zap engine: deterministic counters and modelled cost per version.
+
+What it models: docs/kernel-history.md; how: docs/engine-notes.md.
+"""
 
 from __future__ import annotations
 

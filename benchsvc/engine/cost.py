@@ -1,9 +1,10 @@
-"""The modelled cost of a zap, from its counters (K§5).
+"""The modelled cost of a zap, from its counters (docs/kernel-history.md#cost-model-inputs).
 
 ``modeled_ns = sum(coefficient[name] * counter[name])`` over the counters below. The defaults are a model of
 an x86-64 server core, calibrated so that ``up612`` against ``base65-p1`` reproduces the direction and rough
-size of David Hildenbrand's per-folio-size munmap table (K§1.7; ``benchmarks/calibrate_cost.py`` prints the
-comparison). Each coefficient's source is in :data:`DEFAULT_COEFFICIENTS_DOC`; override any of them with a
+size of David Hildenbrand's per-folio-size munmap table
+(docs/kernel-history.md#the-munmap-table-the-cost-model-is-calibrated-on; ``benchmarks/calibrate_cost.py``
+prints the comparison). Each coefficient's source is in :data:`DEFAULT_COEFFICIENTS_DOC`; override any of them with a
 TOML file of ``name = nanoseconds`` lines (``benchsvc simulate --cost FILE``).
 """
 
@@ -21,11 +22,11 @@ DEFAULT_COEFFICIENTS_DOC: dict[str, tuple[float, str]] = {
     "ptes_cleared": (
         20.0,
         "per present PTE: loop, vm_normal_page(), xchg clear; fitted so that up69 at 2 MiB folios gives "
-        "David's 9.9 ms per GiB (37.8 ns/page, K§1.7)",
+        "David's 9.9 ms per GiB (37.8 ns/page)",
     ),
     "nonpresent_cleared": (60.0, "per swap entry: free_swap_and_cache() swap-slot release; assumption"),
-    "rmap_calls": (15.0, "call, sanity checks and branches of the rmap function; assumption (K§5)"),
-    "mapcount_atomics": (8.0, "uncontended atomic RMW, ~20 cycles at 2.5 GHz (K§5 assumption)"),
+    "rmap_calls": (15.0, "call, sanity checks and branches of the rmap function; assumption"),
+    "mapcount_atomics": (8.0, "uncontended atomic RMW, ~20 cycles at 2.5 GHz (assumption)"),
     "nr_pages_mapped_atomics": (8.0, "as mapcount_atomics"),
     "large_mapcount_atomics": (8.0, "as mapcount_atomics"),
     "refcount_atomics": (8.0, "as mapcount_atomics"),
@@ -34,18 +35,18 @@ DEFAULT_COEFFICIENTS_DOC: dict[str, tuple[float, str]] = {
     "ds_lock": (
         60.0,
         "spin_lock_irqsave pair plus list update; fitted with the large-folio per-folio cost of David's "
-        "mm-unstable column (about 300 ns per folio against 130 for order-0, K§1.7)",
+        "mm-unstable column (about 300 ns per folio against 130 for order-0)",
     ),
     "tlb_flushes": (
         1000.0,
-        "local full TLB flush plus x86 flush_tlb_mm_range() overhead, no remote CPU (K§5)",
+        "local full TLB flush plus x86 flush_tlb_mm_range() overhead, no remote CPU (assumption)",
     ),
     "gather_flushes": (200.0, "one tlb_batch_pages_flush() pass: cond_resched, batch walk; assumption"),
     "ptl_acquisitions": (30.0, "pte_offset_map_lock/unlock, lazy MMU mode, add_mm_rss_vec(); assumption"),
     "folios_freed": (
         130.0,
         "freeing one folio (uncharge, LRU removal, buddy): David's 4 KiB column minus the 2 MiB one, "
-        "58.1 ms - 23.8 ms over 262144 folios (K§1.7)",
+        "58.1 ms - 23.8 ms over 262144 folios",
     ),
     "pages_freed": (0.0, "page freeing is charged per folio (folios_freed)"),
 }

@@ -1,4 +1,7 @@
-"""The engine's counters (spec §3). Names are fixed: tests, the database and reports rely on them."""
+"""The engine's counters (docs/kernel-history.md#counters).
+
+Names are fixed: tests, the database and reports rely on them.
+"""
 
 from __future__ import annotations
 

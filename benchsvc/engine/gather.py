@@ -1,4 +1,6 @@
-"""A slot-accurate ``struct mmu_gather`` (include/asm-generic/tlb.h, mm/mmu_gather.c; K§2.3).
+"""A slot-accurate ``struct mmu_gather`` (include/asm-generic/tlb.h, mm/mmu_gather.c).
+
+The rules and capacities: docs/kernel-history.md#the-mmu_gather-and-its-capacity.
 
 The gather starts with the on-stack bundle of ``MMU_GATHER_BUNDLE`` = 8 slots (``tlb->local``) and grows by
 batch pages of ``MAX_GATHER_BATCH`` = 510 slots, at most ``MAX_GATHER_BATCH_COUNT`` = 19 of them. Batch pages

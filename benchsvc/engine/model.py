@@ -1,4 +1,6 @@
-"""The machine the zap path runs on: folios, page tables, VMAs, rss, the deferred split queue (spec §1).
+"""The machine the zap path runs on: folios, page tables, VMAs, rss, the deferred split queue.
+
+The kernel behaviour modelled here: docs/kernel-history.md#the-zap-path.
 
 :class:`ZapEngine` holds the state of one simulated address space and implements everything that is common
 to the patch versions: building the layout, ``fork``, the zap calls (munmap, MADV_DONTNEED, exit) with their
@@ -305,7 +307,10 @@ class ZapEngine:
         self._inserted = []
 
     def unmap_page_range(self, tlb: MmuGather, addr: int, end: int) -> None:
-        """``unmap_page_range()`` down to ``zap_pmd_range()`` (v6.5 … 6.13 form, K§2.2)."""
+        """``unmap_page_range()`` down to ``zap_pmd_range()`` (v6.5 … 6.13 form).
+
+        Re-entry after an early break: docs/kernel-history.md#page-table-boundaries-and-re-entry.
+        """
         pmd_folio = self.pmd_folio
         pt_present = self.pt_present
         while addr != end:

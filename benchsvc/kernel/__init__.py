@@ -1,4 +1,4 @@
-"""The live Linux kernel as an oracle (spec §6): run a workload for real and read the per-size mTHP stats.
+"""The live Linux kernel as an oracle (docs/kernel-oracle.md): run a workload for real and read the per-size mTHP stats.
 
 Library API (no printing; every user-facing problem is a :class:`benchsvc.errors.BenchsvcError`)::
 

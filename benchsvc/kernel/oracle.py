@@ -1,4 +1,5 @@
-"""Run a workload on the live kernel and read its per-size mTHP stats (spec §6, K§4).
+"""Run a workload on the live kernel and read its per-size mTHP stats (docs/kernel-oracle.md,
+docs/kernel-history.md#per-size-mthp-stats).
 
 :func:`run_on_kernel` is the library entry point (the later ``--engine kernel``): it checks that the
 workload maps onto the kernel and that the kernel can serve, selects the layout's folio size in sysfs for the
@@ -27,7 +28,7 @@ from benchsvc.kernel import worker
 from benchsvc.kernel.sysfs import THP_ROOT, MthpSettings, check_available, read_stats
 from benchsvc.workload import PAGE_SIZE, WorkloadSpec, format_size
 
-#: the engine name of results measured on the live kernel (DESIGN §2)
+#: the engine name of results measured on the live kernel (docs/design.md#engines)
 ENGINE = "kernel"
 #: the per-size stat deltas a kernel result stores as its counters (see :meth:`KernelResult.stored_counters`)
 STORED_COUNTERS = ("split_deferred", "nr_anon_partially_mapped", "nr_anon", "anon_fault_alloc")

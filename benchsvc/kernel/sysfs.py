@@ -2,7 +2,7 @@
 
 Everything here works on a THP root directory (default ``/sys/kernel/mm/transparent_hugepage``) so that the
 logic can be exercised on a fake tree. Nothing in this module ever writes ``always`` to an ``enabled`` file:
-that would change the THP policy of every process on the machine (spec §6).
+that would change the THP policy of every process on the machine.
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ def version_infos(items: Sequence[MatrixItem]) -> list[VersionInfo]:
             release = item.version.removeprefix("kernel-")
             # no parent: the live kernel is not a step of the patch lineage, so lineage analysis skips it
             seen[item.version] = VersionInfo(
-                item.version, "kernel", None, f"Linux {release}, the live kernel", "uname -r (spec §6)"
+                item.version, "kernel", None, f"Linux {release}, the live kernel", "uname -r"
             )
     return list(seen.values())
 

@@ -3,7 +3,7 @@
 SQLite (the default, ``./benchsvc.db``) runs in WAL mode with a busy timeout; benchsvc takes transaction
 control from pysqlite so that writers start with ``BEGIN IMMEDIATE`` (a deferred ``BEGIN`` that later
 upgrades to a write lock fails with "database is locked" under concurrency without waiting for the busy
-timeout; ``reference/stack-notes.md`` §6). PostgreSQL is used as given by URL.
+timeout). PostgreSQL is used as given by URL.
 
 Migrations live in ``migrations/`` (Alembic). A new, empty database is created at head on first use; a
 database behind the code gives :class:`SchemaOutOfDate` (run ``benchsvc db upgrade``); a database written by a

@@ -1,4 +1,4 @@
-"""Export and import of results: JSON Lines ``benchsvc-result/1``, CSV, and pyperf JSON files (DESIGN §4).
+"""Export and import of results: JSON Lines ``benchsvc-result/1``, CSV, and pyperf JSON files (docs/formats.md).
 
 One JSON Lines record is one result with its full provenance (run, machine, environment, engine, version,
 workload), its raw values per worker process and its counters; ``docs/formats.md`` describes it field by

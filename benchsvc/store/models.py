@@ -207,7 +207,10 @@ class RunAnalysis(Base):
 
 
 class RunLock(Base):
-    """At most one row (id 1): the run that holds the database's run lock (``benchsvc run``, DESIGN §3)."""
+    """At most one row (id 1): the run that holds the database's run lock (``benchsvc run``).
+
+    See docs/design.md#runs-and-measurement.
+    """
 
     __tablename__ = "run_lock"
 

@@ -3,7 +3,7 @@
 ``zap_pte_range()`` walks one PTE at a time and calls ``page_remove_rmap()`` for every page; only PMD-order
 anon folios are eligible for the deferred split queue (``folio_test_pmd_mappable()`` in ``page_remove_rmap``).
 Source: v6.5-rc2 (mm/memory.c, mm/rmap.c), as quoted in the v1 cover letter
-<20230717143110.260162-1-ryan.roberts@arm.com> (K§1.2, K§2.4, K§2.5).
+<20230717143110.260162-1-ryan.roberts@arm.com> (docs/kernel-history.md#base65).
 """
 
 from __future__ import annotations

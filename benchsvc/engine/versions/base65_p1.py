@@ -3,7 +3,7 @@
 A one-line change in ``page_remove_rmap()``: ``folio_test_pmd_mappable()`` becomes ``folio_test_large()``, so
 any large anon folio is queued the first time one of its pages loses its last PTE mapping, which with per-page
 rmap removal also happens when the whole folio is unmapped (a spurious queueing).
-Source: <20230717143110.260162-2-ryan.roberts@arm.com> (K§1.2); merged for v6.8 in the mTHP series.
+Source: <20230717143110.260162-2-ryan.roberts@arm.com> (docs/kernel-history.md#base65-p1); merged for v6.8 in the mTHP series.
 """
 
 from __future__ import annotations

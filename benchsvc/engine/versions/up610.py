@@ -4,7 +4,7 @@ Zi Yan's "mm/rmap: do not add fully unmapped large folio to deferred split list"
 ``__folio_remove_rmap()`` queue a large anon folio only when it is still partially mapped after the removal
 (``partially_mapped = nr && atomic_read(mapped)``) and not already on the list; ``folio->_large_mapcount``
 is decremented once per batch; consecutive swap entries are freed as one batch.
-Source: <20240502132852.862138-1-zi.yan@sent.com> (v6 of the fix) (K§1.7, K§2.5).
+Source: <20240502132852.862138-1-zi.yan@sent.com> (v6 of the fix) (docs/kernel-history.md#up610).
 """
 
 from __future__ import annotations

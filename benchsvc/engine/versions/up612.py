@@ -6,7 +6,7 @@ called only for a partially mapped folio whose PG_partially_mapped flag is not y
 ``split_queue_lock`` unconditionally, sets the flag, counts the per-size ``split_deferred`` stat and adds the
 folio unless it is already queued. PMD-order THPs are queued at fault (``shrink_underused=1``, "mm: split
 underused THPs"), so a PTE-mapped 2 MiB folio takes the lock once more when it is freed.
-Source: mm-stable-2024-09-20-02-31 (v6.12 merge window); 6.12+ mm/rmap.c, mm/huge_memory.c (K§1.7, K§2.5, K§2.6).
+Source: mm-stable-2024-09-20-02-31 (v6.12 merge window); 6.12+ mm/rmap.c, mm/huge_memory.c (docs/kernel-history.md#up612).
 """
 
 from __future__ import annotations

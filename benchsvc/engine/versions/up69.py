@@ -6,7 +6,7 @@ with ``clear_full_ptes()``, removes their rmap with one ``folio_remove_rmap_ptes
 one page + nr entry (two slots; a single page takes one). ``__folio_remove_rmap()`` still updates
 ``_nr_pages_mapped`` once per page that became unmapped, and at PTE level it calls ``deferred_split_folio()``
 whenever a large anon folio lost any mapped page, even when the batch unmapped the whole folio.
-Source: commit 10ebac4f95e7 (series <20240214204435.167852-1-david@redhat.com>), rmap from b06dc281aa99 (K§1.7).
+Source: commit 10ebac4f95e7 (series <20240214204435.167852-1-david@redhat.com>), rmap from b06dc281aa99 (docs/kernel-history.md#up69).
 """
 
 from __future__ import annotations

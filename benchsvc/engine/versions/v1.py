@@ -5,8 +5,8 @@ in an anonymous VMA, ``calc_anon_folio_map_pgcount()`` finds the run of present 
 of the same folio (capped at the folio's end and at the end of the ``zap_pte_range()`` call); each page is
 cleared and gathered one by one (one slot each), and ``folio_remove_rmap_range()`` (patch 2/3) removes the
 rmap of the pages actually zapped in one call. If the gather fills in the middle of a folio, the span ends
-there: the folio is left partially mapped and queued (K§3 (a), M).
-Source: <20230717143110.260162-4-ryan.roberts@arm.com> and ...-3- (K§1.2).
+there: the folio is left partially mapped and queued (docs/kernel-history.md#gather-full-mid-folio-m).
+Source: <20230717143110.260162-4-ryan.roberts@arm.com> and ...-3- (docs/kernel-history.md#v1).
 """
 
 from __future__ import annotations

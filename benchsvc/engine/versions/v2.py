@@ -4,8 +4,8 @@ Patch 3/3 now batches every anon page (``vma_is_anonymous()`` dropped; ``zap_ins
 PTE, a no-op in anonymous VMAs), ``folio_nr_pages_cont_mapped()`` returns 1 for small folios, and patch 2/3
 updates ``_nr_pages_mapped`` with one ``atomic_sub_return_relaxed()`` per call. The call site decrements
 ``nr_pages`` before testing ``nr_pages < nr_pages_req``, so the test is always true: every span sets
-``force_flush`` and breaks out of ``zap_pte_range()`` (K§0 item 4, modelled as posted).
-Source: <20230719135450.545227-4-ryan.roberts@arm.com> (3/3), ...-3- (2/3) (K§1.3).
+``force_flush`` and breaks out of ``zap_pte_range()`` (modelled as posted: docs/kernel-history.md#the-v2v4-forced-flush).
+Source: <20230719135450.545227-4-ryan.roberts@arm.com> (3/3), ...-3- (2/3) (docs/kernel-history.md#v2).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 rmap removal (on ``MMU_GATHER_NO_GATHER`` the gather dropped the page's reference too early), and the batch
 path is taken only when ``folio_test_large()``; small anon folios go through the baseline per-PTE path. The
 always-true ``nr_pages < nr_pages_req`` test is unchanged, so every large span still forces a flush.
-Source: <20230727141837.3386072-4-ryan.roberts@arm.com> (K§1.5).
+Source: <20230727141837.3386072-4-ryan.roberts@arm.com> (docs/kernel-history.md#v4).
 """
 
 from __future__ import annotations
