@@ -28,7 +28,7 @@ from benchsvc.engine.versions import get_version
 from benchsvc.records import ProcessValues, WorkloadRef
 from benchsvc.runner.blocks import CONFIRM_PROCESSES, SAMPLING
 from benchsvc.runner.canary import VERSION as CANARY_VERSION
-from benchsvc.runner.interleave import measure
+from benchsvc.runner.interleave import MAX_LOOPS_FACTOR, loops_factor, measure
 from benchsvc.runner.matrix import nightly_change_held
 from benchsvc.workload import resolve
 
@@ -53,7 +53,7 @@ def _samples(db: Path) -> list[dict[str, Any]]:
     con = sqlite3.connect(db)
     try:
         rows = con.execute(
-            'SELECT r.engine, r.version_id, w.name, s.process, s.meta, s."values" FROM samples s'
+            'SELECT r.engine, r.version_id, w.name, s.process, s.meta, s."values", s.loops FROM samples s'
             " JOIN results r ON r.id = s.result_id JOIN workloads w ON w.id = r.workload_id"
         ).fetchall()
     finally:
@@ -66,8 +66,9 @@ def _samples(db: Path) -> list[dict[str, Any]]:
             "process": p,
             "meta": (json.loads(m) if m else None) or {},
             "values": json.loads(vals),
+            "loops": loops,
         }
-        for e, v, w, p, m, vals in rows
+        for e, v, w, p, m, vals, loops in rows
     ]
 
 
@@ -92,9 +93,10 @@ def test_measure_interleaves_every_timer_in_each_call_in_a_fresh_random_order() 
         return one
 
     names = ["a", "b", "c", "canary"]
-    values, warmups = measure(
+    values, warmups, loops = measure(
         {n: timer(n) for n in names}, values=5, warmups=1, loops=3, rng=random.Random(7)
     )
+    assert loops == 3  # no minimum duration asked for
     rounds = [calls[i : i + len(names)] for i in range(0, len(calls), len(names))]
     assert len(rounds) == (5 + 1) * 3
     assert all(sorted(r) == sorted(names) for r in rounds), "every timer once per call round"
@@ -164,6 +166,11 @@ def test_a_run_stores_interleaved_blocks_with_the_canary(tmp_path: Path) -> None
         starts = sorted(r["meta"]["benchsvc_started"] for r in mine if r["version"] == "v2")
         ends = sorted(r["meta"]["benchsvc_ended"] for r in mine if r["version"] == "v2")
         assert all(e <= s for e, s in zip(ends, starts[1:], strict=False)), "processes one after the other"
+    # W2 zaps 32 PMD-mapped THPs (tens of microseconds a call): its values are means of more calls than the
+    # mode's loops, and its metadata says how many; W1's 64 MiB munmap keeps the mode's
+    tiny = {r["loops"] for r in rows if r["workload"] == W2}
+    assert tiny and all(n > shape.loops and n % shape.loops == 0 for n in tiny)
+    assert {r["loops"] for r in rows if r["workload"] == W1} == {shape.loops}
     canary = [r for r in rows if r["engine"] == "canary"]
     assert {r["version"] for r in canary} == {CANARY_VERSION}
     # the canary was measured in every worker process of every block
@@ -200,6 +207,30 @@ def test_no_confirm_leaves_the_first_measurement_alone(tmp_path: Path) -> None:
     cp = _cli(tmp_path, "run", "-w", REAL, "-V", "base65-p1,v1", "--quick", "--no-report", "--no-confirm")
     assert cp.returncode == 0, cp.stderr
     assert all(r["meta"]["benchsvc_phase"] == "primary" for r in _samples(tmp_path / "x.db"))
+
+
+def test_a_tiny_zap_gets_more_calls_per_value_after_the_warm_up() -> None:
+    """Timers that report 20 us a call, 2 calls a value, at least 1 ms a value: 1 ms / 40 us = 25, so the
+    next power of two, 32, capped at MAX_LOOPS_FACTOR = 16: 32 calls a value; the warm-up keeps 2."""
+    calls: list[str] = []
+
+    def timer(name: str) -> Any:
+        def one() -> float:
+            calls.append(name)
+            return 20e-6
+
+        return one
+
+    names = ["v2", "v3", "canary"]
+    values, warmups, loops = measure(
+        {n: timer(n) for n in names}, values=3, warmups=1, loops=2, rng=random.Random(1), min_value_s=1e-3
+    )
+    assert MAX_LOOPS_FACTOR == 16 and loops == 2 * 16
+    assert len(calls) == len(names) * (1 * 2 + 3 * 32)
+    assert all(v == pytest.approx(20e-6) for n in names for v in values[n] + warmups[n])
+    assert loops_factor(20e-6, 2, 1e-3) == 16 and loops_factor(20e-6, 2, 0.5e-3) == 16
+    assert loops_factor(100e-6, 2, 1e-3) == 8  # 1 ms / 200 us = 5 -> 8
+    assert loops_factor(1e-3, 2, 1e-3) == 1 and loops_factor(0.0, 2, 1e-3) == 1
 
 
 @pytest.mark.parametrize("mode", list(SAMPLING))
