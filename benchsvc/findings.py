@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
 
 from benchsvc.analysis.changepoints import DEFAULT_SETTINGS, DetectorSettings
 
@@ -73,23 +72,9 @@ def nightly_series(session: Any, run: Any, results: pd.DataFrame) -> dict[tuple[
 
 def counter_changes(session: Any, run: Any, results: pd.DataFrame) -> list[dict[str, Any]]:
     """Exact counter differences between this run and the previous run of each series."""
-    from sqlalchemy import select
+    from benchsvc.store.queries import previous_run, run_results
 
-    from benchsvc.store.models import Run
-    from benchsvc.store.queries import run_results
-
-    prev = session.scalar(
-        select(Run)
-        .where(
-            Run.machine_id == run.machine_id,
-            Run.environment_id == run.environment_id,
-            Run.mode == run.mode,
-            Run.started_at < run.started_at,
-            Run.status.in_(("complete", "failed")),
-        )
-        .order_by(Run.started_at.desc())
-        .limit(1)
-    )
+    prev = previous_run(session, run)
     if prev is None:
         return []
     before = run_results(session, prev.id)
@@ -320,7 +305,8 @@ def record_run(engine: Any, plan: RunAnalysis, confirmed: set[TimingKey] | None 
     whose re-measurement held), a timing finding (lineage or nightly) is recorded only when its key is in it;
     counter findings and machine events are always recorded."""
     from benchsvc.store.db import write_session
-    from benchsvc.store.models import Run, Workload
+    from benchsvc.store.models import Run
+    from benchsvc.store.queries import find_workload
     from benchsvc.store.regressions import mark_analysed, record_change, record_lineage, record_machine_event
 
     findings = RunFindings(plan.run_id)
@@ -346,11 +332,9 @@ def record_run(engine: Any, plan: RunAnalysis, confirmed: set[TimingKey] | None 
             assert change_run is not None
             findings.nightly_new += int(record_change(s, change_run, pending.finding))
         for change in plan.counters:
-            change["workload_id"] = s.scalar(
-                select(Workload.id).where(
-                    Workload.name == change["workload"], Workload.content_hash == change["workload_hash"]
-                )
-            )
+            workload = find_workload(s, change["workload"], change["workload_hash"])
+            assert workload is not None  # the run's own result names it
+            change["workload_id"] = workload.id
             findings.nightly_new += int(record_change(s, run, change))
         if plan.machine_event is not None:
             findings.machine_new += int(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -40,16 +40,17 @@ from benchsvc.store.models import (
     Version,
     Workload,
 )
+from benchsvc.store.queries import find_workload
 
 T = TypeVar("T")
 
 
-def _get_or_create(session: Session, model: type[T], where: Any, make: Callable[[], T]) -> T:
-    """The row matching ``where``, else a new one from ``make()``.
+def _get_or_create(session: Session, find: Callable[[], T | None], make: Callable[[], T]) -> T:
+    """The row ``find()`` returns, else a new one from ``make()``.
 
     The insert runs in a savepoint: when a concurrent writer inserted the same natural key first (a unique
     violation on PostgreSQL), the savepoint is rolled back and that writer's row is returned."""
-    row = session.scalar(select(model).where(where))
+    row = find()
     if row is not None:
         return row
     try:
@@ -57,7 +58,7 @@ def _get_or_create(session: Session, model: type[T], where: Any, make: Callable[
             row = make()
             session.add(row)
     except IntegrityError:
-        row = session.scalar(select(model).where(where))
+        row = find()
         if row is None:
             raise
     return row
@@ -67,8 +68,7 @@ def get_or_create_machine(session: Session, info: MachineInfo) -> Machine:
     fp = info.fingerprint
     return _get_or_create(
         session,
-        Machine,
-        Machine.fingerprint == fp,
+        lambda: session.scalar(select(Machine).where(Machine.fingerprint == fp)),
         lambda: Machine(fingerprint=fp, first_seen=utcnow(), **info.as_dict()),
     )
 
@@ -77,8 +77,7 @@ def get_or_create_environment(session: Session, info: EnvironmentInfo) -> Enviro
     fp = info.fingerprint
     return _get_or_create(
         session,
-        Environment,
-        Environment.fingerprint == fp,
+        lambda: session.scalar(select(Environment).where(Environment.fingerprint == fp)),
         lambda: Environment(
             fingerprint=fp,
             python_version=info.python_version,
@@ -91,8 +90,7 @@ def get_or_create_environment(session: Session, info: EnvironmentInfo) -> Enviro
 def get_or_create_workload(session: Session, ref: WorkloadRef) -> Workload:
     return _get_or_create(
         session,
-        Workload,
-        (Workload.name == ref.name) & (Workload.content_hash == ref.content_hash),
+        lambda: find_workload(session, ref.name, ref.content_hash),
         lambda: Workload(
             name=ref.name,
             content_hash=ref.content_hash,
@@ -106,8 +104,7 @@ def upsert_version(session: Session, info: VersionInfo) -> Version:
     """Create the version row, or bring its title/source/parent up to date (ids are stable)."""
     row = _get_or_create(
         session,
-        Version,
-        Version.id == info.id,
+        lambda: session.get(Version, info.id),
         lambda: Version(
             id=info.id, engine=info.engine, parent=info.parent, title=info.title, source=info.source
         ),

@@ -33,6 +33,29 @@ def frame(session: Session, stmt: Executable) -> pd.DataFrame:
     return pd.DataFrame.from_records([tuple(row) for row in result.fetchall()], columns=columns)
 
 
+def find_workload(session: Session, name: str, content_hash: str) -> Workload | None:
+    """The stored workload of this name and content hash (a workload's natural key), or None."""
+    return session.scalar(
+        select(Workload).where(Workload.name == name, Workload.content_hash == content_hash)
+    )
+
+
+def previous_run(session: Session, run: Run) -> Run | None:
+    """The finished run (complete or failed) before ``run`` of the same machine, environment and mode."""
+    return session.scalar(
+        select(Run)
+        .where(
+            Run.machine_id == run.machine_id,
+            Run.environment_id == run.environment_id,
+            Run.mode == run.mode,
+            Run.started_at < run.started_at,
+            Run.status.in_(("complete", "failed")),
+        )
+        .order_by(Run.started_at.desc())
+        .limit(1)
+    )
+
+
 def series_history(
     session: Session,
     *,
