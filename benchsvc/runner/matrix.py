@@ -30,7 +30,17 @@ from types import FrameType
 from typing import Any
 
 from benchsvc.errors import BenchsvcError
-from benchsvc.records import ProcessValues, ResultRecord, RunRecord, VersionInfo, WorkloadRef, utcnow
+from benchsvc.records import (
+    EngineKind,
+    ProcessValues,
+    ResultRecord,
+    ResultStatus,
+    RunRecord,
+    SeriesChange,
+    VersionInfo,
+    WorkloadRef,
+    utcnow,
+)
 from benchsvc.workload import WorkloadSpec, parse_workload
 
 #: pyperf options of each mode for the kernel engine, which pyperf's runner times (docs/running.md); the
@@ -70,9 +80,12 @@ class InterruptedBeforeStart(KeyboardInterrupt):
 
 @dataclass(frozen=True)
 class MatrixItem:
-    engine: str
+    engine: EngineKind
     version: str
     spec: WorkloadSpec
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "engine", EngineKind(self.engine))
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -128,7 +141,7 @@ class RunSummary:
 
 def plan(specs: Sequence[WorkloadSpec], versions: Sequence[str], engine: str = "sim") -> list[MatrixItem]:
     """Workloads in the given order, each in every version (lineage order)."""
-    return [MatrixItem(engine, v, spec) for spec in specs for v in versions]
+    return [MatrixItem(EngineKind(engine), v, spec) for spec in specs for v in versions]
 
 
 def check_engine(engine: str) -> None:
@@ -228,12 +241,16 @@ def version_infos(items: Sequence[MatrixItem]) -> list[VersionInfo]:
             continue
         if item.engine == "sim":
             cls = get_version(item.version)
-            seen[item.version] = VersionInfo(cls.id, "sim", cls.parent, cls.title, cls.source)
+            seen[item.version] = VersionInfo(cls.id, EngineKind.SIM, cls.parent, cls.title, cls.source)
         elif item.engine == "kernel":
             release = item.version.removeprefix("kernel-")
             # no parent: the live kernel is not a step of the patch lineage, so lineage analysis skips it
             seen[item.version] = VersionInfo(
-                item.version, "kernel", None, f"Linux {release}, the live kernel", "uname -r (spec §6)"
+                item.version,
+                EngineKind.KERNEL,
+                None,
+                f"Linux {release}, the live kernel",
+                "uname -r (spec §6)",
             )
     return list(seen.values())
 
@@ -302,7 +319,7 @@ def measure(
             item.engine,
             item.version,
             ref,
-            status="failed",
+            status=ResultStatus.FAILED,
             error=str(exc),
             counters=counters,
             modeled_ns=modeled,
@@ -378,7 +395,7 @@ def measure_block(
                     item.engine,
                     item.version,
                     ref,
-                    status="failed",
+                    status=ResultStatus.FAILED,
                     error=errors[item.version],
                     counters=counters,
                     modeled_ns=modeled,
@@ -683,7 +700,7 @@ def _confirm(
         spec = specs[chash]
         ordered = sorted(versions, key=lambda v: order.index(v) if v in order else len(order))
         if on_progress:
-            item = MatrixItem("sim", ordered[0], spec)
+            item = MatrixItem(EngineKind.SIM, ordered[0], spec)
             on_progress(Progress("confirm", index, len(todo), item, versions=tuple(ordered)))
         t0 = time.perf_counter()
         timings = time_block(
@@ -753,7 +770,7 @@ def again_ratio(
 
 
 def nightly_change_held(
-    finding: dict[str, Any],
+    finding: SeriesChange,
     first: Sequence[ProcessValues],
     again: Sequence[ProcessValues],
     canary: Sequence[ProcessValues],
@@ -766,7 +783,7 @@ def nightly_change_held(
     from benchsvc.analysis.nightly import confirmation_holds
 
     ratio = again_ratio(first, again, canary, canary_again)
-    details = finding.get("details", {})
+    details = finding.details
     tonight = details.get("value_tonight")
     if ratio is None or tonight is None:
         return False

@@ -35,11 +35,13 @@ from sqlalchemy.orm import Session, contains_eager, joinedload, selectinload
 from benchsvc.errors import BenchsvcError
 from benchsvc.limits import name_problem
 from benchsvc.records import (
+    EngineKind,
     EnvironmentInfo,
     MachineInfo,
     ProcessValues,
     ResultRecord,
     RunRecord,
+    RunStatus,
     VersionInfo,
     WorkloadRef,
 )
@@ -58,7 +60,7 @@ from benchsvc.store.models import (
 from benchsvc.workload import content_hash
 
 FORMAT = "benchsvc-result/1"
-ENGINES = ("sim", "kernel", "canary")
+ENGINES = tuple(EngineKind)
 #: every version of the ``canary`` engine is named so, and nothing else is (benchsvc/runner/canary.py)
 CANARY_PREFIX = "canary-"
 
@@ -840,13 +842,13 @@ def _check_version_engine(version: VersionInfo) -> None:
     canary's versions are ``canary-*`` and of the ``canary`` engine, both ways."""
     from benchsvc.engine.versions import version_ids
 
-    if version.id in version_ids() and version.engine != "sim":
+    if version.id in version_ids() and version.engine != EngineKind.SIM:
         raise _Bad(
             "engine",
             f"{_show(version.engine)} for {_show(version.id)}, a version of the simulated engine "
             "(its engine is sim)",
         )
-    if (version.engine == "canary") != version.id.startswith(CANARY_PREFIX):
+    if (version.engine == EngineKind.CANARY) != version.id.startswith(CANARY_PREFIX):
         raise _Bad(
             "engine",
             f"{_show(version.engine)} for {_show(version.id)}: the canary engine's versions, and only "
@@ -1045,7 +1047,7 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
         if key in seen:
             raise fail(f"benchmarks {seen[key]!r} and {name!r} are both {engine}/{version}/{workload.name}")
         seen[key] = name
-        if engine == "sim":
+        if engine == EngineKind.SIM:
             versions[version] = _registry_version(version)
         metadata = {k: v for k, v in bench.get_metadata().items() if _json_value(v)}
         try:
@@ -1089,7 +1091,7 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
         mode="pyperf",
         trigger="import",
         pyperf_settings={},
-        status="complete",
+        status=RunStatus.COMPLETE,
     )
     group = RunGroup(record=run, line=0, results=results, versions=versions)
     return ImportBatch(label=label, runs=[group])
@@ -1115,7 +1117,7 @@ def _check_limits(fail: Callable[[str], ImportFormatError], values: Mapping[str,
             raise fail(f"{key}: {value[:40]!r}... is longer than {limit} characters")
 
 
-def _pyperf_identity(bench: Any, defaults: PyperfDefaults) -> tuple[str, str, WorkloadRef]:
+def _pyperf_identity(bench: Any, defaults: PyperfDefaults) -> tuple[EngineKind, str, WorkloadRef]:
     """The engine, version and workload of a pyperf benchmark: metadata ``benchsvc_*`` keys, else a
     ``engine/version/workload`` name, else the options."""
     from benchsvc.workload import resolve
@@ -1151,12 +1153,13 @@ def _pyperf_identity(bench: Any, defaults: PyperfDefaults) -> tuple[str, str, Wo
             raise _Bad("", f"{key} {value!r} is not a string of at most {limit} characters")
     if engine not in ENGINES:
         raise _Bad("", f"engine {engine!r} is not one of: {', '.join(ENGINES)}")
-    if engine == "sim":
+    if engine == EngineKind.SIM:
         from benchsvc.engine.versions import version_ids
 
         if version not in version_ids():
             raise _Bad("", f"unknown sim version {version!r} (known: {', '.join(version_ids())})")
-    _check_version_engine(VersionInfo(version, engine))
+    kind = EngineKind(engine)
+    _check_version_engine(VersionInfo(version, kind))
     if workload_name:
         problem = name_problem(workload_name)
         if problem:
@@ -1176,7 +1179,7 @@ def _pyperf_identity(bench: Any, defaults: PyperfDefaults) -> tuple[str, str, Wo
             f"{spec.path or spec.name} has {spec.content_hash[:12]}...: "
             "give --workload PATH to the file it ran",
         )
-    return engine, version, WorkloadRef(spec.name, spec.content_hash, spec.source_text, spec.description)
+    return kind, version, WorkloadRef(spec.name, spec.content_hash, spec.source_text, spec.description)
 
 
 def _registry_version(vid: str) -> VersionInfo:

@@ -18,19 +18,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from benchsvc.records import (
+    FINISHED_RUN_STATUSES,
+    EngineKind,
     EnvironmentInfo,
     MachineInfo,
     ProcessValues,
     ResultRecord,
     RunRecord,
+    RunStatus,
     VersionInfo,
     WorkloadRef,
     utcnow,
 )
 from benchsvc.store.db import StoreError
 from benchsvc.store.models import (
-    RESULT_STATUSES,
-    RUN_STATUSES,
     Counter,
     Environment,
     Machine,
@@ -118,12 +119,10 @@ def registry_versions() -> list[VersionInfo]:
     """The simulated engine's versions, as stored."""
     from benchsvc.engine.versions import all_versions
 
-    return [VersionInfo(v.id, "sim", v.parent, v.title, v.source) for v in all_versions()]
+    return [VersionInfo(v.id, EngineKind.SIM, v.parent, v.title, v.source) for v in all_versions()]
 
 
 def create_run(session: Session, record: RunRecord) -> Run:
-    if record.status not in RUN_STATUSES:
-        raise ValueError(f"run status {record.status!r} is not one of {RUN_STATUSES}")
     run = Run(
         uuid=record.uuid,
         machine=get_or_create_machine(session, record.machine),
@@ -143,10 +142,8 @@ def create_run(session: Session, record: RunRecord) -> Run:
     return run
 
 
-def finish_run(session: Session, run: Run, status: str) -> None:
-    if status not in RUN_STATUSES:
-        raise ValueError(f"run status {status!r} is not one of {RUN_STATUSES}")
-    run.status = status
+def finish_run(session: Session, run: Run, status: RunStatus | str) -> None:
+    run.status = RunStatus(status)  # ValueError for a status that is none
     run.finished_at = utcnow()
 
 
@@ -154,8 +151,6 @@ def add_result(
     session: Session, run: Run, record: ResultRecord, version: VersionInfo | None = None
 ) -> Result:
     """Store one result with its raw values and counters (the version row must exist or be given)."""
-    if record.status not in RESULT_STATUSES:
-        raise ValueError(f"result status {record.status!r} is not one of {RESULT_STATUSES}")
     if version is not None:
         upsert_version(session, version)
     elif session.get(Version, record.version) is None:
@@ -240,7 +235,10 @@ def ingest(
                 f"run {run_record.uuid} is already stored with another machine or environment: "
                 "its results cannot be added to it"
             )
-        if run.status in ("running", "interrupted") and run_record.status in ("complete", "failed"):
+        if (
+            run.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED)
+            and run_record.status in FINISHED_RUN_STATUSES
+        ):
             run.status, run.finished_at = run_record.status, run_record.finished_at
     existing = {
         (engine, version, name, chash)
