@@ -477,8 +477,7 @@ class WorkerFailed(Exception):
 def run_pyperf(
     item: MatrixItem, mode: str, workdir: Path
 ) -> tuple[tuple[ProcessValues, ...], tuple[str, ...], dict[str, Any]]:
-    import pyperf
-    from pyperf._cli import format_checks  # pyperf's own stability checks (pinned pyperf version)
+    from benchsvc.store.pyperf_adapter import load_timings
 
     wdir = Path(tempfile.mkdtemp(dir=workdir))
     workload_file = wdir / f"{item.spec.name}.toml"
@@ -507,18 +506,8 @@ def run_pyperf(
         from benchsvc.runner.worker import failure
 
         raise WorkerFailed(f"pyperf {failure(proc)}")
-    suite = pyperf.BenchmarkSuite.load(str(out))
-    bench = suite.get_benchmarks()[0]
-    processes = tuple(
-        ProcessValues(
-            tuple(run.values), tuple(v for _, v in run.warmups), int(run.get_metadata().get("loops", 1))
-        )
-        for run in bench.get_runs()
-        if run.values
-    )
-    checks = [line[2:] for line in format_checks(bench) if line.startswith("* ")]
-    metadata = {k: v for k, v in bench.get_metadata().items() if isinstance(v, str | int | float | bool)}
-    return processes, tuple(checks), metadata
+    read = load_timings(out)
+    return read.processes, read.warnings, dict(read.metadata)
 
 
 @contextmanager
