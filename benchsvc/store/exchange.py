@@ -70,8 +70,29 @@ from benchsvc.store.result_schema import (
 )
 
 ENGINES = tuple(EngineKind)
-#: what callers import from here (the format's names live in benchsvc.store.result_schema)
-__all__ = ["CANARY_PREFIX", "FORMAT", "MAX_VALUE_S", "format_timestamp", "parse_timestamp"]
+__all__ = [
+    "CANARY_PREFIX",
+    "CSV_COLUMNS",
+    "ENGINES",
+    "FORMAT",
+    "MAX_VALUE_S",
+    "ExchangeError",
+    "ExportFilter",
+    "ImportBatch",
+    "ImportConflict",
+    "ImportCounts",
+    "ImportFormatError",
+    "PyperfDefaults",
+    "check_versions",
+    "export_csv",
+    "export_jsonl",
+    "format_timestamp",
+    "parse_timestamp",
+    "parse_when",
+    "read_import_file",
+    "result_record",
+    "store_batch",
+]
 
 #: namespace of the run uuids given to imported pyperf files (uuid5 of the file's sha256)
 PYPERF_RUN_NAMESPACE = uuid.UUID("5b0e7f0c-3f6e-4c1e-9a51-6d1f1f0d6e11")

@@ -1,5 +1,5 @@
 """The ``benchsvc-result/1`` line as one pydantic schema: export writes it, import reads it, and
-``docs/formats.md`` is checked against it (tests/test_exchange.py).
+``docs/formats.md`` is checked against it (tests/test_result_schema.py).
 
 :class:`ResultLine` is one result with its full provenance. Reading (:func:`parse_line`) validates a JSON
 object strictly (a number is never a string, an integer never a float, unknown fields are errors) and turns
@@ -567,13 +567,20 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def schema_fields() -> dict[str, dict[str, bool]]:
-    """Each object of the line ("" for the line itself, then run, machine, ..., ``processes[i]``) with its
-    fields and whether each is required: what docs/formats.md documents."""
-    out: dict[str, dict[str, bool]] = {"": {n: f.is_required() for n, f in ResultLine.model_fields.items()}}
+def object_models() -> dict[str, type[BaseModel]]:
+    """Each object of the line: "" for the line itself, then ``run``, ``machine``, ..., ``processes[i]``."""
+    out: dict[str, type[BaseModel]] = {"": ResultLine}
     for name, field in ResultLine.model_fields.items():
         model = _model_in(field.annotation)
         if model is not None:
-            label = f"{name}[i]" if name == "processes" else name
-            out[label] = {n: f.is_required() for n, f in model.model_fields.items()}
+            out[f"{name}[i]" if name == "processes" else name] = model
     return out
+
+
+def schema_fields() -> dict[str, dict[str, bool]]:
+    """Each object of the line (:func:`object_models`) with its fields and whether each is required: what
+    docs/formats.md documents."""
+    return {
+        label: {n: f.is_required() for n, f in model.model_fields.items()}
+        for label, model in object_models().items()
+    }
