@@ -14,15 +14,21 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
 
 from benchsvc.analysis.changepoints import DEFAULT_SETTINGS, DetectorSettings
+from benchsvc.records import Direction, EngineKind, RegressionAxis, ResultStatus, SeriesChange
 
-CANARY_ENGINE = "canary"
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
+
+    from benchsvc.store.models import Run
+
+CANARY_ENGINE = EngineKind.CANARY
 
 
 @dataclass
@@ -35,7 +41,7 @@ class RunFindings:
 
 
 def lineage_for_run(
-    session: Any,
+    session: Session,
     run_id: int,
     *,
     base: str | None = None,
@@ -54,12 +60,14 @@ def lineage_for_run(
     )
 
 
-def nightly_series(session: Any, run: Any, results: pd.DataFrame) -> dict[tuple[str, str, int], pd.DataFrame]:
+def nightly_series(
+    session: Session, run: Run, results: pd.DataFrame
+) -> dict[tuple[str, str, int], pd.DataFrame]:
     """The timing history of every ok result of ``run`` in its own series (same provenance and mode), from
     one query (:func:`benchsvc.store.queries.run_histories`); nights without timing values are left out."""
     from benchsvc.store.queries import run_histories
 
-    ok = results[results["status"] == "ok"]
+    ok = results[results["status"] == ResultStatus.OK]
     wanted = set(zip(ok["engine"], ok["version"], ok["workload"], ok["workload_hash"], strict=True))
     hist = run_histories(session, run).rename(columns={"mean_s": "value"})
     out = {}
@@ -71,31 +79,17 @@ def nightly_series(session: Any, run: Any, results: pd.DataFrame) -> dict[tuple[
     return out
 
 
-def counter_changes(session: Any, run: Any, results: pd.DataFrame) -> list[dict[str, Any]]:
+def counter_changes(session: Session, run: Run, results: pd.DataFrame) -> list[SeriesChange]:
     """Exact counter differences between this run and the previous run of each series."""
-    from sqlalchemy import select
+    from benchsvc.store.queries import previous_run, run_results
 
-    from benchsvc.store.models import Run
-    from benchsvc.store.queries import run_results
-
-    prev = session.scalar(
-        select(Run)
-        .where(
-            Run.machine_id == run.machine_id,
-            Run.environment_id == run.environment_id,
-            Run.mode == run.mode,
-            Run.started_at < run.started_at,
-            Run.status.in_(("complete", "failed")),
-        )
-        .order_by(Run.started_at.desc())
-        .limit(1)
-    )
+    prev = previous_run(session, run)
     if prev is None:
         return []
     before = run_results(session, prev.id)
     key = ["engine", "version", "workload", "workload_hash"]
-    merged = results[results["status"] == "ok"].merge(
-        before[before["status"] == "ok"], on=key, suffixes=("", "_prev")
+    merged = results[results["status"] == ResultStatus.OK].merge(
+        before[before["status"] == ResultStatus.OK], on=key, suffixes=("", "_prev")
     )
     findings = []
     for name in sorted(c for c in results.columns if c.startswith("c_")):
@@ -107,17 +101,17 @@ def counter_changes(session: Any, run: Any, results: pd.DataFrame) -> list[dict[
             if pd.isna(now) or pd.isna(was):
                 continue
             findings.append(
-                {
-                    "engine": r.engine,
-                    "version": r.version,
-                    "workload": r.workload,
-                    "workload_hash": r.workload_hash,
-                    "metric": name[2:],
-                    "direction": "worse" if now > was else "better",
+                SeriesChange(
+                    engine=EngineKind(r.engine),
+                    version=str(r.version),
+                    workload=str(r.workload),
+                    workload_hash=str(r.workload_hash),
+                    metric=name[2:],
+                    direction=Direction.WORSE if now > was else Direction.BETTER,
                     # the ratio; from zero it is undefined, and the delta stands in (details say which)
-                    "effect": float(now) / float(was) if was else float(now) - float(was),
-                    "baseline_run_id": prev.id,
-                    "details": {
+                    effect=float(now) / float(was) if was else float(now) - float(was),
+                    baseline_run_id=prev.id,
+                    details={
                         "kind": "counter",
                         "effect_is_delta": not was,
                         "value": int(now),
@@ -126,7 +120,7 @@ def counter_changes(session: Any, run: Any, results: pd.DataFrame) -> list[dict[
                         "commit": run.git_commit,
                         "previous_commit": prev.git_commit,
                     },
-                }
+                )
             )
     return findings
 
@@ -136,8 +130,8 @@ class TimingKey:
     """A suspected timing cell: a lineage comparison (``baseline`` set) or a nightly series (``baseline``
     None). The runner re-measures these cells and passes the keys that held to :func:`record_run`."""
 
-    axis: str
-    engine: str
+    axis: RegressionAxis
+    engine: EngineKind
     version: str
     workload: str
     workload_hash: str
@@ -146,11 +140,11 @@ class TimingKey:
 
 @dataclass
 class PendingChange:
-    """A nightly timing change point that would be recorded (``finding`` is :func:`record_change`'s input)."""
+    """A nightly timing change point that would be recorded at run ``change_run_id``."""
 
     key: TimingKey
     change_run_id: int
-    finding: dict[str, Any]
+    finding: SeriesChange
 
 
 @dataclass
@@ -169,7 +163,7 @@ class RunAnalysis:
     lineage: pd.DataFrame
     nightly: list[PendingChange] = field(default_factory=list)
     machine_event: PendingMachineEvent | None = None
-    counters: list[dict[str, Any]] = field(default_factory=list)
+    counters: list[SeriesChange] = field(default_factory=list)
 
     def suspected(self) -> set[TimingKey]:
         """The timing cells to re-measure before recording: significant lineage timing findings and nightly
@@ -178,7 +172,9 @@ class RunAnalysis:
         if not self.lineage.empty:
             rows = self.lineage[(self.lineage["metric"] == "time") & self.lineage["significant"]]
             keys |= {
-                TimingKey("lineage", r.engine, r.version, r.workload, r.workload_hash, r.baseline)
+                TimingKey(
+                    RegressionAxis.LINEAGE, r.engine, r.version, r.workload, r.workload_hash, r.baseline
+                )
                 for r in rows.itertuples(index=False)
             }
         return keys
@@ -211,7 +207,7 @@ def _night_matrix(
 
 
 def plan_run(
-    engine: Any, run_id: int, settings: DetectorSettings | None = None, *, confirmed: bool = False
+    db: Engine, run_id: int, settings: DetectorSettings | None = None, *, confirmed: bool = False
 ) -> RunAnalysis:
     """Everything analysing ``run_id`` would record, without writing: lineage findings, the nightly timing
     change points at the new night (:func:`benchsvc.analysis.nightly.decide_night`), tonight's machine
@@ -223,7 +219,7 @@ def plan_run(
     from benchsvc.store.queries import run_codes, run_histories, run_results
 
     settings = settings or DEFAULT_SETTINGS
-    with read_session(engine) as s:
+    with read_session(db) as s:
         run = s.get(Run, run_id)
         if run is None:
             return RunAnalysis(run_id, settings, pd.DataFrame())
@@ -239,7 +235,7 @@ def plan_run(
             hist.drop_duplicates("run_id").set_index("run_id")[["started_at", "git_commit"]].to_dict("index")
         )
         # the simulated versions of one workload are measured in one block (benchsvc/runner/blocks.py)
-        blocks = [(eng, wid) if eng == "sim" else None for eng, _, wid in keys]
+        blocks = [(eng, wid) if eng == EngineKind.SIM else None for eng, _, wid in keys]
         decision = decide_night(
             values,
             [codes.get(r) for r in nights],
@@ -259,23 +255,26 @@ def plan_run(
             # the reported change night can move by one as nights arrive: a finding of the same series at a
             # neighbouring night is the same change
             neighbours = series_nights[max(0, cp.index - 1) : cp.index + 2]
-            key = TimingKey("nightly", eng, version, str(names[wid]), str(hashes[wid]))
+            key = TimingKey(
+                RegressionAxis.NIGHTLY, EngineKind(eng), version, str(names[wid]), str(hashes[wid])
+            )
             plan.nightly.append(
                 PendingChange(
                     key=key,
                     change_run_id=after,
-                    finding={
-                        "engine": eng,
-                        "version": version,
-                        "workload_id": wid,
-                        "metric": "time",
-                        "direction": "worse" if cp.effect > 1 else "better",
-                        "effect": cp.effect,
-                        "ci_low": cp.ci_low,
-                        "ci_high": cp.ci_high,
-                        "baseline_run_id": before,
-                        "same_as_runs": neighbours,
-                        "details": {
+                    finding=SeriesChange(
+                        engine=key.engine,
+                        version=version,
+                        workload=key.workload,
+                        workload_hash=key.workload_hash,
+                        metric="time",
+                        direction=Direction.WORSE if cp.effect > 1 else Direction.BETTER,
+                        effect=cp.effect,
+                        ci_low=cp.ci_low,
+                        ci_high=cp.ci_high,
+                        baseline_run_id=before,
+                        same_as_runs=tuple(neighbours),
+                        details={
                             "kind": "changepoint",
                             "p_value": float(cp.p_value),
                             "mean_before": float(cp.mean_before),
@@ -295,7 +294,7 @@ def plan_run(
                             "commit_before": info[before]["git_commit"],
                             "commit_after": info[after]["git_commit"],
                         },
-                    },
+                    ),
                 )
             )
         ev = decision.machine_event
@@ -315,16 +314,16 @@ def plan_run(
     return plan
 
 
-def record_run(engine: Any, plan: RunAnalysis, confirmed: set[TimingKey] | None = None) -> RunFindings:
+def record_run(db: Engine, plan: RunAnalysis, confirmed: set[TimingKey] | None = None) -> RunFindings:
     """Record what :func:`plan_run` found and mark the run analysed. With ``confirmed`` (the timing cells
     whose re-measurement held), a timing finding (lineage or nightly) is recorded only when its key is in it;
     counter findings and machine events are always recorded."""
     from benchsvc.store.db import write_session
-    from benchsvc.store.models import Run, Workload
+    from benchsvc.store.models import Run
     from benchsvc.store.regressions import mark_analysed, record_change, record_lineage, record_machine_event
 
     findings = RunFindings(plan.run_id)
-    with write_session(engine) as s:
+    with write_session(db) as s:
         run = s.get(Run, plan.run_id)
         if run is None:
             return findings
@@ -334,7 +333,9 @@ def record_run(engine: Any, plan: RunAnalysis, confirmed: set[TimingKey] | None 
             timing = (lineage["metric"] == "time") & lineage["significant"]
             for i in lineage.index[timing]:
                 r = lineage.loc[i]
-                key = TimingKey("lineage", r.engine, r.version, r.workload, r.workload_hash, r.baseline)
+                key = TimingKey(
+                    RegressionAxis.LINEAGE, r.engine, r.version, r.workload, r.workload_hash, r.baseline
+                )
                 if key not in confirmed:
                     lineage.loc[i, "significant"] = False
         if not lineage.empty:
@@ -346,11 +347,6 @@ def record_run(engine: Any, plan: RunAnalysis, confirmed: set[TimingKey] | None 
             assert change_run is not None
             findings.nightly_new += int(record_change(s, change_run, pending.finding))
         for change in plan.counters:
-            change["workload_id"] = s.scalar(
-                select(Workload.id).where(
-                    Workload.name == change["workload"], Workload.content_hash == change["workload_hash"]
-                )
-            )
             findings.nightly_new += int(record_change(s, run, change))
         if plan.machine_event is not None:
             findings.machine_new += int(
@@ -360,13 +356,13 @@ def record_run(engine: Any, plan: RunAnalysis, confirmed: set[TimingKey] | None 
     return findings
 
 
-def analyze_run(engine: Any, run_id: int, settings: DetectorSettings | None = None) -> RunFindings:
+def analyze_run(db: Engine, run_id: int, settings: DetectorSettings | None = None) -> RunFindings:
     """Analyse one stored run on both axes and record the findings (idempotent)."""
-    return record_run(engine, plan_run(engine, run_id, settings))
+    return record_run(db, plan_run(db, run_id, settings))
 
 
 def analyze_stored(
-    engine: Any,
+    db: Engine,
     *,
     run_ref: str | None = None,
     since: dt.datetime | None = None,
@@ -378,7 +374,7 @@ def analyze_stored(
     from benchsvc.store.db import read_session
     from benchsvc.store.queries import analysed_runs, get_run, runs_in_order
 
-    with read_session(engine) as s:
+    with read_session(db) as s:
         ids = [get_run(s, run_ref).id] if run_ref is not None else runs_in_order(s, since=since)
         done = analysed_runs(s, ids)
     out: list[tuple[int, RunFindings | None]] = []
@@ -386,5 +382,5 @@ def analyze_stored(
         if run_id in done and not force:
             out.append((run_id, None))
             continue
-        out.append((run_id, analyze_run(engine, run_id, settings)))
+        out.append((run_id, analyze_run(db, run_id, settings)))
     return out

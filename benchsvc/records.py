@@ -15,8 +15,58 @@ import subprocess
 import sys
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+
+class EngineKind(StrEnum):
+    """What measured a result: the simulated zap engine, the live kernel, or the machine-speed canary."""
+
+    SIM = "sim"
+    KERNEL = "kernel"
+    CANARY = "canary"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+#: a run that ended (its results are final): what the analysis reads
+FINISHED_RUN_STATUSES = (RunStatus.COMPLETE, RunStatus.FAILED)
+
+
+class ResultStatus(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+
+
+class RegressionStatus(StrEnum):
+    NEW = "new"
+    ACKNOWLEDGED = "acknowledged"
+    FIXED = "fixed"
+
+
+#: a finding that is still open
+OPEN_REGRESSION_STATUSES = (RegressionStatus.NEW, RegressionStatus.ACKNOWLEDGED)
+
+
+class RegressionAxis(StrEnum):
+    """lineage: versions within a run; nightly: one series across nights; machine: the machine events of the
+    nightly analysis."""
+
+    LINEAGE = "lineage"
+    NIGHTLY = "nightly"
+    MACHINE = "machine"
+
+
+class Direction(StrEnum):
+    WORSE = "worse"
+    BETTER = "better"
+
 
 #: packages whose versions make up the environment fingerprint
 KEY_PACKAGES = ("pyperf", "numpy", "pandas", "sqlalchemy", "typer")
@@ -102,10 +152,13 @@ class WorkloadRef:
 @dataclass(frozen=True)
 class VersionInfo:
     id: str
-    engine: str
+    engine: EngineKind
     parent: str | None = None
     title: str = ""
     source: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "engine", EngineKind(self.engine))
 
 
 @dataclass(frozen=True)
@@ -123,10 +176,10 @@ class ProcessValues:
 class ResultRecord:
     """One (engine, version, workload) result of a run."""
 
-    engine: str
+    engine: EngineKind
     version: str
     workload: WorkloadRef
-    status: str = "ok"  # ok | failed
+    status: ResultStatus = ResultStatus.OK
     error: str | None = None
     counters: dict[str, int] = field(default_factory=dict)
     modeled_ns: float | None = None
@@ -135,6 +188,10 @@ class ResultRecord:
     pyperf_metadata: dict[str, Any] = field(default_factory=dict)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "engine", EngineKind(self.engine))
+        object.__setattr__(self, "status", ResultStatus(self.status))
 
     @property
     def values(self) -> list[float]:
@@ -154,9 +211,12 @@ class RunRecord:
     mode: str = "default"
     trigger: str = "manual"
     pyperf_settings: dict[str, Any] = field(default_factory=dict)
-    status: str = "running"
+    status: RunStatus = RunStatus.RUNNING
     finished_at: dt.datetime | None = None
     plan: list[dict[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", RunStatus(self.status))
 
     @classmethod
     def new(
@@ -175,6 +235,27 @@ class RunRecord:
             trigger=trigger,
             pyperf_settings=pyperf_settings or {},
         )
+
+
+@dataclass(frozen=True)
+class SeriesChange:
+    """A change in one series across nights, to be recorded (axis nightly): a timing change point or an
+    exact counter change. ``effect`` is the ratio now/before (the delta when before was zero: then
+    ``details["effect_is_delta"]``); ``same_as_runs``: the runs whose finding of this series is this same
+    change (a change point's night can move by one as nights arrive)."""
+
+    engine: EngineKind
+    version: str
+    workload: str
+    workload_hash: str
+    metric: str
+    direction: Direction
+    effect: float
+    baseline_run_id: int | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    same_as_runs: tuple[int, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def git_commit() -> str | None:

@@ -20,7 +20,7 @@ import pytest
 
 from benchsvc.analysis import changepoints as cp
 from benchsvc.analysis import evaluate as ev
-from benchsvc.records import ProcessValues
+from benchsvc.records import Direction, EngineKind, ProcessValues, SeriesChange
 from benchsvc.runner.matrix import nightly_change_held
 
 AA_LOW, AA_HIGH, STEP_5, STEP_2 = ev.DEFAULT_SCENARIOS
@@ -104,7 +104,16 @@ def test_held_levels_is_the_runners_test() -> None:
 
     for before, after in ((1.0, 1.06), (1.0, 0.94), (1.0, 1.2)):
         c = cp.ChangePoint(10, 1e-6, before, after, after / before, 0.0, 0.0, 10, 3)
-        finding = {"details": {"mean_before": before, "mean_after": after, "value_tonight": after}}
+        finding = SeriesChange(
+            engine=EngineKind.SIM,
+            version="v2",
+            workload="w",
+            workload_hash="0" * 64,
+            metric="time",
+            direction=Direction.WORSE if after > before else Direction.BETTER,
+            effect=after / before,
+            details={"mean_before": before, "mean_after": after, "value_tonight": after},
+        )
         for again in (after, 1.0, (1.0 + after) / 2 * 1.01, (1.0 + after) / 2 * 0.99, after * 1.05):
             expected = nightly_change_held(finding, processes(after), processes(again), [], [])
             assert ev.held_levels(again, c) == expected, (before, after, again)

@@ -25,7 +25,7 @@ import pytest
 from benchsvc.analysis.lineage import compare_lineage, paired_log_ratios
 from benchsvc.analysis.noise import AA_PAIR
 from benchsvc.engine.versions import get_version
-from benchsvc.records import ProcessValues, WorkloadRef
+from benchsvc.records import Direction, EngineKind, ProcessValues, SeriesChange, WorkloadRef
 from benchsvc.runner.blocks import CONFIRM_PROCESSES, SAMPLING
 from benchsvc.runner.canary import VERSION as CANARY_VERSION
 from benchsvc.runner.interleave import MAX_LOOPS_FACTOR, loops_factor, measure
@@ -258,7 +258,16 @@ def test_a_nightly_change_holds_only_when_the_remeasurement_stays_on_the_new_lev
     again: float, canary_again: float, held: bool
 ) -> None:
     # tonight measured 1.5 against a level of 1.0 before: a change point from 1.0 to 1.5
-    finding = {"effect": 1.5, "details": {"mean_before": 1.0, "mean_after": 1.5, "value_tonight": 1.5}}
+    finding = SeriesChange(
+        engine=EngineKind.SIM,
+        version="v2",
+        workload=W1,
+        workload_hash="0" * 64,
+        metric="time",
+        direction=Direction.WORSE,
+        effect=1.5,
+        details={"mean_before": 1.0, "mean_after": 1.5, "value_tonight": 1.5},
+    )
     first = [_pv([1.5, 1.5], "p")]
     canary = [_pv([0.2, 0.2], "p")]
     remeasured = [_pv([again, again], "c")]

@@ -248,7 +248,7 @@ def test_a_nightly_finding_carries_tonights_corrected_value(imported_db: Path) -
     and one back at the old level does not."""
     engine = open_store(str(imported_db))
     found = [
-        p.finding["details"]
+        p.finding.details
         for run_id in (CODE_CHANGE + 1, CODE_CHANGE + 2)
         for p in plan_run(engine, run_id, confirmed=True).nightly
         if p.key.workload == "w0"

@@ -26,10 +26,11 @@ import benchsvc
 from benchsvc.errors import BenchsvcError, LayoutNotReproduced
 from benchsvc.kernel import worker
 from benchsvc.kernel.sysfs import THP_ROOT, MthpSettings, check_available, read_stats
+from benchsvc.records import EngineKind
 from benchsvc.workload import PAGE_SIZE, WorkloadSpec, format_size
 
 #: the engine name of results measured on the live kernel (docs/design.md#engines)
-ENGINE = "kernel"
+ENGINE = EngineKind.KERNEL
 #: the per-size stat deltas a kernel result stores as its counters (see :meth:`KernelResult.stored_counters`)
 STORED_COUNTERS = ("split_deferred", "nr_anon_partially_mapped", "nr_anon", "anon_fault_alloc")
 

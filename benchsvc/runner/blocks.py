@@ -30,6 +30,7 @@ from typing import Any
 from benchsvc.records import ProcessValues
 from benchsvc.runner.duet import DUET
 from benchsvc.runner.interleave import INTERLEAVED
+from benchsvc.store.pyperf_adapter import timings
 
 #: a worker process of a block never takes longer than this
 BLOCK_WORKER_TIMEOUT_S = 1800
@@ -114,17 +115,6 @@ def _run_worker(job: Any, workdir: Path) -> Any:
     if proc.returncode != 0 or not out.exists():
         raise BlockWorkerFailed(failure(proc))
     return pyperf.BenchmarkSuite.load(str(out))
-
-
-def _scalar_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
-
-
-def _checks(bench: Any) -> tuple[str, ...]:
-    from pyperf._cli import format_checks  # pyperf's own stability checks (pinned pyperf version)
-
-    lines = [line[2:] for line in format_checks(bench) if line.startswith("* ")]
-    return tuple(line for line in lines if not any(n in line for n in _NOT_APPLICABLE_CHECKS))
 
 
 def measure_block(
@@ -214,23 +204,13 @@ def _timings(runs: dict[str, list[Any]], out: BlockTimings) -> BlockTimings:
     from benchsvc.runner.canary import VERSION as CANARY_VERSION
 
     for version, vruns in runs.items():
-        bench = pyperf.Benchmark(vruns)
-        common = _scalar_metadata(bench.get_metadata())
-        pv = [
-            ProcessValues(
-                tuple(r.values),
-                tuple(v for _, v in r.warmups),
-                int(r.get_metadata().get("loops", 1)),
-                _process_metadata(r.get_metadata(), common),
-            )
-            for r in vruns
-        ]
+        read = timings(pyperf.Benchmark(vruns), ignore_checks=_NOT_APPLICABLE_CHECKS)
         if version == CANARY_VERSION:
-            out.canary = pv
+            out.canary = list(read.processes)
             continue
-        out.processes[version] = pv
-        out.warnings[version] = _checks(bench)
-        out.metadata[version] = common
+        out.processes[version] = list(read.processes)
+        out.warnings[version] = read.warnings
+        out.metadata[version] = read.metadata
     return out
 
 
@@ -298,32 +278,6 @@ def _measure_duet(
     return _run_processes(job, versions, n_processes, first_process, workdir)
 
 
-#: kept with every process even when all processes agree: what pairing and the interleaving checks read
-PROCESS_KEYS = (
-    "benchsvc_measurement",
-    "benchsvc_cpus",
-    "benchsvc_warmup_cpus",
-    "benchsvc_side",
-    "benchsvc_edge",
-    "benchsvc_block",
-    "benchsvc_process",
-    "benchsvc_phase",
-    "benchsvc_clock",
-    "benchsvc_started",
-    "benchsvc_ended",
-    "cpu_affinity",
-    "date",
-    "duration",
-)
-
-
-def _process_metadata(metadata: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
-    """What a process's metadata adds to the result's: what differs from the common metadata, and
-    :data:`PROCESS_KEYS` always."""
-    own = _scalar_metadata(metadata)
-    return {k: v for k, v in own.items() if k in PROCESS_KEYS or common.get(k) != v}
-
-
 def canary_warnings(processes: Sequence[ProcessValues]) -> tuple[str, ...]:
     """pyperf's checks of the canary's values gathered over the run's blocks."""
     import pyperf
@@ -341,4 +295,4 @@ def canary_warnings(processes: Sequence[ProcessValues]) -> tuple[str, ...]:
         for p in processes
         if p.values
     ]
-    return _checks(pyperf.Benchmark(runs)) if runs else ()
+    return timings(pyperf.Benchmark(runs), ignore_checks=_NOT_APPLICABLE_CHECKS).warnings if runs else ()

@@ -16,9 +16,9 @@ import inspect
 import time
 from collections.abc import Callable
 
-from benchsvc.records import VersionInfo, WorkloadRef
+from benchsvc.records import EngineKind, VersionInfo, WorkloadRef
 
-ENGINE = "canary"
+ENGINE = EngineKind.CANARY
 VERSION = "canary-1"
 WORKLOAD = "canary"
 #: entries walked per call: about the work of one zap of a few thousand PTEs (a few milliseconds)

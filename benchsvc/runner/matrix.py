@@ -30,7 +30,17 @@ from types import FrameType
 from typing import Any
 
 from benchsvc.errors import BenchsvcError
-from benchsvc.records import ProcessValues, ResultRecord, RunRecord, VersionInfo, WorkloadRef, utcnow
+from benchsvc.records import (
+    EngineKind,
+    ProcessValues,
+    ResultRecord,
+    ResultStatus,
+    RunRecord,
+    SeriesChange,
+    VersionInfo,
+    WorkloadRef,
+    utcnow,
+)
 from benchsvc.workload import WorkloadSpec, parse_workload
 
 #: pyperf options of each mode for the kernel engine, which pyperf's runner times (docs/running.md); the
@@ -70,9 +80,12 @@ class InterruptedBeforeStart(KeyboardInterrupt):
 
 @dataclass(frozen=True)
 class MatrixItem:
-    engine: str
+    engine: EngineKind
     version: str
     spec: WorkloadSpec
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "engine", EngineKind(self.engine))
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -128,7 +141,7 @@ class RunSummary:
 
 def plan(specs: Sequence[WorkloadSpec], versions: Sequence[str], engine: str = "sim") -> list[MatrixItem]:
     """Workloads in the given order, each in every version (lineage order)."""
-    return [MatrixItem(engine, v, spec) for spec in specs for v in versions]
+    return [MatrixItem(EngineKind(engine), v, spec) for spec in specs for v in versions]
 
 
 def check_engine(engine: str) -> None:
@@ -228,12 +241,12 @@ def version_infos(items: Sequence[MatrixItem]) -> list[VersionInfo]:
             continue
         if item.engine == "sim":
             cls = get_version(item.version)
-            seen[item.version] = VersionInfo(cls.id, "sim", cls.parent, cls.title, cls.source)
+            seen[item.version] = VersionInfo(cls.id, EngineKind.SIM, cls.parent, cls.title, cls.source)
         elif item.engine == "kernel":
             release = item.version.removeprefix("kernel-")
             # no parent: the live kernel is not a step of the patch lineage, so lineage analysis skips it
             seen[item.version] = VersionInfo(
-                item.version, "kernel", None, f"Linux {release}, the live kernel", "uname -r"
+                item.version, EngineKind.KERNEL, None, f"Linux {release}, the live kernel", "uname -r"
             )
     return list(seen.values())
 
@@ -302,7 +315,7 @@ def measure(
             item.engine,
             item.version,
             ref,
-            status="failed",
+            status=ResultStatus.FAILED,
             error=str(exc),
             counters=counters,
             modeled_ns=modeled,
@@ -378,7 +391,7 @@ def measure_block(
                     item.engine,
                     item.version,
                     ref,
-                    status="failed",
+                    status=ResultStatus.FAILED,
                     error=errors[item.version],
                     counters=counters,
                     modeled_ns=modeled,
@@ -460,8 +473,7 @@ class WorkerFailed(Exception):
 def run_pyperf(
     item: MatrixItem, mode: str, workdir: Path
 ) -> tuple[tuple[ProcessValues, ...], tuple[str, ...], dict[str, Any]]:
-    import pyperf
-    from pyperf._cli import format_checks  # pyperf's own stability checks (pinned pyperf version)
+    from benchsvc.store.pyperf_adapter import load_timings
 
     wdir = Path(tempfile.mkdtemp(dir=workdir))
     workload_file = wdir / f"{item.spec.name}.toml"
@@ -490,18 +502,8 @@ def run_pyperf(
         from benchsvc.runner.worker import failure
 
         raise WorkerFailed(f"pyperf {failure(proc)}")
-    suite = pyperf.BenchmarkSuite.load(str(out))
-    bench = suite.get_benchmarks()[0]
-    processes = tuple(
-        ProcessValues(
-            tuple(run.values), tuple(v for _, v in run.warmups), int(run.get_metadata().get("loops", 1))
-        )
-        for run in bench.get_runs()
-        if run.values
-    )
-    checks = [line[2:] for line in format_checks(bench) if line.startswith("* ")]
-    metadata = {k: v for k, v in bench.get_metadata().items() if isinstance(v, str | int | float | bool)}
-    return processes, tuple(checks), metadata
+    read = load_timings(out)
+    return read.processes, read.warnings, dict(read.metadata)
 
 
 @contextmanager
@@ -683,7 +685,7 @@ def _confirm(
         spec = specs[chash]
         ordered = sorted(versions, key=lambda v: order.index(v) if v in order else len(order))
         if on_progress:
-            item = MatrixItem("sim", ordered[0], spec)
+            item = MatrixItem(EngineKind.SIM, ordered[0], spec)
             on_progress(Progress("confirm", index, len(todo), item, versions=tuple(ordered)))
         t0 = time.perf_counter()
         timings = time_block(
@@ -753,7 +755,7 @@ def again_ratio(
 
 
 def nightly_change_held(
-    finding: dict[str, Any],
+    finding: SeriesChange,
     first: Sequence[ProcessValues],
     again: Sequence[ProcessValues],
     canary: Sequence[ProcessValues],
@@ -766,7 +768,7 @@ def nightly_change_held(
     from benchsvc.analysis.nightly import confirmation_holds
 
     ratio = again_ratio(first, again, canary, canary_again)
-    details = finding.get("details", {})
+    details = finding.details
     tonight = details.get("value_tonight")
     if ratio is None or tonight is None:
         return False

@@ -1,9 +1,10 @@
 """Export and import of results: JSON Lines ``benchsvc-result/1``, CSV, and pyperf JSON files (docs/formats.md).
 
 One JSON Lines record is one result with its full provenance (run, machine, environment, engine, version,
-workload), its raw values per worker process and its counters; ``docs/formats.md`` describes it field by
-field. Export is deterministic: keys sorted at every level, floats written so that they read back exactly,
-timestamps as ISO 8601 UTC, results in (run start, run uuid, engine, version, workload name, workload hash)
+workload), its raw values per worker process and its counters: one schema,
+:class:`~benchsvc.store.result_schema.ResultLine`, which export writes and import reads, and which
+``docs/formats.md`` describes field by field. Export is deterministic: keys sorted at every level, floats
+written so that they read back exactly, timestamps as ISO 8601 UTC, results in (run start, run uuid, engine, version, workload name, workload hash)
 order sorted in Python (database collations differ), so the same results give the same bytes from SQLite
 and PostgreSQL.
 
@@ -24,43 +25,74 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import Column, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, contains_eager, joinedload, selectinload
 
 from benchsvc.errors import BenchsvcError
 from benchsvc.limits import name_problem
 from benchsvc.records import (
+    EngineKind,
     EnvironmentInfo,
     MachineInfo,
-    ProcessValues,
     ResultRecord,
     RunRecord,
+    RunStatus,
     VersionInfo,
     WorkloadRef,
 )
 from benchsvc.store.ingest import ingest
 from benchsvc.store.models import (
-    RESULT_STATUSES,
-    RUN_STATUSES,
-    Counter,
-    Environment,
     Machine,
     Result,
     Run,
     Version,
     Workload,
 )
-from benchsvc.workload import content_hash
+from benchsvc.store.pyperf_adapter import timings
+from benchsvc.store.result_schema import (
+    CANARY_PREFIX,
+    FORMAT,
+    LIMITS,
+    MAX_VALUE_S,
+    LineError,
+    ResultLine,
+    format_timestamp,
+    parse_line,
+    parse_timestamp,
+    seg,
+    show,
+    version_engine_problem,
+)
 
-FORMAT = "benchsvc-result/1"
-ENGINES = ("sim", "kernel", "canary")
-#: every version of the ``canary`` engine is named so, and nothing else is (benchsvc/runner/canary.py)
-CANARY_PREFIX = "canary-"
+ENGINES = tuple(EngineKind)
+__all__ = [
+    "CANARY_PREFIX",
+    "CSV_COLUMNS",
+    "ENGINES",
+    "FORMAT",
+    "MAX_VALUE_S",
+    "ExchangeError",
+    "ExportFilter",
+    "ImportBatch",
+    "ImportConflict",
+    "ImportCounts",
+    "ImportFormatError",
+    "PyperfDefaults",
+    "check_versions",
+    "export_csv",
+    "export_jsonl",
+    "format_timestamp",
+    "parse_timestamp",
+    "parse_when",
+    "read_import_file",
+    "result_record",
+    "store_batch",
+]
 
 #: namespace of the run uuids given to imported pyperf files (uuid5 of the file's sha256)
 PYPERF_RUN_NAMESPACE = uuid.UUID("5b0e7f0c-3f6e-4c1e-9a51-6d1f1f0d6e11")
@@ -97,10 +129,6 @@ CSV_COLUMNS = (
 )
 COUNTER_PREFIX = "c_"
 
-_BIGINT = 2**63
-#: the largest raw timing value import accepts (seconds per loop iteration); more is not a measurement
-MAX_VALUE_S = 1e9
-
 
 class ExchangeError(BenchsvcError):
     """An export or import that cannot be done as asked."""
@@ -116,23 +144,6 @@ class ImportConflict(ExchangeError):
 
 # ---------------------------------------------------------------------------------------------------------
 # timestamps
-
-
-def format_timestamp(value: dt.datetime | None) -> str | None:
-    """A stored (naive UTC) datetime as ISO 8601 UTC with microseconds: ``2026-11-26T03:00:00.000000Z``."""
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value.isoformat(timespec="microseconds") + "Z"
-
-
-def parse_timestamp(text: str) -> dt.datetime:
-    """ISO 8601 -> naive UTC (a time without zone is taken as UTC); ValueError when it is not one."""
-    value = dt.datetime.fromisoformat(text.strip())
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value
 
 
 def parse_when(text: str, option: str, *, end: bool = False) -> dt.datetime:
@@ -221,76 +232,9 @@ def select_results(session: Session, flt: ExportFilter) -> list[Result]:
     return results
 
 
-def _floats(values: Iterable[Any]) -> list[float]:
-    return [float(v) for v in values]
-
-
 def result_record(result: Result) -> dict[str, Any]:
     """One stored result as a ``benchsvc-result/1`` object (before key sorting)."""
-    run, machine, env, version, workload = (
-        result.run,
-        result.run.machine,
-        result.run.environment,
-        result.version,
-        result.workload,
-    )
-    return {
-        "format": FORMAT,
-        "run": {
-            "uuid": run.uuid,
-            "started_at": format_timestamp(run.started_at),
-            "finished_at": format_timestamp(run.finished_at),
-            "status": run.status,
-            "mode": run.mode,
-            "trigger": run.trigger,
-            "benchsvc_version": run.benchsvc_version,
-            "git_commit": run.git_commit,
-            "pyperf_settings": run.pyperf_settings or {},
-        },
-        "machine": {
-            "hostname": machine.hostname,
-            "cpu_model": machine.cpu_model,
-            "cpu_count": machine.cpu_count,
-            "kernel": machine.kernel,
-            "arch": machine.arch,
-            "fingerprint": machine.fingerprint,
-        },
-        "environment": {
-            "python_version": env.python_version,
-            "packages": env.packages or {},
-            "fingerprint": env.fingerprint,
-        },
-        "engine": result.engine,
-        "version": {
-            "id": version.id,
-            "parent": version.parent,
-            "title": version.title or "",
-            "source": version.source or "",
-        },
-        "workload": {
-            "name": workload.name,
-            "content_hash": workload.content_hash,
-            "definition": workload.definition,
-            "description": workload.description or "",
-        },
-        "status": result.status,
-        "error": result.error,
-        "counters": {c.name: int(c.value) for c in result.counters},
-        "modeled_ns": None if result.modeled_ns is None else float(result.modeled_ns),
-        "processes": [
-            {
-                "values": _floats(s.values or []),
-                "warmups": _floats(s.warmups or []),
-                "loops": int(s.loops),
-                **({"metadata": dict(s.meta)} if s.meta else {}),
-            }
-            for s in sorted(result.samples, key=lambda s: s.process)
-        ],
-        "warnings": list(result.warnings or []),
-        "pyperf_metadata": result.pyperf_metadata or {},
-        "started_at": format_timestamp(result.started_at),
-        "finished_at": format_timestamp(result.finished_at),
-    }
+    return ResultLine.from_stored(result).to_json_object()
 
 
 def dumps_record(record: Mapping[str, Any]) -> str:
@@ -470,201 +414,12 @@ def _whole_json(raw: bytes) -> Any:
 # import: JSON Lines
 
 
-def _maxlen(column: Any) -> int | None:
-    col: Column[Any] = column.property.columns[0]
-    return getattr(col.type, "length", None)
-
-
-_LIMITS = {
-    "run.uuid": _maxlen(Run.uuid),
-    "run.mode": _maxlen(Run.mode),
-    "run.trigger": _maxlen(Run.trigger),
-    "run.benchsvc_version": _maxlen(Run.benchsvc_version),
-    "run.git_commit": _maxlen(Run.git_commit),
-    "machine.hostname": _maxlen(Machine.hostname),
-    "machine.cpu_model": _maxlen(Machine.cpu_model),
-    "machine.kernel": _maxlen(Machine.kernel),
-    "machine.arch": _maxlen(Machine.arch),
-    "environment.python_version": _maxlen(Environment.python_version),
-    "engine": _maxlen(Result.engine),
-    "version.id": _maxlen(Version.id),
-    "version.parent": _maxlen(Version.parent),
-    "workload.name": _maxlen(Workload.name),
-    "workload.content_hash": _maxlen(Workload.content_hash),
-    "counters": _maxlen(Counter.name),
-}
-
-_TOP_KEYS = (
-    "format",
-    "run",
-    "machine",
-    "environment",
-    "engine",
-    "version",
-    "workload",
-    "status",
-    "error",
-    "counters",
-    "modeled_ns",
-    "processes",
-    "warnings",
-    "pyperf_metadata",
-    "started_at",
-    "finished_at",
-)
-_RUN_KEYS = (
-    "uuid",
-    "started_at",
-    "finished_at",
-    "status",
-    "mode",
-    "trigger",
-    "benchsvc_version",
-    "git_commit",
-    "pyperf_settings",
-)
-_MACHINE_KEYS = ("hostname", "cpu_model", "cpu_count", "kernel", "arch", "fingerprint")
-_ENV_KEYS = ("python_version", "packages", "fingerprint")
-_VERSION_KEYS = ("id", "parent", "title", "source")
-_WORKLOAD_KEYS = ("name", "content_hash", "definition", "description")
-_PROCESS_KEYS = ("values", "warmups", "loops", "metadata")
-_MISSING = object()
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class _Bad(Exception):
-    """A problem in one line: the key path and what is wrong (turned into FILE:LINE: key: message)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}" if key else message)
-
-
-def _seg(key: str) -> str:
-    """A key as a path segment in a message: bare when plain, else JSON-quoted (ASCII, one line)."""
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
 def _show(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return show(value)
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
-
-
-class _Obj:
-    """A JSON object being validated: typed getters that raise :class:`_Bad` with the key's full path."""
-
-    def __init__(self, data: Any, path: str, allowed: Sequence[str]) -> None:
-        if not isinstance(data, dict):
-            raise _Bad(path, f"must be an object, not {_type_name(data)}")
-        self.data = data
-        self.path = path
-        for key in data:
-            if key not in allowed:
-                raise _Bad(self.key(_seg(key)), f"unknown field (expected one of: {', '.join(allowed)})")
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def _get(self, name: str, default: Any) -> Any:
-        value = self.data.get(name, _MISSING)
-        if value is _MISSING:
-            if default is _MISSING:
-                raise _Bad(self.key(name), "missing")
-            return default
-        return value
-
-    def string(
-        self,
-        name: str,
-        default: Any = _MISSING,
-        *,
-        nullable: bool = False,
-        choices: Sequence[str] | None = None,
-    ) -> Any:
-        value = self._get(name, default)
-        key = self.key(name)
-        if value is None and (nullable or default is None):
-            return None
-        if not isinstance(value, str):
-            raise _Bad(key, f"must be a string{' or null' if nullable else ''}, not {_type_name(value)}")
-        if choices is not None and value not in choices:
-            raise _Bad(key, f"{_show(value)} is not one of: {', '.join(choices)}")
-        limit = _LIMITS.get(key)
-        if limit is not None and len(value) > limit:
-            raise _Bad(key, f"is {len(value)} characters long, at most {limit} are allowed")
-        return value
-
-    def integer(self, name: str, default: Any = _MISSING, *, minimum: int | None = None) -> int:
-        value = self._get(name, default)
-        key = self.key(name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Bad(key, f"must be an integer, not {_type_name(value)} ({_show(value)})")
-        if minimum is not None and value < minimum:
-            raise _Bad(key, f"{value} is less than {minimum}")
-        return value
-
-    def number(self, name: str, default: Any = _MISSING) -> float | None:
-        value = self._get(name, default)
-        if value is None:
-            return None
-        return _number(value, self.key(name))
-
-    def timestamp(self, name: str, default: Any = _MISSING) -> dt.datetime | None:
-        value = self._get(name, default)
-        key = self.key(name)
-        if value is None and default is None:
-            return None
-        if not isinstance(value, str):
-            raise _Bad(key, f"must be an ISO 8601 time string, not {_type_name(value)}")
-        try:
-            return parse_timestamp(value)
-        except ValueError:
-            raise _Bad(key, f"{_show(value)} is not an ISO 8601 time (like 2026-11-26T03:00:00Z)") from None
-
-    def json_object(self, name: str) -> dict[str, Any]:
-        value = self._get(name, {})
-        if not isinstance(value, dict):
-            raise _Bad(self.key(name), f"must be an object, not {_type_name(value)}")
-        return value
-
-    def obj(self, name: str, allowed: Sequence[str], default: Any = _MISSING) -> _Obj:
-        return _Obj(self._get(name, default), self.key(name), allowed)
-
-    def array(self, name: str, default: Any = ()) -> list[Any]:
-        value = self._get(name, [] if default == () else default)
-        if not isinstance(value, list):
-            raise _Bad(self.key(name), f"must be a list, not {_type_name(value)}")
-        return value
-
-
-def _number(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Bad(key, f"must be a number, not {_type_name(value)} ({_show(value)})")
-    result = float(value)
-    if not math.isfinite(result):
-        raise _Bad(key, f"{value} is not a finite number")
-    return result
-
-
-def _seconds(value: Any, key: str) -> float:
-    """A raw timing value: a number of seconds from 0 to :data:`MAX_VALUE_S`."""
-    result = _number(value, key)
-    if not 0.0 <= result <= MAX_VALUE_S:
-        raise _Bad(key, f"{value} is not a time in seconds (0 to {MAX_VALUE_S:g})")
-    return result
+class _Bad(LineError):
+    """A problem in a pyperf file's benchmark or metadata (the message names the key when there is one)."""
 
 
 def _reject_constant(name: str) -> Any:
@@ -689,7 +444,7 @@ def _check_text(value: Any, path: str) -> None:
             raise _Bad(path, "contains a lone UTF-16 surrogate (a \\ud800-\\udfff escape)") from None
     elif isinstance(value, dict):
         for key, item in value.items():
-            sub = f"{path}.{_seg(key)}" if path else _seg(key)
+            sub = f"{path}.{seg(key)}" if path else seg(key)
             _check_text(key, sub)
             _check_text(item, sub)
     elif isinstance(value, list):
@@ -697,179 +452,17 @@ def _check_text(value: Any, path: str) -> None:
             _check_text(item, f"{path}[{i}]")
 
 
-def _parse_line(obj: Any) -> tuple[RunRecord, VersionInfo, ResultRecord]:
-    if not isinstance(obj, dict):
-        raise _Bad("", f"a line must be a JSON object, not {_type_name(obj)}")
-    _check_text(obj, "")
-    fmt = obj.get("format", _MISSING)
-    if fmt is _MISSING:
-        raise _Bad("format", f'missing (expected "{FORMAT}")')
-    if fmt != FORMAT:
-        raise _Bad("format", f'{_show(fmt)} is not a format this benchsvc reads (expected "{FORMAT}")')
-    top = _Obj(obj, "", _TOP_KEYS)
-
-    r = top.obj("run", _RUN_KEYS)
-    run_uuid = r.string("uuid")
-    try:
-        canonical = str(uuid.UUID(run_uuid))
-    except ValueError:
-        canonical = ""
-    if canonical != run_uuid:
-        raise _Bad("run.uuid", f"{_show(run_uuid)} is not a UUID in canonical form (lower-case 8-4-4-4-12)")
-    started = r.timestamp("started_at")
-    assert started is not None
-    run_fields: dict[str, Any] = {
-        "finished_at": r.timestamp("finished_at", None),
-        "status": r.string("status", choices=RUN_STATUSES),
-        "mode": r.string("mode"),
-        "trigger": r.string("trigger"),
-        "benchsvc_version": r.string("benchsvc_version"),
-        "git_commit": r.string("git_commit", None),
-        "pyperf_settings": r.json_object("pyperf_settings"),
-    }
-
-    m = top.obj("machine", _MACHINE_KEYS)
-    machine = MachineInfo(
-        hostname=m.string("hostname"),
-        cpu_model=m.string("cpu_model"),
-        cpu_count=m.integer("cpu_count", minimum=0),
-        kernel=m.string("kernel"),
-        arch=m.string("arch"),
-    )
-    _check_fingerprint(m, machine.fingerprint)
-
-    e = top.obj("environment", _ENV_KEYS)
-    packages = e.json_object("packages")
-    for name, ver in packages.items():
-        if not isinstance(ver, str):
-            raise _Bad(
-                f"environment.packages.{_seg(name)}", f"must be a version string, not {_type_name(ver)}"
-            )
-    environment = EnvironmentInfo(python_version=e.string("python_version"), packages=dict(packages))
-    _check_fingerprint(e, environment.fingerprint)
-
-    run = RunRecord(uuid=run_uuid, started_at=started, machine=machine, environment=environment, **run_fields)
-
-    engine = top.string("engine", choices=ENGINES)
-    v = top.obj("version", _VERSION_KEYS)
-    version = VersionInfo(
-        id=v.string("id"),
-        engine=engine,
-        parent=v.string("parent", None),
-        title=v.string("title", ""),
-        source=v.string("source", ""),
-    )
-    _check_version_engine(version)
-    if version.parent == version.id:
-        raise _Bad(
-            "version.parent",
-            f"{_show(version.parent)} is the version itself: a version is never its own parent",
-        )
-
-    w = top.obj("workload", _WORKLOAD_KEYS)
-    workload = WorkloadRef(
-        name=w.string("name"),
-        content_hash=w.string("content_hash"),
-        definition=w.string("definition"),
-        description=w.string("description", ""),
-    )
-    problem = name_problem(workload.name)
-    if problem:
-        raise _Bad("workload.name", problem)
-    if not _HEX64.match(workload.content_hash):
-        raise _Bad("workload.content_hash", f"{_show(workload.content_hash)} is not a lower-case sha256 hex")
-    computed = content_hash(workload.definition.encode("utf-8"))
-    if workload.content_hash != computed:
-        raise _Bad(
-            "workload.content_hash",
-            f"{workload.content_hash[:12]}... is not the sha256 of workload.definition ({computed[:12]}...): "
-            "the line was edited; restore the definition or its hash",
-        )
-
-    counters: dict[str, int] = {}
-    for name, value in top.json_object("counters").items():
-        key = f"counters.{_seg(name)}"
-        limit = _LIMITS["counters"]
-        if limit is not None and len(name) > limit:
-            raise _Bad(key, f"the name is {len(name)} characters long, at most {limit} are allowed")
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Bad(key, f"must be an integer, not {_type_name(value)} ({_show(value)})")
-        if not -_BIGINT <= value < _BIGINT:
-            raise _Bad(key, f"{value} does not fit in 64 bits")
-        counters[name] = value
-
-    processes = []
-    for i, item in enumerate(top.array("processes")):
-        p = _Obj(item, f"processes[{i}]", _PROCESS_KEYS)
-        values = p.array("values", _MISSING)
-        warmups = p.array("warmups")
-        processes.append(
-            ProcessValues(
-                values=tuple(_seconds(x, f"processes[{i}].values[{j}]") for j, x in enumerate(values)),
-                warmups=tuple(_seconds(x, f"processes[{i}].warmups[{j}]") for j, x in enumerate(warmups)),
-                loops=p.integer("loops", 1, minimum=1),
-                metadata=_scalars(p.json_object("metadata"), p.key("metadata")),
-            )
-        )
-
-    warnings = top.array("warnings")
-    for i, text in enumerate(warnings):
-        if not isinstance(text, str):
-            raise _Bad(f"warnings[{i}]", f"must be a string, not {_type_name(text)}")
-
-    status = top.string("status", choices=RESULT_STATUSES)
-    result = ResultRecord(
-        engine=engine,
-        version=version.id,
-        workload=workload,
-        status=status,
-        error=top.string("error", None),
-        counters=counters,
-        modeled_ns=top.number("modeled_ns", None),
-        processes=tuple(processes),
-        warnings=tuple(warnings),
-        pyperf_metadata=top.json_object("pyperf_metadata"),
-        started_at=top.timestamp("started_at", None),
-        finished_at=top.timestamp("finished_at", None),
-    )
-    return run, version, result
-
-
 def _check_version_engine(version: VersionInfo) -> None:
-    """A version id of the simulated engine's registry is a ``sim`` version, whatever a file says; the
-    canary's versions are ``canary-*`` and of the ``canary`` engine, both ways."""
-    from benchsvc.engine.versions import version_ids
-
-    if version.id in version_ids() and version.engine != "sim":
-        raise _Bad(
-            "engine",
-            f"{_show(version.engine)} for {_show(version.id)}, a version of the simulated engine "
-            "(its engine is sim)",
-        )
-    if (version.engine == "canary") != version.id.startswith(CANARY_PREFIX):
-        raise _Bad(
-            "engine",
-            f"{_show(version.engine)} for {_show(version.id)}: the canary engine's versions, and only "
-            f"they, are named {CANARY_PREFIX}*",
-        )
+    problem = version_engine_problem(version.id, version.engine)
+    if problem:
+        raise _Bad("engine", problem)
 
 
-def _scalars(value: dict[str, Any], key: str) -> dict[str, Any]:
-    """A metadata object: string keys, scalar values (string, number, boolean)."""
-    for name, item in value.items():
-        if isinstance(item, dict | list) or item is None:
-            raise _Bad(f"{key}.{_seg(name)}", f"must be a string, number or boolean, not {_type_name(item)}")
-    return dict(value)
-
-
-def _check_fingerprint(o: _Obj, computed: str) -> None:
-    given = o.string("fingerprint", None)
-    if given is not None and given != computed:
-        raise _Bad(
-            o.key("fingerprint"),
-            f"{_show(given)} does not match the fields (they give {computed[:12]}...): "
-            "the line was edited; drop the fingerprint or restore the fields",
-        )
+def _parse_line(obj: Any) -> tuple[RunRecord, VersionInfo, ResultRecord]:
+    if isinstance(obj, dict):
+        _check_text(obj, "")
+    line = parse_line(obj)
+    return line.run_record(), line.version_info(), line.result_record()
 
 
 def _read_jsonl(label: str, raw: bytes) -> ImportBatch:
@@ -903,7 +496,7 @@ def _read_jsonl(label: str, raw: bytes) -> ImportBatch:
             raise fail("not valid JSON: nested too deeply") from None
         try:
             run, version, result = _parse_line(obj)
-        except _Bad as exc:
+        except LineError as exc:
             raise fail(str(exc)) from None
 
         group = groups.get(run.uuid)
@@ -1031,8 +624,8 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
             engine, version, workload = _pyperf_identity(bench, defaults)
         except _Bad as exc:
             raise fail(f"benchmark {name!r}: {exc}") from None
-        runs = [r for r in bench.get_runs() if r.values]
-        if not runs:
+        read = timings(bench)
+        if not read.processes:
             raise fail(f"benchmark {name!r} has no values (only calibration runs)")
         try:
             start, end = bench.get_dates() or (None, None)
@@ -1045,11 +638,12 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
         if key in seen:
             raise fail(f"benchmarks {seen[key]!r} and {name!r} are both {engine}/{version}/{workload.name}")
         seen[key] = name
-        if engine == "sim":
+        if engine == EngineKind.SIM:
             versions[version] = _registry_version(version)
-        metadata = {k: v for k, v in bench.get_metadata().items() if _json_value(v)}
         try:
-            _check_text(metadata, "metadata")
+            _check_text(read.metadata, "metadata")
+            for i, process in enumerate(read.processes):
+                _check_text(process.metadata, f"processes[{i}].metadata")
         except _Bad as exc:
             raise fail(f"benchmark {name!r}: {exc}") from None
         results.append(
@@ -1057,16 +651,9 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
                 engine=engine,
                 version=version,
                 workload=workload,
-                processes=tuple(
-                    ProcessValues(
-                        values=tuple(float(x) for x in r.values),
-                        warmups=tuple(float(x) for _, x in r.warmups),
-                        loops=int(r.get_loops()),
-                    )
-                    for r in runs
-                ),
-                warnings=tuple(_pyperf_warnings(bench)),
-                pyperf_metadata=metadata,
+                processes=read.processes,
+                warnings=read.warnings,
+                pyperf_metadata=read.metadata,
                 started_at=_naive(start),
                 finished_at=_naive(end),
             )
@@ -1089,7 +676,7 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
         mode="pyperf",
         trigger="import",
         pyperf_settings={},
-        status="complete",
+        status=RunStatus.COMPLETE,
     )
     group = RunGroup(record=run, line=0, results=results, versions=versions)
     return ImportBatch(label=label, runs=[group])
@@ -1102,20 +689,14 @@ def _naive(value: dt.datetime | None) -> dt.datetime | None:
     return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
-def _json_value(value: Any) -> bool:
-    return isinstance(value, str | int | float | bool) and not (
-        isinstance(value, float) and not math.isfinite(value)
-    )
-
-
 def _check_limits(fail: Callable[[str], ImportFormatError], values: Mapping[str, str]) -> None:
     for key, value in values.items():
-        limit = _LIMITS.get(key)
+        limit = LIMITS.get(key)
         if limit is not None and len(value) > limit:
             raise fail(f"{key}: {value[:40]!r}... is longer than {limit} characters")
 
 
-def _pyperf_identity(bench: Any, defaults: PyperfDefaults) -> tuple[str, str, WorkloadRef]:
+def _pyperf_identity(bench: Any, defaults: PyperfDefaults) -> tuple[EngineKind, str, WorkloadRef]:
     """The engine, version and workload of a pyperf benchmark: metadata ``benchsvc_*`` keys, else a
     ``engine/version/workload`` name, else the options."""
     from benchsvc.workload import resolve
@@ -1146,17 +727,18 @@ def _pyperf_identity(bench: Any, defaults: PyperfDefaults) -> tuple[str, str, Wo
         )
     assert engine and version
     for key, value in (("engine", engine), ("version.id", version)):
-        limit = _LIMITS[key]
+        limit = LIMITS[key]
         if not isinstance(value, str) or (limit is not None and len(value) > limit):
             raise _Bad("", f"{key} {value!r} is not a string of at most {limit} characters")
     if engine not in ENGINES:
         raise _Bad("", f"engine {engine!r} is not one of: {', '.join(ENGINES)}")
-    if engine == "sim":
+    if engine == EngineKind.SIM:
         from benchsvc.engine.versions import version_ids
 
         if version not in version_ids():
             raise _Bad("", f"unknown sim version {version!r} (known: {', '.join(version_ids())})")
-    _check_version_engine(VersionInfo(version, engine))
+    kind = EngineKind(engine)
+    _check_version_engine(VersionInfo(version, kind))
     if workload_name:
         problem = name_problem(workload_name)
         if problem:
@@ -1176,22 +758,13 @@ def _pyperf_identity(bench: Any, defaults: PyperfDefaults) -> tuple[str, str, Wo
             f"{spec.path or spec.name} has {spec.content_hash[:12]}...: "
             "give --workload PATH to the file it ran",
         )
-    return engine, version, WorkloadRef(spec.name, spec.content_hash, spec.source_text, spec.description)
+    return kind, version, WorkloadRef(spec.name, spec.content_hash, spec.source_text, spec.description)
 
 
 def _registry_version(vid: str) -> VersionInfo:
     from benchsvc.store.ingest import registry_versions
 
     return next(v for v in registry_versions() if v.id == vid)
-
-
-def _pyperf_warnings(bench: Any) -> list[str]:
-    """pyperf's stability warnings for a benchmark (the ``* ...`` lines of its own check)."""
-    try:
-        from pyperf._cli import format_checks
-    except ImportError:  # pragma: no cover - pyperf is pinned; its checks are not public API
-        return []
-    return [line[2:] for line in format_checks(bench) if line.startswith("* ")]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -11,26 +11,27 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from benchsvc.records import (
+    FINISHED_RUN_STATUSES,
+    EngineKind,
     EnvironmentInfo,
     MachineInfo,
     ProcessValues,
     ResultRecord,
     RunRecord,
+    RunStatus,
     VersionInfo,
     WorkloadRef,
     utcnow,
 )
 from benchsvc.store.db import StoreError
 from benchsvc.store.models import (
-    RESULT_STATUSES,
-    RUN_STATUSES,
     Counter,
     Environment,
     Machine,
@@ -40,16 +41,17 @@ from benchsvc.store.models import (
     Version,
     Workload,
 )
+from benchsvc.store.queries import find_workload
 
 T = TypeVar("T")
 
 
-def _get_or_create(session: Session, model: type[T], where: Any, make: Callable[[], T]) -> T:
-    """The row matching ``where``, else a new one from ``make()``.
+def _get_or_create(session: Session, find: Callable[[], T | None], make: Callable[[], T]) -> T:
+    """The row ``find()`` returns, else a new one from ``make()``.
 
     The insert runs in a savepoint: when a concurrent writer inserted the same natural key first (a unique
     violation on PostgreSQL), the savepoint is rolled back and that writer's row is returned."""
-    row = session.scalar(select(model).where(where))
+    row = find()
     if row is not None:
         return row
     try:
@@ -57,7 +59,7 @@ def _get_or_create(session: Session, model: type[T], where: Any, make: Callable[
             row = make()
             session.add(row)
     except IntegrityError:
-        row = session.scalar(select(model).where(where))
+        row = find()
         if row is None:
             raise
     return row
@@ -67,8 +69,7 @@ def get_or_create_machine(session: Session, info: MachineInfo) -> Machine:
     fp = info.fingerprint
     return _get_or_create(
         session,
-        Machine,
-        Machine.fingerprint == fp,
+        lambda: session.scalar(select(Machine).where(Machine.fingerprint == fp)),
         lambda: Machine(fingerprint=fp, first_seen=utcnow(), **info.as_dict()),
     )
 
@@ -77,8 +78,7 @@ def get_or_create_environment(session: Session, info: EnvironmentInfo) -> Enviro
     fp = info.fingerprint
     return _get_or_create(
         session,
-        Environment,
-        Environment.fingerprint == fp,
+        lambda: session.scalar(select(Environment).where(Environment.fingerprint == fp)),
         lambda: Environment(
             fingerprint=fp,
             python_version=info.python_version,
@@ -91,8 +91,7 @@ def get_or_create_environment(session: Session, info: EnvironmentInfo) -> Enviro
 def get_or_create_workload(session: Session, ref: WorkloadRef) -> Workload:
     return _get_or_create(
         session,
-        Workload,
-        (Workload.name == ref.name) & (Workload.content_hash == ref.content_hash),
+        lambda: find_workload(session, ref.name, ref.content_hash),
         lambda: Workload(
             name=ref.name,
             content_hash=ref.content_hash,
@@ -106,8 +105,7 @@ def upsert_version(session: Session, info: VersionInfo) -> Version:
     """Create the version row, or bring its title/source/parent up to date (ids are stable)."""
     row = _get_or_create(
         session,
-        Version,
-        Version.id == info.id,
+        lambda: session.get(Version, info.id),
         lambda: Version(
             id=info.id, engine=info.engine, parent=info.parent, title=info.title, source=info.source
         ),
@@ -121,12 +119,10 @@ def registry_versions() -> list[VersionInfo]:
     """The simulated engine's versions, as stored."""
     from benchsvc.engine.versions import all_versions
 
-    return [VersionInfo(v.id, "sim", v.parent, v.title, v.source) for v in all_versions()]
+    return [VersionInfo(v.id, EngineKind.SIM, v.parent, v.title, v.source) for v in all_versions()]
 
 
 def create_run(session: Session, record: RunRecord) -> Run:
-    if record.status not in RUN_STATUSES:
-        raise ValueError(f"run status {record.status!r} is not one of {RUN_STATUSES}")
     run = Run(
         uuid=record.uuid,
         machine=get_or_create_machine(session, record.machine),
@@ -146,10 +142,8 @@ def create_run(session: Session, record: RunRecord) -> Run:
     return run
 
 
-def finish_run(session: Session, run: Run, status: str) -> None:
-    if status not in RUN_STATUSES:
-        raise ValueError(f"run status {status!r} is not one of {RUN_STATUSES}")
-    run.status = status
+def finish_run(session: Session, run: Run, status: RunStatus | str) -> None:
+    run.status = RunStatus(status)  # ValueError for a status that is none
     run.finished_at = utcnow()
 
 
@@ -157,8 +151,6 @@ def add_result(
     session: Session, run: Run, record: ResultRecord, version: VersionInfo | None = None
 ) -> Result:
     """Store one result with its raw values and counters (the version row must exist or be given)."""
-    if record.status not in RESULT_STATUSES:
-        raise ValueError(f"result status {record.status!r} is not one of {RESULT_STATUSES}")
     if version is not None:
         upsert_version(session, version)
     elif session.get(Version, record.version) is None:
@@ -243,7 +235,10 @@ def ingest(
                 f"run {run_record.uuid} is already stored with another machine or environment: "
                 "its results cannot be added to it"
             )
-        if run.status in ("running", "interrupted") and run_record.status in ("complete", "failed"):
+        if (
+            run.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED)
+            and run_record.status in FINISHED_RUN_STATUSES
+        ):
             run.status, run.finished_at = run_record.status, run_record.finished_at
     existing = {
         (engine, version, name, chash)

@@ -26,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from benchsvc.records import RegressionAxis, RegressionStatus, ResultStatus, RunStatus
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -34,12 +36,11 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-RUN_STATUSES = ("running", "complete", "failed", "interrupted")
-RESULT_STATUSES = ("ok", "failed")
-REGRESSION_STATUSES = ("new", "acknowledged", "fixed")
-#: lineage: versions within a run; nightly: one series across nights; machine: the machine events of the
-#: nightly analysis (recorded by the nightly decision path merged on main)
-REGRESSION_AXES = ("lineage", "nightly", "machine")
+# The kinds and statuses are StrEnums (benchsvc.records) stored as their plain string values.
+RUN_STATUSES = tuple(RunStatus)
+RESULT_STATUSES = tuple(ResultStatus)
+REGRESSION_STATUSES = tuple(RegressionStatus)
+REGRESSION_AXES = tuple(RegressionAxis)
 
 
 class Base(DeclarativeBase):

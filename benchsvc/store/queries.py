@@ -12,7 +12,14 @@ from sqlalchemy import Executable, String, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from benchsvc.errors import BenchsvcError
-from benchsvc.records import ProcessValues
+from benchsvc.records import (
+    FINISHED_RUN_STATUSES,
+    OPEN_REGRESSION_STATUSES,
+    EngineKind,
+    ProcessValues,
+    RegressionAxis,
+    ResultStatus,
+)
 from benchsvc.store.models import Counter, Environment, Machine, Result, Run, Sample, Version, Workload
 
 TIME_METRIC = "time"
@@ -33,13 +40,36 @@ def frame(session: Session, stmt: Executable) -> pd.DataFrame:
     return pd.DataFrame.from_records([tuple(row) for row in result.fetchall()], columns=columns)
 
 
+def find_workload(session: Session, name: str, content_hash: str) -> Workload | None:
+    """The stored workload of this name and content hash (a workload's natural key), or None."""
+    return session.scalar(
+        select(Workload).where(Workload.name == name, Workload.content_hash == content_hash)
+    )
+
+
+def previous_run(session: Session, run: Run) -> Run | None:
+    """The finished run (complete or failed) before ``run`` of the same machine, environment and mode."""
+    return session.scalar(
+        select(Run)
+        .where(
+            Run.machine_id == run.machine_id,
+            Run.environment_id == run.environment_id,
+            Run.mode == run.mode,
+            Run.started_at < run.started_at,
+            Run.status.in_(FINISHED_RUN_STATUSES),
+        )
+        .order_by(Run.started_at.desc())
+        .limit(1)
+    )
+
+
 def series_history(
     session: Session,
     *,
     workload: str,
     version: str,
     metric: str = TIME_METRIC,
-    engine: str = "sim",
+    engine: EngineKind | str = EngineKind.SIM,
     machine: str | None = None,
     since: dt.datetime | None = None,
     mode: str | None = None,
@@ -93,7 +123,7 @@ def series_history(
             Result.workload_id.in_(list(workload_ids)),
             Result.version_id == version,
             Result.engine == engine,
-            Result.status == "ok",
+            Result.status == ResultStatus.OK,
         )
         .order_by(Run.started_at, Run.id)
     )
@@ -124,8 +154,8 @@ def series_history(
     return pd.concat([head, provenance, df[value_names]], axis=1)
 
 
-#: the engine of the canary's results (benchsvc/runner/canary.py; not imported here to keep the store apart)
-CANARY_ENGINE = "canary"
+#: the engine of the canary's results (benchsvc/runner/canary.py)
+CANARY_ENGINE = EngineKind.CANARY
 
 
 def list_runs(session: Session, limit: int = 20) -> pd.DataFrame:
@@ -133,7 +163,7 @@ def list_runs(session: Session, limit: int = 20) -> pd.DataFrame:
     result, measured beside the planned ones, is not counted)."""
     if limit < 0:
         raise ValueError(f"limit must not be negative, not {limit}")
-    ok = func.count(Result.id).filter(Result.status == "ok")
+    ok = func.count(Result.id).filter(Result.status == ResultStatus.OK)
     stmt = (
         select(
             Run.id.label("run_id"),
@@ -260,9 +290,9 @@ def open_lineage_findings(session: Session, run_id: int) -> set[tuple[str, str, 
         )
         .join(Workload, Regression.workload_id == Workload.id)
         .where(
-            Regression.axis == "lineage",
+            Regression.axis == RegressionAxis.LINEAGE,
             Regression.machine_id == machine_id,
-            Regression.status.in_(("new", "acknowledged")),
+            Regression.status.in_(OPEN_REGRESSION_STATUSES),
         )
     )
     return {tuple(str(x) for x in row) for row in session.execute(stmt)}  # type: ignore[misc]
@@ -355,7 +385,7 @@ def version_comparison(session: Session, run_id: int, metric: str = TIME_METRIC)
     column = {TIME_METRIC: "mean_s", "modeled_ns": "modeled_ns"}.get(metric, f"c_{metric}")
     if df.empty or column not in df.columns:
         return pd.DataFrame(columns=["engine", "workload", "version", "parent", "value", "parent_value"])
-    ok = df[df["status"] == "ok"][["engine", "workload", "version", "parent", column]].rename(
+    ok = df[df["status"] == ResultStatus.OK][["engine", "workload", "version", "parent", column]].rename(
         columns={column: "value"}
     )
     parents = ok[["engine", "workload", "version", "value"]].rename(
@@ -391,7 +421,7 @@ def run_histories(session: Session, run: Run, *, since: dt.datetime | None = Non
             Run.mode == run.mode,
             Run.started_at <= run.started_at,
             Result.workload_id.in_(workload_ids),
-            Result.status == "ok",
+            Result.status == ResultStatus.OK,
             Result.mean_s.is_not(None),
         )
         .order_by(Run.started_at, Run.id)
@@ -417,7 +447,7 @@ def run_codes(session: Session, run_ids: list[int]) -> dict[int, str | None]:
     }
     hashes = session.execute(
         select(Result.run_id, Result.pyperf_metadata[ENGINE_HASH_KEY].as_string())
-        .where(Result.run_id.in_(run_ids), Result.engine != "canary")
+        .where(Result.run_id.in_(run_ids), Result.engine != EngineKind.CANARY)
         .order_by(Result.run_id, Result.id)
     )
     seen: set[int] = set()
@@ -430,7 +460,7 @@ def run_codes(session: Session, run_ids: list[int]) -> dict[int, str | None]:
 
 def runs_in_order(session: Session, *, since: dt.datetime | None = None) -> list[int]:
     """Ids of the finished runs (complete or failed), oldest first, started on or after ``since``."""
-    stmt = select(Run.id).where(Run.status.in_(("complete", "failed"))).order_by(Run.started_at, Run.id)
+    stmt = select(Run.id).where(Run.status.in_(FINISHED_RUN_STATUSES)).order_by(Run.started_at, Run.id)
     if since is not None:
         stmt = stmt.where(Run.started_at >= since)
     return [int(r) for r in session.scalars(stmt)]

@@ -17,10 +17,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from benchsvc.errors import BenchsvcError
-from benchsvc.records import utcnow
+from benchsvc.records import (
+    OPEN_REGRESSION_STATUSES,
+    Direction,
+    EngineKind,
+    RegressionAxis,
+    RegressionStatus,
+    SeriesChange,
+    utcnow,
+)
 from benchsvc.store.models import (
-    REGRESSION_AXES,
-    REGRESSION_STATUSES,
     Machine,
     Regression,
     Result,
@@ -29,7 +35,7 @@ from benchsvc.store.models import (
     Version,
     Workload,
 )
-from benchsvc.store.queries import MAX_ID, frame
+from benchsvc.store.queries import MAX_ID, find_workload, frame
 
 
 class RegressionNotFound(BenchsvcError):
@@ -50,9 +56,9 @@ def record_lineage(session: Session, run: Run, comparison: pd.DataFrame) -> tupl
         _lineage_key(r): r
         for r in session.scalars(
             select(Regression).where(
-                Regression.axis == "lineage",
+                Regression.axis == RegressionAxis.LINEAGE,
                 Regression.machine_id == run.machine_id,
-                Regression.status.in_(("new", "acknowledged")),
+                Regression.status.in_(OPEN_REGRESSION_STATUSES),
             )
         )
     }
@@ -71,7 +77,7 @@ def record_lineage(session: Session, run: Run, comparison: pd.DataFrame) -> tupl
             continue
         session.add(
             Regression(
-                axis="lineage",
+                axis=RegressionAxis.LINEAGE,
                 run_id=run.id,
                 machine_id=run.machine_id,
                 environment_id=run.environment_id,
@@ -93,7 +99,7 @@ def record_lineage(session: Session, run: Run, comparison: pd.DataFrame) -> tupl
                     "effect_is_delta": _finite(row.ratio) is None,
                     "last_seen_run": run.id,
                 },
-                status="new",
+                status=RegressionStatus.NEW,
                 detected_at=utcnow(),
             )
         )
@@ -109,53 +115,53 @@ def record_lineage(session: Session, run: Run, comparison: pd.DataFrame) -> tupl
     }
     for key, reg in existing.items():
         if key in analysed and key in gone:
-            reg.status = "fixed"
+            reg.status = RegressionStatus.FIXED
             reg.details = {**reg.details, "fixed_in_run": run.id}
             fixed += 1
     session.flush()
     return added, fixed
 
 
-def record_change(session: Session, run: Run, finding: dict[str, Any]) -> bool:
+def record_change(session: Session, run: Run, change: SeriesChange) -> bool:
     """Store one nightly change unless the same series already has it (True if added).
 
-    "The same" is the same night, or any run listed in ``finding["same_as_runs"]`` (a change point's night
-    can move by one as later nights arrive).
-
-    ``finding``: engine, version, workload_id, metric, direction, effect, ci_low, ci_high, baseline_run_id,
-    details (nights before/after, p-value, commits on both sides ...)."""
+    "The same" is the same night, or any run listed in ``change.same_as_runs`` (a change point's night can
+    move by one as later nights arrive)."""
+    workload = find_workload(session, change.workload, change.workload_hash)
+    if workload is None:
+        raise ValueError(f"workload {change.workload} ({change.workload_hash[:12]}) is not stored")
     same = session.scalar(
         select(Regression.id).where(
-            Regression.axis == "nightly",
-            Regression.run_id.in_(finding.get("same_as_runs") or [run.id]),
+            Regression.axis == RegressionAxis.NIGHTLY,
+            Regression.run_id.in_(change.same_as_runs or [run.id]),
             Regression.machine_id == run.machine_id,
             Regression.environment_id == run.environment_id,
-            Regression.engine == finding["engine"],
-            Regression.version_id == finding["version"],
-            Regression.workload_id == finding["workload_id"],
-            Regression.metric == finding["metric"],
+            Regression.engine == change.engine,
+            Regression.version_id == change.version,
+            Regression.workload_id == workload.id,
+            Regression.metric == change.metric,
         )
     )
     if same is not None:
         return False
     session.add(
         Regression(
-            axis="nightly",
+            axis=RegressionAxis.NIGHTLY,
             run_id=run.id,
             machine_id=run.machine_id,
             environment_id=run.environment_id,
-            engine=finding["engine"],
-            version_id=finding["version"],
+            engine=change.engine,
+            version_id=change.version,
             baseline_version_id=None,
-            baseline_run_id=finding.get("baseline_run_id"),
-            workload_id=finding["workload_id"],
-            metric=finding["metric"],
-            direction=finding["direction"],
-            effect=float(finding["effect"]),
-            ci_low=_finite(finding.get("ci_low")),
-            ci_high=_finite(finding.get("ci_high")),
-            details=dict(finding.get("details", {})),
-            status="new",
+            baseline_run_id=change.baseline_run_id,
+            workload_id=workload.id,
+            metric=change.metric,
+            direction=change.direction,
+            effect=float(change.effect),
+            ci_low=_finite(change.ci_low),
+            ci_high=_finite(change.ci_high),
+            details=dict(change.details),
+            status=RegressionStatus.NEW,
             detected_at=utcnow(),
         )
     )
@@ -163,7 +169,7 @@ def record_change(session: Session, run: Run, finding: dict[str, Any]) -> bool:
     return True
 
 
-CANARY_ENGINE = "canary"
+CANARY_ENGINE = EngineKind.CANARY
 CANARY_VERSION = "canary-1"
 CANARY_WORKLOAD = "canary"
 #: the content hash of the placeholder "canary" workload row a machine event hangs on when the store has no
@@ -213,7 +219,9 @@ def record_machine_event(session: Session, run: Run, effect: float, details: dic
     if added). ``effect``: the median over series of tonight's value over the series' own level."""
     same = session.scalar(
         select(Regression.id).where(
-            Regression.axis == "machine", Regression.run_id == run.id, Regression.machine_id == run.machine_id
+            Regression.axis == RegressionAxis.MACHINE,
+            Regression.run_id == run.id,
+            Regression.machine_id == run.machine_id,
         )
     )
     if same is not None:
@@ -221,7 +229,7 @@ def record_machine_event(session: Session, run: Run, effect: float, details: dic
     version, wid = _canary_rows(session, run)
     session.add(
         Regression(
-            axis="machine",
+            axis=RegressionAxis.MACHINE,
             run_id=run.id,
             machine_id=run.machine_id,
             environment_id=run.environment_id,
@@ -231,12 +239,12 @@ def record_machine_event(session: Session, run: Run, effect: float, details: dic
             baseline_run_id=None,
             workload_id=wid,
             metric="time",
-            direction="worse" if effect > 1 else "better",
+            direction=Direction.WORSE if effect > 1 else Direction.BETTER,
             effect=float(effect),
             ci_low=None,
             ci_high=None,
             details={k: _plain(v) for k, v in details.items()},
-            status="new",
+            status=RegressionStatus.NEW,
             detected_at=utcnow(),
         )
     )
@@ -268,9 +276,9 @@ def series_marks(
         select(Regression.run_id, Regression.axis, Regression.effect, Regression.details)
         .where(Regression.run_id.in_(run_ids), Regression.metric == "time")
         .where(
-            (Regression.axis == "machine")
+            (Regression.axis == RegressionAxis.MACHINE)
             | (
-                (Regression.axis == "nightly")
+                (Regression.axis == RegressionAxis.NIGHTLY)
                 & (Regression.engine == engine)
                 & (Regression.version_id == version)
                 & (Regression.workload_id.in_(workload_ids))
@@ -321,12 +329,12 @@ def list_regressions(
     if since is not None:
         stmt = stmt.where(Run.started_at >= since)
     if status is not None:
-        if status not in REGRESSION_STATUSES:
-            raise BenchsvcError(f"unknown status {status!r} — give one of: {', '.join(REGRESSION_STATUSES)}")
+        if status not in tuple(RegressionStatus):
+            raise BenchsvcError(f"unknown status {status!r} — give one of: {', '.join(RegressionStatus)}")
         stmt = stmt.where(Regression.status == status)
     if axis is not None:
-        if axis not in REGRESSION_AXES:
-            raise BenchsvcError(f"unknown axis {axis!r} — give one of: {', '.join(REGRESSION_AXES)}")
+        if axis not in tuple(RegressionAxis):
+            raise BenchsvcError(f"unknown axis {axis!r} — give one of: {', '.join(RegressionAxis)}")
         stmt = stmt.where(Regression.axis == axis)
     if direction is not None:
         stmt = stmt.where(Regression.direction == direction)
@@ -337,7 +345,7 @@ def acknowledge(session: Session, regression_id: int, note: str) -> Regression:
     reg = session.get(Regression, regression_id) if 0 <= regression_id <= MAX_ID else None
     if reg is None:
         raise RegressionNotFound(f"no regression {regression_id} — see benchsvc regressions")
-    reg.status = "acknowledged"
+    reg.status = RegressionStatus.ACKNOWLEDGED
     reg.note = note
     return reg
 
