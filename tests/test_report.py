@@ -84,16 +84,23 @@ def test_user_strings_are_escaped(db: Path, tmp_path: Path) -> None:
 
 
 def test_pages_reference_nothing_outside(db: Path, tmp_path: Path) -> None:
+    """Scripts and styles come from the site's own assets/ (the Vega bundle once per site), under a
+    Content-Security-Policy that runs no inline script; nothing is fetched from elsewhere."""
     site = _site(db, tmp_path)
+    assert site["assets/vega.js"].count(b"window.vegaEmbed=") == 1
     for name, data in site.items():
         if not name.endswith(".html"):
             continue
         text = data.decode()
-        assert not re.search(r"""<script[^>]*\bsrc=""", text), name
-        assert not re.search(r"""<link[^>]*\bhref=["']https?:""", text), name
-        assert "cdn.jsdelivr" not in text, name
-        assert text.count("window.vegaEmbed=") <= 1, name  # the bundle inlined once per page
-        assert len(data) < 5_000_000, name
+        up = "../" * name.count("/")
+        sources = re.findall(r'<script[^>]*\bsrc="([^"]*)"', text)
+        assert sources == [f"{up}assets/vega.js", f"{up}assets/charts.js"], (name, sources)
+        inline = re.findall(r"<script(?![^>]*\b(?:src=|type=\"application/json\"))[^>]*>", text)
+        assert inline == [], (name, inline)  # the CSP below would refuse them
+        assert "script-src 'self' 'unsafe-eval';" in text and "'unsafe-inline'; img-src" in text, name
+        assert re.findall(r'<link[^>]*\bhref="([^"]*)"', text) == [f"{up}assets/site.css"], name
+        assert "window.vegaEmbed=" not in text and "cdn.jsdelivr" not in text, name
+        assert len(data) < 500_000, name
 
 
 # --- hostile names, control characters, --out, atomic publishing --------------------------------------
@@ -205,7 +212,15 @@ def test_control_characters_in_a_note_keep_the_feed_well_formed(db: Path, tmp_pa
     assert any("note: bad bytes[31m, a form feed, a NUL-free DEL\x7f and  end" in c for c in contents), (
         contents
     )
-    assert "bad bytes[31m" in site["index.html"].decode()
+    assert regression_axis(copy, regression) == "lineage"  # its note is shown beside the lineage row
+    assert "bad bytes[31m" in site["lineage.html"].decode()
+
+
+def regression_axis(db: Path, regression: int) -> str:
+    import json
+
+    proc = _cli("regressions", "--all", "--format", "json", "--db", str(db))
+    return next(r["axis"] for r in json.loads(proc.stdout) if r["id"] == regression)
 
 
 def test_out_that_cannot_hold_a_site_is_one_line(db: Path, tmp_path: Path) -> None:
@@ -289,7 +304,7 @@ def test_interrupted_publishing_leaves_the_previous_site(db: Path, tmp_path: Pat
     previous = {k: v[0] for k, v in _tree(out).items()}
     caught = 0
     for attempt in range(3):
-        note = f"attempt-{attempt}"  # the new site differs from the previous one in the index and the feed
+        note = f"attempt-{attempt}"  # the new site differs from the previous one in the lineage view and the feed
         assert _cli("regressions", "ack", str(regression), "--note", note, "--db", str(copy)).returncode == 0
         proc = subprocess.Popen(
             [sys.executable, "-m", "benchsvc", "report", "--db", str(copy), "--out", str(out)],
@@ -306,7 +321,7 @@ def test_interrupted_publishing_leaves_the_previous_site(db: Path, tmp_path: Pat
         if site == previous:
             caught += proc.returncode != 0
         else:
-            assert note.encode() in site["index.html"] and note.encode() in site["feed.atom"]
+            assert note.encode() in site["lineage.html"] and note.encode() in site["feed.atom"]
             previous = site
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary directory
     assert caught, "never interrupted while publishing"

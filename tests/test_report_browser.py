@@ -99,9 +99,14 @@ def _check_console(v: PageVisit) -> None:
     assert not v.failed, f"{v.url}: local files that failed to load: {v.failed}"
 
 
-def _check_network(v: PageVisit) -> None:
+def _check_network(v: PageVisit, site: Path) -> None:
     assert not v.network_violations(), f"{v.url}: requests other than file://: {v.network_violations()}"
-    assert not v.local_scripts, f"{v.url}: scripts loaded from files, not inlined: {v.local_scripts}"
+    root = site.resolve().as_uri() + "/"
+    outside = [u for u in v.requests if not u.startswith(root)]
+    assert not outside, f"{v.url}: requests for files outside the site {root}: {outside}"
+    assets = root + "assets/"
+    stray = [u for u in v.local_scripts if not u.startswith(assets)]
+    assert not stray, f"{v.url}: scripts from outside the site's assets/: {stray}"
     assert v.url in v.requests, (
         f"{v.url}: the page's own request was not seen (harness broken?): {v.requests}"
     )
@@ -147,8 +152,8 @@ def test_no_console_errors(visits: Callable[[str], PageVisit], page: str) -> Non
 
 
 @pytest.mark.parametrize("page", EXPECTED_PAGES)
-def test_no_network_requests(visits: Callable[[str], PageVisit], page: str) -> None:
-    _check_network(visits(page))
+def test_no_network_requests(visits: Callable[[str], PageVisit], site: Path, page: str) -> None:
+    _check_network(visits(page), site)
 
 
 @pytest.mark.parametrize("page", EXPECTED_PAGES)
@@ -189,6 +194,6 @@ def test_other_pages_pass_the_same_checks(visits: Callable[[str], PageVisit], si
         if v.chart_ids:
             _check_charts(v)
         _check_console(v)
-        _check_network(v)
+        _check_network(v, site)
         _check_no_injection(v)
         _check_links(v, site)
