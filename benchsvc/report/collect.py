@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from benchsvc.analysis.changepoints import DEFAULT_NEW_NIGHTS
 from benchsvc.report.site import MachineNight, ReportData
 
 if TYPE_CHECKING:
@@ -47,19 +48,26 @@ def _machine_night(
     results = run_results(session, run.id)
     samples = run_samples(session, run.id)
     hist = run_histories(session, run, since=since)
-    mine = regs[regs["run_id"] == run.id] if not regs.empty else regs
-    earlier = (
-        regs[
-            (regs["machine"] == hostname)
-            & (regs["run_id"] != run.id)
-            & regs["axis"].isin(["nightly", "machine"])
-            & regs["status"].isin(["new", "acknowledged"])
-        ]
+    canary = int((results["engine"] == CANARY_ENGINE).sum()) if not results.empty else 0
+    sim_hist = hist[hist["engine"] != CANARY_ENGINE] if not hist.empty else hist
+    mine = (
+        regs[(regs["machine"] == hostname) & regs["axis"].isin(["nightly", "machine"])]
         if not regs.empty
         else regs
     )
-    canary = int((results["engine"] == CANARY_ENGINE).sum()) if not results.empty else 0
-    sim_hist = hist[hist["engine"] != CANARY_ENGINE] if not hist.empty else hist
+    if not mine.empty:
+        # tonight's: recorded by tonight's analysis (or later), at a night still new for the detector (a
+        # change point is stored on the night of the change, which may be a few nights back)
+        recent = {run.id, *(int(r) for r in sim_hist["run_id"].drop_duplicates().tail(DEFAULT_NEW_NIGHTS))}
+        tonight = (
+            (mine["detected_at"] >= run.started_at)
+            & mine["run_id"].isin(recent)
+            & ((mine["axis"] == "nightly") | (mine["run_id"] == run.id))
+        )
+        earlier = mine[~tonight & mine["status"].isin(["new", "acknowledged"])]
+        mine = mine[tonight]
+    else:
+        earlier = mine
     night = MachineNight(
         run=run_summary(run),
         results=len(results) - canary,

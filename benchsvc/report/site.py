@@ -27,6 +27,7 @@ import pandas as pd
 
 from benchsvc import __version__
 from benchsvc.analysis.describe import finding_size, signed_count
+from benchsvc.analysis.noise import AA_PAIR
 from benchsvc.limits import is_usable_name
 
 if TYPE_CHECKING:
@@ -279,7 +280,34 @@ def _night_state(night: MachineNight) -> str:
 
 
 def _noise_text(noise: NoiseFloor | None) -> str:
-    return noise.describe().removeprefix("noise floor: ") if noise is not None else ""
+    """The run's noise floor in words, or what is missing to know it."""
+    if noise is None:
+        return ""
+    parts = []
+    if noise.aa_workloads:
+        parts.append(
+            f"A/A {AA_PAIR[0]}/{AA_PAIR[1]} (same code) on {noise.aa_workloads} workloads: 95% interval "
+            f"±{noise.aa_half_width_median:.1%} median, ±{noise.aa_half_width_max:.1%} widest; largest A/A "
+            f"difference {noise.aa_deviation_max:.1%}; {noise.aa_significant} flagged"
+        )
+    if noise.canary_processes >= 2 and math.isfinite(noise.canary_cv):
+        parts.append(f"canary spread {noise.canary_cv:.1%} over {noise.canary_processes} processes")
+    if parts:
+        return "; ".join(parts)
+    return (
+        f"unknown: this run has no A/A interval ({AA_PAIR[0]} and {AA_PAIR[1]} measured together with two "
+        "processes or more each) and no canary spread (two processes or more); a default-mode run has both"
+    )
+
+
+def _noise_short(noise: NoiseFloor | None) -> str:
+    """The floor a timing row is read against, in a few words."""
+    if noise is None or not noise.aa_workloads:
+        return "noise floor unknown: this run has no A/A pair (measure v2 and v3 together)"
+    return (
+        f"noise floor ±{noise.aa_half_width_median:.1%} (A/A {AA_PAIR[0]}/{AA_PAIR[1]} median half-width; "
+        f"widest ±{noise.aa_half_width_max:.1%})"
+    )
 
 
 def _machine_context(night: MachineNight, pages: set[str]) -> dict[str, Any]:
@@ -408,15 +436,15 @@ def lineage_groups(data: ReportData) -> list[dict[str, Any]]:
     if lin.empty:
         return []
     sig = lin[lin["significant"].astype(bool)]
-    noise = _noise_text(data.latest.noise if data.latest else None)
+    noise = _noise_short(data.latest.noise if data.latest else None)
     notes = _lineage_notes(data.regressions)
     cost = _cost_ns()
     groups = []
-    for (version, baseline, metric), g in sig.groupby(["version", "baseline", "metric"], sort=False):
+    for (version, baseline, metric, direction), g in sig.groupby(
+        ["version", "baseline", "metric", "direction"], sort=False
+    ):
         kind = str(g["kind"].iloc[0])
         n = len(g)
-        worse, better = int((g["direction"] == "worse").sum()), int((g["direction"] == "better").sum())
-        direction = "worse" if worse and not better else "better" if better and not worse else "mixed"
         if kind == "timing":
             total_ns = float((g["value"] - g["baseline_value"]).sum()) * 1e9
             low, high = float(g["ratio"].min()) - 1, float(g["ratio"].max()) - 1
@@ -450,7 +478,7 @@ def lineage_groups(data: ReportData) -> list[dict[str, Any]]:
             )
         groups.append(
             {
-                "id": f"{slug(version)}--{slug(baseline)}--{slug(metric)}",
+                "id": f"{slug(version)}--{slug(baseline)}--{slug(metric)}--{direction}",
                 "version": version,
                 "baseline": baseline,
                 "metric": metric,
