@@ -21,8 +21,10 @@ import numpy as np
 import pytest
 from report_fixtures import (
     CHROMIUM,
+    VIEWPORT_HEIGHT_PX,
     _benchsvc,
     _check,
+    boxes,
     launch_browser,
     relative_html_link,
     visit,
@@ -51,7 +53,6 @@ NIGHTS, CODE_CHANGE = 30, 26
 START = dt.datetime(2026, 3, 1, 2)
 #: bench-a measures an hour after bench-b, so its run is the latest and its section comes first
 HOSTS = {"bench-a": dt.timedelta(hours=1), "bench-b": dt.timedelta(0)}
-VIEWPORT_HEIGHT_PX = 900  # report_fixtures.visit's viewport: what "the first screen" means here
 
 
 def _values(level: float, rng: np.random.Generator) -> tuple[ProcessValues, ...]:
@@ -141,23 +142,6 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         chromium = launch_browser(p)
         yield chromium
         chromium.close()
-
-
-_BOXES = """sel => [...document.querySelectorAll(sel)].map(e => ({
-    id: e.id, text: e.innerText, top: e.getBoundingClientRect().top + window.scrollY,
-}))"""
-
-
-def boxes(browser: Any, path: Path, selector: str) -> list[dict[str, Any]]:
-    """Every element matching ``selector`` on the page: id, visible text, top (px from the page's top)."""
-    context = browser.new_context(viewport={"width": 1280, "height": VIEWPORT_HEIGHT_PX})
-    try:
-        context.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://") else r.abort())
-        page = context.new_page()
-        page.goto(path.resolve().as_uri(), wait_until="load")
-        return list(page.evaluate(_BOXES, selector))
-    finally:
-        context.close()
 
 
 def check_page(browser: Any, site: Path, rel: str) -> None:
