@@ -82,6 +82,7 @@ def _machine_night(
 
 
 def collect(session: Session, *, since: dt.datetime | None = None, machine: str | None = None) -> ReportData:
+    from benchsvc.analysis.describe import machine_event_text
     from benchsvc.engine.versions import version_ids
     from benchsvc.findings import lineage_for_run
     from benchsvc.store.queries import NotFound, list_runs, run_hostnames
@@ -140,16 +141,24 @@ def collect(session: Session, *, since: dt.datetime | None = None, machine: str 
     )
     if machine is not None and not regs.empty:
         regs = regs[regs["machine"] == machine].reset_index(drop=True)
-    nightly = all_regs[all_regs["axis"] == "nightly"] if not all_regs.empty else all_regs
-    changes = (
-        nightly[nightly["metric"] == "time"].assign(
-            label=lambda d: d.apply(
-                lambda r: f"{r['version']}: {r['effect'] - 1:+.1%} ({r['status']})", axis=1
-            )
-        )[["machine", "workload", "version", "run_id", "started_at", "label"]]
-        if not nightly.empty
-        else pd.DataFrame(columns=["machine", "workload", "version", "run_id", "started_at", "label"])
-    )
+    marks = ["machine", "workload", "version", "run_id", "started_at", "label", "kind"]
+    changes = pd.DataFrame(columns=marks)
+    if not all_regs.empty:
+        nightly = all_regs[(all_regs["axis"] == "nightly") & (all_regs["metric"] == "time")]
+        events = all_regs[all_regs["axis"] == "machine"]
+        changes = pd.concat(
+            [
+                nightly.assign(
+                    label=[f"{r.version}: {r.effect - 1:+.1%} ({r.status})" for r in nightly.itertuples()],
+                    kind="change",
+                )[marks],
+                events.assign(
+                    label=[machine_event_text(r.effect, r.details or {}) for r in events.itertuples()],
+                    kind="machine",
+                )[marks],
+            ],
+            ignore_index=True,
+        )
     return ReportData(
         nights[0], runs, versions, workloads, lineage, results, history, changes, regs, nights=nights
     )

@@ -67,7 +67,7 @@ class ReportData:
         pd.DataFrame
     )  # latest run: workload, version, status, mean_s, ci_low_s, ci_high_s, modeled_ns, c_*, warnings
     history: pd.DataFrame  # machine, engine, workload, version, run_id, started_at, mean_ms
-    changes: pd.DataFrame  # machine, workload, version, run_id, started_at, label (nightly change points)
+    changes: pd.DataFrame  # machine, workload, version, run_id, started_at, label, kind ("change", "machine")
     regressions: pd.DataFrame  # list_regressions (new and acknowledged)
     nights: list[MachineNight] = field(default_factory=list)  # one per machine, the latest's first
 
@@ -694,15 +694,18 @@ def _workload(data: ReportData, w: Any) -> str:
             )
             chg = data.changes
             if not chg.empty:
-                chg = chg[(chg["workload"] == w.name) & (chg["machine"] == host)]
+                chg = chg[
+                    (chg["machine"] == host) & ((chg["workload"] == w.name) | (chg["kind"] == "machine"))
+                ]
             layers = lines
-            if not chg.empty:
-                rules = (
-                    alt.Chart(chg[["version", "started_at", "label"]])
-                    .mark_rule(color="#b00020", strokeDash=[4, 3])
-                    .encode(x="started_at:T", tooltip=["version", "label"])
-                )
-                layers = lines + rules
+            for kind, color in (("change", "#b00020"), ("machine", "#888888")):
+                marks = chg[chg["kind"] == kind] if not chg.empty else chg
+                if not marks.empty:
+                    layers = layers + (
+                        alt.Chart(marks[["version", "started_at", "label"]])
+                        .mark_rule(color=color, strokeDash=[4, 3])
+                        .encode(x="started_at:T", tooltip=["label"])
+                    )
             page.chart(chart_id, layers.properties(width=760, height=300))
             entry["chart"] = True
         histories.append(entry)
