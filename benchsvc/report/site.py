@@ -143,10 +143,6 @@ def _templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.policies["json.dumps_kwargs"] = {"sort_keys": True, "separators": (",", ":")}
-    env.filters["num"] = _num
-    env.filters["page"] = workload_page
-    env.filters["anchor"] = history_anchor
-    env.filters["q"] = lambda s: quote(str(s))
     return env
 
 
@@ -222,42 +218,60 @@ def _commits(before: Any, after: Any) -> str:
     return f"{short(before)} → {short(after)}"
 
 
-def _finding_rows(df: pd.DataFrame, run: RunSummary | None, pages: set[str]) -> list[dict[str, Any]]:
-    """Nightly findings and machine events as the index lists them."""
+@dataclass(frozen=True)
+class FindingRow:
+    """A nightly finding or a machine event as the index lists it."""
+
+    id: int
+    axis: str
+    status: str
+    direction: str
+    workload: str
+    version: str
+    metric: str
+    size: str  # with the 95% interval for a timing change
+    first_night: str  # the first night on the new level
+    against: str  # what it was compared with
+    commits: str  # benchsvc commits before → after (a machine event: the engine code)
+    note: str
+    machine: str
+    link: str | None  # the history chart of its machine on the workload's page
+
+
+def _finding_rows(df: pd.DataFrame, pages: set[str]) -> list[FindingRow]:
     rows = []
     for r in df.itertuples(index=False):
         d = r.details or {}
         page = workload_page(r.workload) if r.workload in pages else None
         if d.get("kind") == "changepoint":
-            first = d.get("night_after", "")[:16]
+            first = str(d.get("night_after", ""))[:16]
             commits = _commits(d.get("commit_before"), d.get("commit_after"))
-            before = f"{d.get('nights_before', '?')} nights before, {d.get('nights_after', '?')} after"
+            against = f"{d.get('nights_before', '?')} nights before, {d.get('nights_after', '?')} after"
         elif d.get("kind") == "counter":
             first = f"{r.started_at:%Y-%m-%d %H:%M}"
             commits = _commits(d.get("previous_commit"), d.get("commit"))
-            before = f"{_num(d.get('previous_value'))} → {_num(d.get('value'))}"
+            against = f"{_num(d.get('previous_value'))} → {_num(d.get('value'))}"
         else:  # a machine event
             first = f"{r.started_at:%Y-%m-%d %H:%M}"
             commits = "engine code " + (str(d.get("code"))[:12] if d.get("code") else "?")
-            before = f"level of the previous {d.get('baseline_nights', '?')} nights"
+            against = f"level of the previous {d.get('baseline_nights', '?')} nights"
         rows.append(
-            {
-                "id": r.id,
-                "axis": r.axis,
-                "status": r.status,
-                "direction": r.direction,
-                "workload": r.workload,
-                "version": r.version,
-                "metric": r.metric,
-                "size": finding_size(r.details, r.effect, r.ci_low, r.ci_high),
-                "first_night": first,
-                "commits": commits,
-                "against": before,
-                "note": r.note or "",
-                "machine": r.machine,
-                "run_id": r.run_id,
-                "link": f"{page}#{history_anchor(r.machine)}" if page else None,
-            }
+            FindingRow(
+                id=int(r.id),
+                axis=str(r.axis),
+                status=str(r.status),
+                direction=str(r.direction),
+                workload=str(r.workload),
+                version=str(r.version),
+                metric=str(r.metric),
+                size=finding_size(r.details, r.effect, r.ci_low, r.ci_high),
+                first_night=first,
+                against=against,
+                commits=commits,
+                note=str(r.note or ""),
+                machine=str(r.machine),
+                link=f"{page}#{history_anchor(r.machine)}" if page else None,
+            )
         )
     return rows
 
@@ -310,24 +324,40 @@ def _noise_short(noise: NoiseFloor | None) -> str:
     )
 
 
-def _machine_context(night: MachineNight, pages: set[str]) -> dict[str, Any]:
-    worse = night.changes[night.changes["direction"] == "worse"] if not night.changes.empty else night.changes
-    better = (
-        night.changes[night.changes["direction"] != "worse"] if not night.changes.empty else night.changes
+@dataclass(frozen=True)
+class MachineSection:
+    """One machine's part of the index's first screen."""
+
+    run: RunSummary
+    anchor: str
+    results: int
+    canary: int
+    nights: int
+    noise: str
+    state: str
+    events: list[FindingRow]
+    regressions: list[FindingRow]
+    improvements: list[FindingRow]
+    earlier: list[FindingRow]
+
+
+def _machine_section(night: MachineNight, pages: set[str]) -> MachineSection:
+    changes = night.changes
+    worse = changes[changes["direction"] == "worse"] if not changes.empty else changes
+    better = changes[changes["direction"] != "worse"] if not changes.empty else changes
+    return MachineSection(
+        run=night.run,
+        anchor=f"machine-{slug(night.run.hostname)}",
+        results=night.results,
+        canary=night.canary,
+        nights=night.nights,
+        noise=_noise_text(night.noise),
+        state=_night_state(night),
+        events=_finding_rows(night.events, pages),
+        regressions=_finding_rows(worse, pages),
+        improvements=_finding_rows(better, pages),
+        earlier=_finding_rows(night.open_earlier, pages),
     )
-    return {
-        "run": night.run,
-        "anchor": f"machine-{slug(night.run.hostname)}",
-        "results": night.results,
-        "canary": night.canary,
-        "nights": night.nights,
-        "noise": _noise_text(night.noise),
-        "state": _night_state(night),
-        "events": _finding_rows(night.events, night.run, pages),
-        "regressions": _finding_rows(worse, night.run, pages),
-        "improvements": _finding_rows(better, night.run, pages),
-        "earlier": _finding_rows(night.open_earlier, night.run, pages),
-    }
 
 
 def _index(data: ReportData, generated_at: dt.datetime | None) -> str:
@@ -382,7 +412,7 @@ def _index(data: ReportData, generated_at: dt.datetime | None) -> str:
     ]
     return page.render(
         latest=data.latest.run,
-        machines=[_machine_context(n, pages) for n in data.nights],
+        machines=[_machine_section(n, pages) for n in data.nights],
         several=len(data.nights) > 1,
         groups=groups[:INDEX_LINEAGE_GROUPS],
         group_count=len(groups),
@@ -426,8 +456,45 @@ def _change_text(r: Any) -> str:
     return signed_count(r.delta)
 
 
-def lineage_groups(data: ReportData) -> list[dict[str, Any]]:
-    """One entry per (version, parent, metric) with a significant difference, most important first.
+@dataclass(frozen=True)
+class LineageRow:
+    """One workload of a lineage group: the version's value, its parent's, the difference (formatted)."""
+
+    workload: str
+    link: str
+    direction: str
+    value: str
+    parent: str
+    change: str
+    note: str
+
+
+@dataclass(frozen=True)
+class LineageGroup:
+    """One (version, parent, metric, direction) of the lineage view, with the workloads it affects."""
+
+    id: str
+    version: str
+    baseline: str
+    metric: str
+    kind: str  # "exact" (counters, modelled cost) or "timing"
+    direction: str
+    count: int
+    size: str  # the range per workload
+    total: str  # summed (counters) or mean (timings)
+    cost_ns: float  # what orders the groups: modelled (or measured) nanoseconds summed over the workloads
+    cost: str
+    noise: str  # timing groups: the run's noise floor
+    rows: list[LineageRow]
+    per_workload: float  # |summed difference| per affected workload, the second ordering key
+
+    @property
+    def workloads(self) -> list[str]:
+        return [r.workload for r in self.rows]
+
+
+def lineage_groups(data: ReportData) -> list[LineageGroup]:
+    """One group per (version, parent, metric, direction) with a significant difference, most important first.
 
     Importance: the difference in modelled nanoseconds summed over the affected workloads (a counter's
     difference times its cost-model coefficient; ``modeled_ns`` itself; a timing's difference of means), then
@@ -444,58 +511,53 @@ def lineage_groups(data: ReportData) -> list[dict[str, Any]]:
         ["version", "baseline", "metric", "direction"], sort=False
     ):
         kind = str(g["kind"].iloc[0])
+        timing = kind == "timing"
         n = len(g)
-        if kind == "timing":
+        if timing:
             total_ns = float((g["value"] - g["baseline_value"]).sum()) * 1e9
             low, high = float(g["ratio"].min()) - 1, float(g["ratio"].max()) - 1
             size = f"{low:+.1%}" if n == 1 else f"{low:+.1%} to {high:+.1%}"
             total = f"{float(g['ratio'].mean()) - 1:+.1%} mean"
+            per_workload = 0.0
         else:
             deltas = g["delta"].astype(float)
             total_ns = float(deltas.sum()) * cost.get(str(metric), 0.0)
             low, high = float(deltas.min()), float(deltas.max())
             size = signed_count(low) if low == high else f"{signed_count(low)} to {signed_count(high)}"
             total = f"{signed_count(deltas.sum())} summed"
-        per_workload = abs(float(g["delta"].astype(float).sum())) / n if kind != "timing" else 0.0
-        rows = []
-        for r in g.sort_values("workload").itertuples(index=False):
-            digits = 6 if kind == "timing" else 0
-            rows.append(
-                {
-                    "workload": r.workload,
-                    "link": f"{workload_page(r.workload)}#{quote(str(version))}-{quote(str(metric))}",
-                    "direction": r.direction,
-                    "value": _num(
-                        r.value * 1e3 if kind == "timing" else r.value, 3 if kind == "timing" else digits
-                    ),
-                    "parent": _num(
-                        r.baseline_value * 1e3 if kind == "timing" else r.baseline_value,
-                        3 if kind == "timing" else digits,
-                    ),
-                    "change": _change_text(r),
-                    "note": notes.get((str(version), str(baseline), str(metric), str(r.workload)), ""),
-                }
+            per_workload = abs(float(deltas.sum())) / n
+        scale, digits = (1e3, 3) if timing else (1.0, 0)  # timings in ms
+        rows = [
+            LineageRow(
+                workload=str(r.workload),
+                link=f"{workload_page(r.workload)}#{quote(str(version))}-{quote(str(metric))}",
+                direction=str(r.direction),
+                value=_num(float(r.value) * scale, digits),
+                parent=_num(float(r.baseline_value) * scale, digits),
+                change=_change_text(r),
+                note=notes.get((str(version), str(baseline), str(metric), str(r.workload)), ""),
             )
+            for r in g.sort_values("workload").itertuples(index=False)
+        ]
         groups.append(
-            {
-                "id": f"{slug(version)}--{slug(baseline)}--{slug(metric)}--{direction}",
-                "version": version,
-                "baseline": baseline,
-                "metric": metric,
-                "kind": kind,
-                "direction": direction,
-                "workloads": [r["workload"] for r in rows],
-                "count": n,
-                "size": size,
-                "total": total,
-                "cost_ns": total_ns,
-                "cost": _cost_text(total_ns, kind, str(metric)),
-                "noise": noise if kind == "timing" else "",
-                "rows": rows,
-                "_key": (-abs(total_ns), -per_workload, str(version), str(metric)),
-            }
+            LineageGroup(
+                id=f"{slug(version)}--{slug(baseline)}--{slug(metric)}--{direction}",
+                version=str(version),
+                baseline=str(baseline),
+                metric=str(metric),
+                kind=kind,
+                direction=str(direction),
+                count=n,
+                size=size,
+                total=total,
+                cost_ns=total_ns,
+                cost=_cost_text(total_ns, kind, str(metric)),
+                noise=noise if timing else "",
+                rows=rows,
+                per_workload=per_workload,
+            )
         )
-    groups.sort(key=lambda g: g["_key"])
+    groups.sort(key=lambda g: (-abs(g.cost_ns), -g.per_workload, g.version, g.metric))
     return groups
 
 
@@ -503,7 +565,7 @@ def _cost_text(total_ns: float, kind: str, metric: str) -> str:
     if kind == "timing":
         return f"{total_ns / 1e3:+,.1f} µs measured (sum of mean differences)"
     if metric == "modeled_ns":
-        return f"{total_ns / 1e3:+,.1f} µs: the cost model's total over the counters below"
+        return f"{total_ns / 1e3:+,.1f} µs: the cost model's total"
     if total_ns == 0:
         return f"{metric} is not priced by the cost model"
     return f"{total_ns / 1e3:+,.1f} µs modelled"
@@ -520,35 +582,48 @@ def _lineage_notes(regs: pd.DataFrame) -> dict[tuple[str, str, str, str], str]:
     }
 
 
-def _version_states(data: ReportData, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class VersionState:
+    """A version on the lineage view: what the run could compare, and its groups."""
+
+    id: str
+    parent: str
+    title: str
+    source: str
+    state: str
+    missing_parent: bool
+    groups: list[LineageGroup]
+
+
+def _version_states(data: ReportData, groups: list[LineageGroup]) -> list[VersionState]:
     measured = set(data.results["version"]) if not data.results.empty else set()
     rows = []
     for v in data.versions.itertuples(index=False):
         if v.engine == "canary":
             continue
-        mine = [g for g in groups if g["version"] == v.id]
+        mine = [g for g in groups if g.version == v.id]
+        missing = isinstance(v.parent, str) and v.parent not in measured
         if not isinstance(v.parent, str):
-            state, missing = "the root of the lineage", False
-        elif v.parent not in measured:
+            state = "the root of the lineage"
+        elif missing:
             state = (
                 f"its parent {v.parent} was not measured in this run, so nothing is compared — measure "
                 f"both: benchsvc run -V {v.parent},{v.id}"
             )
-            missing = True
         elif not mine:
-            state, missing = "no difference from its parent on this run", False
+            state = "no difference from its parent on this run"
         else:
-            state, missing = f"{len(mine)} differences from its parent", False
+            state = f"{len(mine)} differences from its parent"
         rows.append(
-            {
-                "id": v.id,
-                "parent": v.parent if isinstance(v.parent, str) else "—",
-                "title": v.title,
-                "source": v.source,
-                "state": state,
-                "missing_parent": missing,
-                "groups": mine,
-            }
+            VersionState(
+                id=str(v.id),
+                parent=v.parent if isinstance(v.parent, str) else "—",
+                title=str(v.title),
+                source=str(v.source),
+                state=state,
+                missing_parent=missing,
+                groups=mine,
+            )
         )
     return rows
 
@@ -582,7 +657,7 @@ def _lineage(data: ReportData) -> str:
         latest=data.latest.run,
         groups=groups,
         versions=versions,
-        missing=[v for v in versions if v["missing_parent"]],
+        missing=[v for v in versions if v.missing_parent],
         noise=_noise_text(data.latest.noise),
         footer="",
     )
