@@ -319,8 +319,7 @@ def _noise_short(noise: NoiseFloor | None) -> str:
     if noise is None or not noise.aa_workloads:
         return "noise floor unknown: this run has no A/A pair (measure v2 and v3 together)"
     return (
-        f"noise floor ±{noise.aa_half_width_median:.1%} (A/A {AA_PAIR[0]}/{AA_PAIR[1]} median half-width; "
-        f"widest ±{noise.aa_half_width_max:.1%})"
+        f"noise floor ±{noise.aa_half_width_median:.1%} (A/A median; widest ±{noise.aa_half_width_max:.1%})"
     )
 
 
@@ -482,7 +481,7 @@ class LineageGroup:
     count: int
     size: str  # the range per workload
     total: str  # summed (counters) or mean (timings)
-    cost_ns: float  # what orders the groups: modelled (or measured) nanoseconds summed over the workloads
+    cost_ns: float  # what orders the groups: modelled nanoseconds summed over the workloads
     cost: str
     noise: str  # timing groups: the run's noise floor
     rows: list[LineageRow]
@@ -497,8 +496,9 @@ def lineage_groups(data: ReportData) -> list[LineageGroup]:
     """One group per (version, parent, metric, direction) with a significant difference, most important first.
 
     Importance: the difference in modelled nanoseconds summed over the affected workloads (a counter's
-    difference times its cost-model coefficient; ``modeled_ns`` itself; a timing's difference of means), then
-    the count per affected workload (for counters the cost model does not price)."""
+    difference times its cost-model coefficient; ``modeled_ns`` itself; a timing's relative change times the
+    parent's modelled cost on that workload), then the count per affected workload (for counters the cost
+    model does not price)."""
     lin = _lineage_rows(data)
     if lin.empty:
         return []
@@ -506,6 +506,11 @@ def lineage_groups(data: ReportData) -> list[LineageGroup]:
     noise = _noise_short(data.latest.noise if data.latest else None)
     notes = _lineage_notes(data.regressions)
     cost = _cost_ns()
+    modelled = lin[lin["metric"] == "modeled_ns"]
+    parent_cost = {
+        (str(r.engine), str(r.workload), str(r.baseline)): float(r.baseline_value)
+        for r in modelled.itertuples(index=False)
+    }
     groups = []
     for (version, baseline, metric, direction), g in sig.groupby(
         ["version", "baseline", "metric", "direction"], sort=False
@@ -514,7 +519,11 @@ def lineage_groups(data: ReportData) -> list[LineageGroup]:
         timing = kind == "timing"
         n = len(g)
         if timing:
-            total_ns = float((g["value"] - g["baseline_value"]).sum()) * 1e9
+            # on the cost model's scale: each workload's relative change times its parent's modelled cost
+            total_ns = sum(
+                (float(r.ratio) - 1) * parent_cost.get((str(r.engine), str(r.workload), str(baseline)), 0.0)
+                for r in g.itertuples(index=False)
+            )
             low, high = float(g["ratio"].min()) - 1, float(g["ratio"].max()) - 1
             size = f"{low:+.1%}" if n == 1 else f"{low:+.1%} to {high:+.1%}"
             total = f"{float(g['ratio'].mean()) - 1:+.1%} mean"
@@ -563,7 +572,7 @@ def lineage_groups(data: ReportData) -> list[LineageGroup]:
 
 def _cost_text(total_ns: float, kind: str, metric: str) -> str:
     if kind == "timing":
-        return f"{total_ns / 1e3:+,.1f} µs measured (sum of mean differences)"
+        return f"{total_ns / 1e3:+,.1f} µs at the parent's modelled cost"
     if metric == "modeled_ns":
         return f"{total_ns / 1e3:+,.1f} µs: the cost model's total"
     if total_ns == 0:
