@@ -751,8 +751,11 @@ def _workload(data: ReportData, w: Any) -> str:
             "baseline": r.baseline,
             "metric": r.metric,
             "direction": r.direction,
-            "value": _num(r.value, 6 if r.kind == "timing" else 0),
-            "parent": _num(r.baseline_value, 6 if r.kind == "timing" else 0),
+            # timings in ms, as in the table above
+            "value": _num(float(r.value) * 1e3, 3) if r.kind == "timing" else _num(r.value),
+            "parent": _num(float(r.baseline_value) * 1e3, 3)
+            if r.kind == "timing"
+            else _num(r.baseline_value),
             "change": _change_text(r),
         }
         for r in changed.itertuples(index=False)
