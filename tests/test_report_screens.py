@@ -263,3 +263,41 @@ def test_no_runs_at_all(tmp_path: Path, browser: Any) -> None:
     assert "No runs yet" in text and "benchsvc run" in text and "benchsvc import" in text
     for rel in _pages(out):
         check_page(browser, out, rel)
+
+
+def test_nightly_note_with_control_characters_keeps_the_feed_well_formed(
+    fleet_site: Path, tmp_path: Path
+) -> None:
+    """The feed holds the nightly findings and machine events, each naming its machine; a note with
+    characters XML cannot carry is shown without them (and the feed still parses)."""
+    import json
+    import shutil
+    import xml.etree.ElementTree as ET
+
+    from test_report import CONTROL_NOTE, CONTROL_NOTE_SHOWN
+
+    db = tmp_path / "fleet.db"
+    shutil.copyfile(fleet_site.parent / "fleet.db", db)
+    proc = _benchsvc("regressions", "--all", "--format", "json", "--db", str(db), cwd=tmp_path)
+    _check(proc, "benchsvc regressions")
+    found = json.loads(proc.stdout)
+    nightly = [r for r in found if r["axis"] == "nightly"]
+    assert nightly, found
+    _check(
+        _benchsvc(
+            "regressions", "ack", str(nightly[0]["id"]), "--note", CONTROL_NOTE, "--db", str(db), cwd=tmp_path
+        ),
+        "benchsvc regressions ack",
+    )
+    site = _site(db, tmp_path / "site")
+    feed = ET.fromstring((site / "feed.atom").read_bytes())
+    atom = "{http://www.w3.org/2005/Atom}"
+    titles = [e.findtext(f"{atom}title") or "" for e in feed.iter(f"{atom}entry")]
+    wanted = [
+        r for r in found if r["axis"] in ("nightly", "machine") and r["status"] in ("new", "acknowledged")
+    ]
+    assert len(titles) == len(wanted) and all(t.startswith(("bench-a: ", "bench-b: ")) for t in titles), (
+        titles
+    )
+    contents = [e.findtext(f"{atom}content") or "" for e in feed.iter(f"{atom}entry")]
+    assert any(f"note: {CONTROL_NOTE_SHOWN}" in c for c in contents), contents

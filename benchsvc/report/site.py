@@ -691,8 +691,9 @@ def _workload(data: ReportData, w: Any) -> str:
         base = alt.Chart(ok[["version", "mean_ms", "low_ms", "high_ms"]]).encode(
             y=alt.Y("version:N", sort=order)
         )
+        what = "one canary value" if w.canary else "the measured zap calls"
         timing = base.mark_point(filled=True).encode(
-            x=alt.X("mean_ms:Q", title="mean time of the measured zap calls (ms)")
+            x=alt.X("mean_ms:Q", title=f"mean time of {what} (ms)")
         ) + base.mark_rule().encode(x="low_ms:Q", x2="high_ms:Q")
         page.chart("timing", timing.properties(width=520))
         counter_cols = sorted(c for c in ok.columns if c.startswith("c_") and ok[c].notna().any())
@@ -815,7 +816,9 @@ ATOM = "http://www.w3.org/2005/Atom"
 
 
 def _feed(data: ReportData) -> str:
-    """Open findings as an Atom feed (ElementTree: every text is escaped by the XML writer)."""
+    """Open nightly findings and machine events as an Atom feed, each naming its machine (ElementTree: every
+    text is escaped by the XML writer). Lineage differences are the versions' character, shown on the lineage
+    view, not alerts."""
     ET.register_namespace("", ATOM)
 
     def sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -826,8 +829,10 @@ def _feed(data: ReportData) -> str:
 
     feed = ET.Element(f"{{{ATOM}}}feed")
     sub(feed, "id", "urn:benchsvc:regressions")
-    sub(feed, "title", "benchsvc regressions")
+    sub(feed, "title", "benchsvc: nightly findings and machine events")
     regs = data.regressions
+    if not regs.empty:
+        regs = regs[regs["axis"].isin(["nightly", "machine"])]
     updated = "1970-01-01T00:00:00Z"
     if not regs.empty:
         updated = max(regs["detected_at"]).strftime("%Y-%m-%dT%H:%M:%SZ")
