@@ -46,6 +46,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+VIEWPORT_HEIGHT_PX = 900  # the browser window's height: what "the first screen" of a page means here
 LOAD_TIMEOUT_MS = 30_000
 CHART_TIMEOUT_MS = 15_000
 
@@ -174,7 +175,9 @@ def visit(browser: Any, path: Path) -> PageVisit:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     result = PageVisit(path=path, url=path.resolve().as_uri())
-    context = browser.new_context(service_workers="block", viewport={"width": 1280, "height": 900})
+    context = browser.new_context(
+        service_workers="block", viewport={"width": 1280, "height": VIEWPORT_HEIGHT_PX}
+    )
     try:
 
         def route(r: Any) -> None:
@@ -233,6 +236,25 @@ def visit(browser: Any, path: Path) -> PageVisit:
     finally:
         context.close()
     return result
+
+
+_BOXES = """sel => [...document.querySelectorAll(sel)].map(e => ({
+    id: e.id, text: e.innerText, top: e.getBoundingClientRect().top + window.scrollY,
+}))"""
+
+
+def boxes(browser: Any, path: Path, selector: str) -> list[dict[str, Any]]:
+    """Every element matching ``selector`` on the page, in document order: id, visible text and top (pixels
+    from the top of the page; below :data:`VIEWPORT_HEIGHT_PX` is not on the first screen). Offline, as
+    :func:`visit`."""
+    context = browser.new_context(viewport={"width": 1280, "height": VIEWPORT_HEIGHT_PX})
+    try:
+        context.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://") else r.abort())
+        page = context.new_page()
+        page.goto(path.resolve().as_uri(), wait_until="load", timeout=LOAD_TIMEOUT_MS)
+        return list(page.evaluate(_BOXES, selector))
+    finally:
+        context.close()
 
 
 def relative_html_link(page: Path, href: str) -> tuple[Path, str] | None:

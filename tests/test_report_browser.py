@@ -15,9 +15,13 @@ from report_fixtures import (
     CHROMIUM,
     EXPECTED_PAGES,
     HOSTILE_STRINGS,
+    SHIPPED_WORKLOADS,
+    VERSIONS,
+    VIEWPORT_HEIGHT_PX,
     WORKLOADS,
     XSS_WORKLOAD,
     PageVisit,
+    boxes,
     build_database,
     build_site,
     element_ids,
@@ -99,9 +103,14 @@ def _check_console(v: PageVisit) -> None:
     assert not v.failed, f"{v.url}: local files that failed to load: {v.failed}"
 
 
-def _check_network(v: PageVisit) -> None:
+def _check_network(v: PageVisit, site: Path) -> None:
     assert not v.network_violations(), f"{v.url}: requests other than file://: {v.network_violations()}"
-    assert not v.local_scripts, f"{v.url}: scripts loaded from files, not inlined: {v.local_scripts}"
+    root = site.resolve().as_uri() + "/"
+    outside = [u for u in v.requests if not u.startswith(root)]
+    assert not outside, f"{v.url}: requests for files outside the site {root}: {outside}"
+    assets = root + "assets/"
+    stray = [u for u in v.local_scripts if not u.startswith(assets)]
+    assert not stray, f"{v.url}: scripts from outside the site's assets/: {stray}"
     assert v.url in v.requests, (
         f"{v.url}: the page's own request was not seen (harness broken?): {v.requests}"
     )
@@ -147,8 +156,8 @@ def test_no_console_errors(visits: Callable[[str], PageVisit], page: str) -> Non
 
 
 @pytest.mark.parametrize("page", EXPECTED_PAGES)
-def test_no_network_requests(visits: Callable[[str], PageVisit], page: str) -> None:
-    _check_network(visits(page))
+def test_no_network_requests(visits: Callable[[str], PageVisit], site: Path, page: str) -> None:
+    _check_network(visits(page), site)
 
 
 @pytest.mark.parametrize("page", EXPECTED_PAGES)
@@ -189,6 +198,81 @@ def test_other_pages_pass_the_same_checks(visits: Callable[[str], PageVisit], si
         if v.chart_ids:
             _check_charts(v)
         _check_console(v)
-        _check_network(v)
+        _check_network(v, site)
         _check_no_injection(v)
         _check_links(v, site)
+
+
+# --- the lineage view ---
+
+
+def _expected_groups() -> list[tuple[str, str, str, str, float]]:
+    """(version, parent, metric, direction, summed difference) of every difference between a version and its
+    parent in the fixture's runs, from the engine itself, in the order the lineage view states: the cost
+    model's nanoseconds summed over the affected workloads, then the count per affected workload. (Debug
+    mode measures one value per result: no timing interval, so no timing difference.)"""
+    from collections import defaultdict
+
+    from benchsvc.engine import simulate
+    from benchsvc.engine.cost import CostModel
+    from benchsvc.engine.versions import all_versions
+    from benchsvc.workload import resolve
+
+    measured = VERSIONS.split(",")
+    parents = {v.id: v.parent for v in all_versions()}
+    # xss-test is a-munmap-aligned with another description and tags: the same zaps
+    specs = [resolve(name) for name in (*SHIPPED_WORKLOADS, "a-munmap-aligned")]
+    cost = {**CostModel.default().coefficients, "modeled_ns": 1.0}
+    deltas: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    for version in measured:
+        parent = parents[version]
+        if parent not in measured:
+            continue
+        for spec in specs:
+            a, b = simulate(spec, version), simulate(spec, parent)
+            mine = {**a.counters, "modeled_ns": a.modeled_ns}
+            theirs = {**b.counters, "modeled_ns": b.modeled_ns}
+            for metric, value in mine.items():
+                d = float(value) - float(theirs[metric])
+                if d:
+                    deltas[(version, parent, metric, "worse" if d > 0 else "better")].append(d)
+    ranked = sorted(
+        deltas.items(),
+        key=lambda kv: (
+            -abs(sum(kv[1]) * cost.get(kv[0][2], 0.0)),
+            -abs(sum(kv[1])) / len(kv[1]),
+            kv[0][0],
+            kv[0][2],
+        ),
+    )
+    return [(*key, sum(values)) for key, values in ranked]
+
+
+def test_lineage_view_orders_findings_by_what_they_cost(site: Path, browser: Any) -> None:
+    expected = _expected_groups()
+    shown = boxes(browser, site / "lineage.html", "details.group")
+    assert [tuple(g["id"].split("--")) for g in shown] == [key[:4] for key in expected]
+    flush = next(g for g in shown if g["id"] == "v2--v1--tlb_flushes--worse")
+    assert flush["top"] < VIEWPORT_HEIGHT_PX, "v2's forced flush is not on the lineage view's first screen"
+    total = next(key[4] for key in expected if key[:4] == ("v2", "v1", "tlb_flushes", "worse"))
+    assert total >= 3 * 1000  # a forced flush per span: about a thousand more flushes on each workload
+    assert f"+{int(total):,} summed on 3 workloads" in flush["text"], flush["text"]
+
+
+def test_lineage_view_says_which_parent_is_missing(site: Path, browser: Any) -> None:
+    from benchsvc.engine.versions import all_versions
+
+    measured = VERSIONS.split(",")
+    orphans = [v.id for v in all_versions() if v.id in measured and v.parent and v.parent not in measured]
+    assert orphans, "the fixture measures every parent: nothing to check"
+    shown = boxes(browser, site / "lineage.html", "p.missing-parent")
+    assert [p["id"] for p in shown] == [f"missing-{v}" for v in orphans]
+    parents = {v.id: v.parent for v in all_versions()}
+    for p, v in zip(shown, orphans, strict=True):
+        assert f"benchsvc run -V {parents[v]},{v}" in p["text"], p["text"]
+
+
+def test_index_first_screen_names_the_costliest_lineage_differences(site: Path, browser: Any) -> None:
+    expected = [f"top-{'--'.join(key[:4])}" for key in _expected_groups()[:5]]
+    shown = boxes(browser, site / "index.html", "ol.top-groups li")
+    assert [li["id"] for li in shown] == expected

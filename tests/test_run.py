@@ -284,8 +284,8 @@ def test_debug_matrix_end_to_end_matches_simulate(bench: Bench) -> None:
     lines = cp.stdout.strip().splitlines()
     assert re.match(r"run 1 complete: 6 ok, 0 failed in \d+:\d\d \(debug mode\)$", lines[0]), cp.stdout
     assert lines[1].startswith("analysis: "), cp.stdout
-    # index, lineage, feed, the two workloads' pages and the canary's
-    assert len(lines) == 3 and lines[2] == "report: reports/index.html (6 files written, 0 unchanged)", (
+    # index, lineage, feed, the two workloads' pages and the canary's; assets/: site.css, vega.js, charts.js
+    assert len(lines) == 3 and lines[2] == "report: reports/index.html (9 files written, 0 unchanged)", (
         cp.stdout
     )
     assert (bench.dir / "reports" / "workloads" / f"{W1}.html").exists()

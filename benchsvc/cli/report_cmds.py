@@ -22,7 +22,8 @@ def report(
 ) -> None:
     """Write the static HTML report: overview, one page per workload, the version lineage, an Atom feed.
 
-    The pages open from the file system with no network (the chart JavaScript is inlined). The site is
+    The pages open from the file system with no network (the chart JavaScript is written once, under
+    assets/, and nothing outside the site is requested). The site is
     written beside --out and swapped in at once, so a reader never sees a half-written site; files whose
     content did not change are not rewritten (docs/limits.md).
     """
@@ -50,7 +51,7 @@ def report(
             if machine is not None and machine not in hosts:
                 raise NotFound(f"no run from machine {machine!r} — give one of: {', '.join(hosts)}")
             data = collect(s, since=since_at, machine=machine)
-        files = build_site(data, generated_at=utcnow().replace(microsecond=0) if data.latest_run else None)
+        files = build_site(data, generated_at=utcnow().replace(microsecond=0) if data.latest else None)
         writing = True
         written, unchanged = write_site(files, out)
     except KeyboardInterrupt:

@@ -1,14 +1,21 @@
-"""Gather, from the store, the pre-aggregated DataFrames one report shows (:class:`~benchsvc.report.site.ReportData`)."""
+"""Gather the pre-aggregated DataFrames one report shows (:class:`~benchsvc.report.site.ReportData`) through
+the store's query functions (:mod:`benchsvc.store.report_data`, :mod:`benchsvc.store.queries`); no SQL here."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from benchsvc.report.site import ReportData
+from benchsvc.analysis.changepoints import DEFAULT_NEW_NIGHTS
+from benchsvc.report.site import MachineNight, ReportData
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+CANARY_ENGINE = "canary"
 
 
 def _timing_intervals(samples: pd.DataFrame) -> pd.DataFrame:
@@ -29,95 +36,129 @@ def _timing_intervals(samples: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["result_id", "ci_low_s", "ci_high_s"])
 
 
-def collect(session: Any, *, since: dt.datetime | None = None, machine: str | None = None) -> ReportData:
-    from sqlalchemy import select
-
+def _machine_night(
+    session: Session, hostname: str, regs: pd.DataFrame, since: dt.datetime | None
+) -> tuple[MachineNight, pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+    """One machine's latest night, with its results, samples and history (the caller reuses them)."""
     from benchsvc.analysis.noise import noise_floor
+    from benchsvc.store.queries import run_histories, run_results, run_samples
+    from benchsvc.store.report_data import latest_run, run_summary
+
+    run = latest_run(session, hostname)
+    results = run_results(session, run.id)
+    samples = run_samples(session, run.id)
+    hist = run_histories(session, run, since=since)
+    canary = int((results["engine"] == CANARY_ENGINE).sum()) if not results.empty else 0
+    sim_hist = hist[hist["engine"] != CANARY_ENGINE] if not hist.empty else hist
+    mine = (
+        regs[(regs["machine"] == hostname) & regs["axis"].isin(["nightly", "machine"])]
+        if not regs.empty
+        else regs
+    )
+    if not mine.empty:
+        # tonight's: recorded by tonight's analysis (or later), at a night still new for the detector (a
+        # change point is stored on the night of the change, which may be a few nights back)
+        recent = {run.id, *(int(r) for r in sim_hist["run_id"].drop_duplicates().tail(DEFAULT_NEW_NIGHTS))}
+        tonight = (
+            (mine["detected_at"] >= run.started_at)
+            & mine["run_id"].isin(recent)
+            & ((mine["axis"] == "nightly") | (mine["run_id"] == run.id))
+        )
+        earlier = mine[~tonight & mine["status"].isin(["new", "acknowledged"])]
+        mine = mine[tonight]
+    else:
+        earlier = mine
+    night = MachineNight(
+        run=run_summary(run),
+        results=len(results) - canary,
+        canary=canary,
+        noise=noise_floor(results, samples),
+        nights=int(sim_hist["run_id"].nunique()) if not sim_hist.empty else 0,
+        changes=mine[mine["axis"] == "nightly"].reset_index(drop=True) if not mine.empty else mine,
+        events=mine[mine["axis"] == "machine"].reset_index(drop=True) if not mine.empty else mine,
+        open_earlier=earlier.reset_index(drop=True),
+    )
+    return night, results, samples, hist, run.id
+
+
+def collect(session: Session, *, since: dt.datetime | None = None, machine: str | None = None) -> ReportData:
+    from benchsvc.analysis.describe import machine_event_text
     from benchsvc.engine.versions import version_ids
     from benchsvc.findings import lineage_for_run
-    from benchsvc.store.models import Machine, Run, Version, Workload
-    from benchsvc.store.queries import NotFound, get_run, list_runs, run_histories, run_results, run_samples
+    from benchsvc.store.queries import NotFound, list_runs, run_hostnames
     from benchsvc.store.regressions import list_regressions
+    from benchsvc.store.report_data import latest_run, versions_frame, workloads_frame
     from benchsvc.workload import parse_workload
 
     runs = list_runs(session, 50)
     if machine is not None:
         runs = runs[runs["machine"] == machine]
     try:
-        if machine is None:
-            run = get_run(session)
-        else:
-            run_id = session.scalar(
-                select(Run.id)
-                .join(Machine)
-                .where(Machine.hostname == machine)
-                .order_by(Run.started_at.desc())
-                .limit(1)
-            )
-            if run_id is None:
-                raise NotFound(f"no run from machine {machine!r}")
-            run = get_run(session, run_id)
+        primary = latest_run(session, machine)
     except NotFound:
         empty = pd.DataFrame()
         return ReportData(
             None, runs, empty, pd.DataFrame(columns=["name"]), empty, empty, empty, empty, empty
         )
     runs = runs.assign(started_at=runs["started_at"].dt.strftime("%Y-%m-%d %H:%M"))
-    results = run_results(session, run.id)
-    latest = {
-        "id": run.id,
-        "started_at": f"{run.started_at:%Y-%m-%d %H:%M}",
-        "status": run.status,
-        "mode": run.mode,
-        "results": len(results),
-        "benchsvc_version": run.benchsvc_version,
-        "git_commit": run.git_commit,
-        "hostname": run.machine.hostname,
-        "cpu_model": run.machine.cpu_model,
-        "cpu_count": run.machine.cpu_count,
-        "kernel": run.machine.kernel,
-        "arch": run.machine.arch,
-        "python_version": run.environment.python_version,
-        "packages": dict(run.environment.packages),
-    }
+    all_regs = list_regressions(session, since=since)
+    hosts = [machine] if machine is not None else run_hostnames(session)
+    hosts = [primary.machine.hostname, *(h for h in hosts if h != primary.machine.hostname)]
+    nights, histories = [], []
+    results = samples = pd.DataFrame()
+    for host in hosts:
+        night, res, smp, hist, run_id = _machine_night(session, host, all_regs, since)
+        nights.append(night)
+        histories.append(hist.assign(machine=host))
+        if run_id == primary.id:
+            results, samples = res, smp
     order = {vid: i for i, vid in enumerate(version_ids())}
-    versions = pd.DataFrame(
-        [(v.id, v.parent, v.title, v.source) for v in session.scalars(select(Version))],
-        columns=["id", "parent", "title", "source"],
-    )
+    versions = versions_frame(session)
     versions = versions[versions["id"].isin(set(results["version"]))]
     versions = versions.sort_values(
         "id", key=lambda s: s.map(lambda v: (order.get(v, 1_000), v))
     ).reset_index(drop=True)
-    wl_rows = []
-    for name, chash in sorted(set(zip(results["workload"], results["workload_hash"], strict=True))):
-        w = session.scalar(select(Workload).where(Workload.name == name, Workload.content_hash == chash))
+    keys = sorted(set(zip(results["workload"], results["workload_hash"], strict=True)))
+    workloads = workloads_frame(session, keys)
+    canary_names = set(results.loc[results["engine"] == CANARY_ENGINE, "workload"])
+    tags = []
+    for w in workloads.itertuples(index=False):
         try:
-            tags = list(parse_workload(w.definition.encode("utf-8"), name=name).tags)
-        except Exception:  # a stored definition that no longer parses still gets its page
-            tags = []
-        wl_rows.append((name, chash, w.description, tags, w.definition))
-    workloads = pd.DataFrame(wl_rows, columns=["name", "content_hash", "description", "tags", "definition"])
-    samples = run_samples(session, run.id)
-    latest["noise_floor"] = noise_floor(results, samples).describe()
+            tags.append(list(parse_workload(w.definition.encode("utf-8"), name=w.name).tags))
+        except Exception:  # a stored definition that no longer parses (or the canary's) still gets its page
+            tags.append([])
+    workloads = workloads.assign(tags=tags, canary=workloads["name"].isin(canary_names))
     results = results.merge(_timing_intervals(samples), on="result_id", how="left")
-    lineage = lineage_for_run(session, run.id)
-    hist = run_histories(session, run, since=since)
+    lineage = lineage_for_run(session, primary.id)
+    hist = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     history = hist.assign(mean_ms=hist["mean_s"] * 1e3)[
-        ["workload", "version", "run_id", "started_at", "mean_ms"]
+        ["machine", "engine", "workload", "version", "run_id", "started_at", "mean_ms"]
     ]
-    regs = list_regressions(session, since=since)
     regs = (
-        regs[regs["status"].isin(["new", "acknowledged"])].reset_index(drop=True) if not regs.empty else regs
-    )
-    all_regs = list_regressions(session, since=since, axis="nightly")
-    changes = (
-        all_regs[all_regs["metric"] == "time"].assign(
-            label=lambda d: d.apply(
-                lambda r: f"{r['version']}: {r['effect'] - 1:+.1%} ({r['status']})", axis=1
-            )
-        )[["workload", "version", "run_id", "started_at", "label"]]
+        all_regs[all_regs["status"].isin(["new", "acknowledged"])].reset_index(drop=True)
         if not all_regs.empty
-        else pd.DataFrame(columns=["workload", "version", "run_id", "started_at", "label"])
+        else all_regs
     )
-    return ReportData(latest, runs, versions, workloads, lineage, results, history, changes, regs)
+    if machine is not None and not regs.empty:
+        regs = regs[regs["machine"] == machine].reset_index(drop=True)
+    marks = ["machine", "workload", "version", "run_id", "started_at", "label", "kind"]
+    changes = pd.DataFrame(columns=marks)
+    if not all_regs.empty:
+        nightly = all_regs[(all_regs["axis"] == "nightly") & (all_regs["metric"] == "time")]
+        events = all_regs[all_regs["axis"] == "machine"]
+        changes = pd.concat(
+            [
+                nightly.assign(
+                    label=[f"{r.version}: {r.effect - 1:+.1%} ({r.status})" for r in nightly.itertuples()],
+                    kind="change",
+                )[marks],
+                events.assign(
+                    label=[machine_event_text(r.effect, r.details or {}) for r in events.itertuples()],
+                    kind="machine",
+                )[marks],
+            ],
+            ignore_index=True,
+        )
+    return ReportData(
+        nights[0], runs, versions, workloads, lineage, results, history, changes, regs, nights=nights
+    )

@@ -1,10 +1,12 @@
 """The static report site: index, one page per workload, the version lineage, an Atom feed.
 
 Input is a :class:`ReportData` of pre-aggregated pandas DataFrames (built from the store by
-:mod:`benchsvc.report.collect`); nothing here touches the database. Every page is self-contained and opens
-from the file system with no network: the Vega/Vega-Lite/vega-embed JavaScript (from vl-convert) is inlined
-once per page and each chart is a Vega-Lite spec embedded as JSON. Every user-supplied string is escaped.
-The same data gives the same bytes, except the generation time printed on the index page; a file whose
+:mod:`benchsvc.report.collect`); nothing here touches the database. Pages are Jinja2 templates
+(``benchsvc/report/templates``) with autoescaping; the feed is written with ElementTree. Every page opens from
+the file system with no network: the Vega/Vega-Lite/vega-embed JavaScript (from vl-convert) is written once
+per site as ``assets/vega.js`` and each chart is a Vega-Lite spec in a JSON data block that
+``assets/charts.js`` hands to vega-embed, under a Content-Security-Policy that allows scripts from the site
+only. The same data gives the same bytes, except the generation time printed on the index page; a file whose
 bytes would not change is not rewritten.
 """
 
@@ -12,74 +14,91 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import html
-import json
 import math
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import pandas as pd
 
 from benchsvc import __version__
 from benchsvc.analysis.describe import finding_size, signed_count
+from benchsvc.analysis.noise import AA_PAIR
 from benchsvc.limits import is_usable_name
 
-CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
-h1,h2,h3{font-weight:600} table{border-collapse:collapse;margin:.5em 0 1.5em} td,th{border-bottom:1px solid #ddd;
-padding:3px 8px;text-align:left;vertical-align:top} th{background:#f4f4f4} .num{text-align:right;font-variant-numeric:tabular-nums}
-.worse{color:#b00020} .better{color:#1b7a2c} .muted{color:#666} nav a{margin-right:1em} pre{background:#f7f7f7;padding:.6em;
-overflow:auto} .chart{margin:1em 0} code{background:#f2f2f2;padding:0 3px}
-"""
+if TYPE_CHECKING:
+    import jinja2
+
+    from benchsvc.analysis.noise import NoiseFloor
+    from benchsvc.store.report_data import RunSummary
+
+#: how many groups of the lineage view the index repeats on its first screen
+INDEX_LINEAGE_GROUPS = 5
+
+
+@dataclass
+class MachineNight:
+    """One machine's latest run, as the first screen of the index shows it."""
+
+    run: RunSummary
+    results: int  # planned results (the canary's not counted)
+    canary: int  # canary results of the run
+    noise: NoiseFloor | None
+    nights: int  # nights in the run's series so far (this one included)
+    changes: pd.DataFrame  # list_regressions rows: tonight's nightly findings on this machine
+    events: pd.DataFrame  # list_regressions rows: tonight's machine events
+    open_earlier: pd.DataFrame  # nightly findings and machine events of earlier nights still open
 
 
 @dataclass
 class ReportData:
     """Everything a site shows, as DataFrames (see :func:`benchsvc.report.collect.collect`)."""
 
-    latest_run: dict[str, Any] | None
+    latest: MachineNight | None  # the machine night whose run the lineage and the workload pages show
     runs: pd.DataFrame
-    versions: pd.DataFrame  # id, parent, title, source
-    workloads: pd.DataFrame  # name, content_hash, description, tags, definition
+    versions: pd.DataFrame  # id, engine, parent, title, source
+    workloads: pd.DataFrame  # name, content_hash, description, definition, tags, canary
     lineage: pd.DataFrame  # compare_lineage of the latest run, all metrics
     results: (
         pd.DataFrame
     )  # latest run: workload, version, status, mean_s, ci_low_s, ci_high_s, modeled_ns, c_*, warnings
-    history: pd.DataFrame  # workload, version, run_id, started_at, mean_s (one series per workload/version)
-    changes: pd.DataFrame  # workload, version, run_id, started_at, effect (nightly change points)
+    history: pd.DataFrame  # machine, engine, workload, version, run_id, started_at, mean_ms
+    changes: pd.DataFrame  # machine, workload, version, run_id, started_at, label, kind ("change", "machine")
     regressions: pd.DataFrame  # list_regressions (new and acknowledged)
-    filters: dict[str, str] = field(default_factory=dict)
+    nights: list[MachineNight] = field(default_factory=list)  # one per machine, the latest's first
 
 
 @cache
 def vega_bundle() -> str:
+    """Vega, Vega-Lite and vega-embed in one classic script that sets ``window.vegaEmbed`` (from vl-convert,
+    which ships them for its own offline rendering)."""
     import vl_convert
 
-    return str(vl_convert.javascript_bundle()).replace("</script", "<\\/script")  # type: ignore[call-arg]
+    return str(vl_convert.javascript_bundle())  # type: ignore[call-arg]
 
 
 #: characters XML 1.0 does not allow (control characters but tab, newline, return; lone surrogates; U+FFFE/F)
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def _e(value: Any) -> str:
-    """Text for HTML and the Atom feed: escaped, with the characters XML cannot carry dropped (a note with a
-    control character would make feed.atom ill-formed; a lone surrogate cannot even be written as UTF-8)."""
-    return html.escape(_NOT_XML.sub("", "" if value is None else str(value)), quote=True)
+def _clean(value: Any) -> str:
+    """A user string without the characters XML cannot carry (a note with a control character would make
+    feed.atom ill-formed; a lone surrogate cannot even be written as UTF-8)."""
+    return _NOT_XML.sub("", "" if value is None else str(value))
 
 
 def _num(x: Any, digits: int = 0) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
         return ""
     if isinstance(x, float) and math.isinf(x):
         return "∞"
     if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and digits == 0):
         return f"{int(x):,}"
-    return f"{x:,.{digits}f}"
+    return f"{float(x):,.{digits}f}"
 
 
 def workload_page(name: str) -> str:
@@ -92,97 +111,73 @@ def workload_page(name: str) -> str:
     return f"workloads/_w-{digest}.html"
 
 
+def slug(text: str) -> str:
+    """An element id made of ``text``: letters, digits, ``._-`` kept, anything else ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(text))
+
+
+def history_anchor(hostname: str) -> str:
+    return f"history-{slug(hostname)}"
+
+
+# --- templates ------------------------------------------------------------------------------------------
+
+
+@cache
+def _templates() -> jinja2.Environment:
+    import jinja2
+    import markupsafe
+
+    def finalize(value: Any) -> Any:
+        if isinstance(value, jinja2.runtime.Undefined | markupsafe.Markup):
+            return value
+        return _clean(value)
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("benchsvc.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        finalize=finalize,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "separators": (",", ":")}
+    return env
+
+
 class _Page:
-    def __init__(self, title: str, depth: int = 0) -> None:
+    """One page: its template, its charts (id -> Vega-Lite spec) and where the site's root is."""
+
+    def __init__(self, template: str, title: str, depth: int = 0) -> None:
+        self.template = template
         self.title = title
         self.root = "../" * depth
-        self.parts: list[str] = []
-        self.charts: list[tuple[str, dict[str, Any]]] = []
-
-    def add(self, fragment: str) -> None:
-        self.parts.append(fragment)
+        self.charts: dict[str, dict[str, Any]] = {}
 
     def chart(self, chart_id: str, spec: Any) -> None:
         # no JSON-schema validation at publish time: it dominates the build, and the specs are fixed code that
         # the browser tests render (tests/test_report_browser.py)
-        self.charts.append((chart_id, spec.to_dict(validate=False) if hasattr(spec, "to_dict") else spec))
-        self.add(f'<div class="chart" id="{_e(chart_id)}"></div>')
+        self.charts[chart_id] = spec.to_dict(validate=False) if hasattr(spec, "to_dict") else spec
 
-    def render(self, footer: str = "") -> str:
-        nav = (
-            f'<nav><a href="{self.root}index.html">Overview</a><a href="{self.root}lineage.html">Version lineage</a>'
-            f'<a href="{self.root}feed.atom">Atom feed</a></nav>'
-        )
-        scripts = ""
-        if self.charts:
-            embeds = "\n".join(
-                f"vegaEmbed({json.dumps('#' + cid)}, {_json(spec)}, {{actions: false, renderer: 'svg'}})"
-                ".catch(e => console.error(e));"
-                for cid, spec in self.charts
-            )
-            scripts = f"<script>{vega_bundle()}</script>\n<script>\n{embeds}\n</script>"
+    def render(self, **context: Any) -> str:
         return (
-            '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; script-src 'unsafe-inline' "
-            f"'unsafe-eval'; style-src 'unsafe-inline'; img-src data:\">"
-            f"<title>{_e(self.title)} · benchsvc</title><style>{CSS}</style></head><body>\n{nav}\n"
-            f"<h1>{_e(self.title)}</h1>\n"
-            + "\n".join(self.parts)
-            + f'\n<p class="muted">{footer}</p>\n{scripts}\n</body></html>\n'
+            _templates()
+            .get_template(self.template)
+            .render(title=self.title, root=self.root, charts=self.charts, **context)
         )
 
 
-def _json(spec: dict[str, Any]) -> str:
-    return json.dumps(spec, sort_keys=True, separators=(",", ":")).replace("</", "<\\/")
+# --- the site -------------------------------------------------------------------------------------------
 
-
-def _table(rows: list[list[str]], header: list[str], row_ids: list[str] | None = None) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = []
-    for i, cells in enumerate(rows):
-        rid = f' id="{_e(row_ids[i])}"' if row_ids else ""
-        body.append(f"<tr{rid}>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _cell(text: Any, cls: str = "") -> str:
-    return f'<td class="{cls}">{_e(text)}</td>' if cls else f"<td>{_e(text)}</td>"
-
-
-def _regression_rows(df: pd.DataFrame, root: str) -> tuple[list[list[str]], list[str]]:
-    header = [
-        "id",
-        "axis",
-        "status",
-        "direction",
-        "run",
-        "workload",
-        "version",
-        "against",
-        "metric",
-        "size",
-        "note",
-    ]
-    rows = []
-    for r in df.itertuples(index=False):
-        size = finding_size(r.details, r.effect, r.ci_low, r.ci_high)
-        link = f"{root}{workload_page(r.workload)}#{quote(r.version)}-{quote(r.metric)}"
-        rows.append(
-            [
-                _cell(r.id, "num"),
-                _cell(r.axis),
-                _cell(r.status),
-                _cell(r.direction, r.direction),
-                _cell(r.run_id, "num"),
-                f'<td><a href="{_e(link)}">{_e(r.workload)}</a></td>',
-                _cell(r.version),
-                _cell(r.baseline or "previous nights"),
-                _cell(r.metric),
-                _cell(size, "num"),
-                _cell(r.note or ""),
-            ]
-        )
-    return rows, header
+CHARTS_JS = """\
+// Draws every .chart of the page: its Vega-Lite spec is the JSON data block #spec-<id> (benchsvc report).
+for (const el of document.querySelectorAll('.chart')) {
+  const block = document.getElementById('spec-' + el.id);
+  if (block === null) continue;
+  vegaEmbed(el, JSON.parse(block.textContent), {actions: false, renderer: 'svg'}).catch(e => console.error(e));
+}
+"""
 
 
 def build_site(data: ReportData, *, generated_at: dt.datetime | None = None) -> dict[str, str]:
@@ -190,12 +185,18 @@ def build_site(data: ReportData, *, generated_at: dt.datetime | None = None) -> 
     import altair as alt
 
     alt.data_transformers.disable_max_rows()  # the data is pre-aggregated; the pages stay small
-    files: dict[str, str] = {}
-    files["index.html"] = _index(data, generated_at)
+    files: dict[str, str] = {
+        "assets/site.css": _templates().get_template("site.css").render(),
+        "index.html": _index(data, generated_at),
+        "lineage.html": _lineage(data),
+        "feed.atom": _feed(data),
+    }
     for w in data.workloads.itertuples(index=False):
         files[workload_page(w.name)] = _workload(data, w)
-    files["lineage.html"] = _lineage(data)
-    files["feed.atom"] = _feed(data)
+    charts = any('class="chart"' in text for rel, text in files.items() if rel.endswith(".html"))
+    if charts:
+        files["assets/vega.js"] = vega_bundle()
+        files["assets/charts.js"] = CHARTS_JS
     return files
 
 
@@ -207,47 +208,168 @@ def write_site(files: dict[str, str], out: Path, option: str = "--out") -> tuple
     return publish_site(files, out, option)
 
 
-def _noise_paragraph(run: dict[str, Any]) -> str:
-    """The run's noise floor (its A/A intervals and the canary's spread), shown beside its timing findings."""
-    if not run.get("noise_floor"):
+# --- what changed tonight (the index's first screen) ----------------------------------------------------
+
+
+def _commits(before: Any, after: Any) -> str:
+    def short(c: Any) -> str:
+        return str(c)[:12] if isinstance(c, str) and c else "?"
+
+    return f"{short(before)} → {short(after)}"
+
+
+@dataclass(frozen=True)
+class FindingRow:
+    """A nightly finding or a machine event as the index lists it."""
+
+    id: int
+    axis: str
+    status: str
+    direction: str
+    workload: str
+    version: str
+    metric: str
+    size: str  # with the 95% interval for a timing change
+    first_night: str  # the first night on the new level
+    against: str  # what it was compared with
+    commits: str  # benchsvc commits before → after (a machine event: the engine code)
+    note: str
+    machine: str
+    link: str | None  # the history chart of its machine on the workload's page
+
+
+def _finding_rows(df: pd.DataFrame, pages: set[str]) -> list[FindingRow]:
+    rows = []
+    for r in df.itertuples(index=False):
+        d = r.details or {}
+        page = workload_page(r.workload) if r.workload in pages else None
+        if d.get("kind") == "changepoint":
+            first = str(d.get("night_after", ""))[:16]
+            commits = _commits(d.get("commit_before"), d.get("commit_after"))
+            against = f"{d.get('nights_before', '?')} nights before, {d.get('nights_after', '?')} after"
+        elif d.get("kind") == "counter":
+            first = f"{r.started_at:%Y-%m-%d %H:%M}"
+            commits = _commits(d.get("previous_commit"), d.get("commit"))
+            against = f"{_num(d.get('previous_value'))} → {_num(d.get('value'))}"
+        else:  # a machine event
+            first = f"{r.started_at:%Y-%m-%d %H:%M}"
+            commits = "engine code " + (str(d.get("code"))[:12] if d.get("code") else "?")
+            against = f"level of the previous {d.get('baseline_nights', '?')} nights"
+        rows.append(
+            FindingRow(
+                id=int(r.id),
+                axis=str(r.axis),
+                status=str(r.status),
+                direction=str(r.direction),
+                workload=str(r.workload),
+                version=str(r.version),
+                metric=str(r.metric),
+                size=finding_size(r.details, r.effect, r.ci_low, r.ci_high),
+                first_night=first,
+                against=against,
+                commits=commits,
+                note=str(r.note or ""),
+                machine=str(r.machine),
+                link=f"{page}#{history_anchor(r.machine)}" if page else None,
+            )
+        )
+    return rows
+
+
+def _night_state(night: MachineNight) -> str:
+    """What the nightly comparison of this machine can say yet, and how to get more."""
+    if night.nights <= 1:
+        return (
+            "First night of this machine's history (mode "
+            f"{night.run.mode}): nightly changes are found by comparing each series with its own earlier "
+            "nights, so they appear from the next nights on. Run benchsvc run every night in the same mode "
+            "(benchsvc schedule --install sets up a timer)."
+        )
+    if night.changes.empty and night.events.empty:
+        return (
+            f"No confirmed change tonight: {night.results} series compared with their history of "
+            f"{night.nights} nights ({night.run.mode} mode)."
+        )
+    return ""
+
+
+def _noise_text(noise: NoiseFloor | None) -> str:
+    """The run's noise floor in words, or what is missing to know it."""
+    if noise is None:
         return ""
+    parts = []
+    if noise.aa_workloads:
+        parts.append(
+            f"A/A {AA_PAIR[0]}/{AA_PAIR[1]} (same code) on {noise.aa_workloads} workloads: 95% interval "
+            f"±{noise.aa_half_width_median:.1%} median, ±{noise.aa_half_width_max:.1%} widest; largest A/A "
+            f"difference {noise.aa_deviation_max:.1%}; {noise.aa_significant} flagged"
+        )
+    if noise.canary_processes >= 2 and math.isfinite(noise.canary_cv):
+        parts.append(f"canary spread {noise.canary_cv:.1%} over {noise.canary_processes} processes")
+    if parts:
+        return "; ".join(parts)
     return (
-        f'<p class="noise"><b>Timing noise of this run</b> — {_e(run["noise_floor"])}. A timing difference '
-        "smaller than this floor is not one to act on.</p>"
+        f"unknown: this run has no A/A interval ({AA_PAIR[0]} and {AA_PAIR[1]} measured together with two "
+        "processes or more each) and no canary spread (two processes or more); a default-mode run has both"
+    )
+
+
+def _noise_short(noise: NoiseFloor | None) -> str:
+    """The floor a timing row is read against, in a few words."""
+    if noise is None or not noise.aa_workloads:
+        return "noise floor unknown: this run has no A/A pair (measure v2 and v3 together)"
+    return (
+        f"noise floor ±{noise.aa_half_width_median:.1%} (A/A median; widest ±{noise.aa_half_width_max:.1%})"
+    )
+
+
+@dataclass(frozen=True)
+class MachineSection:
+    """One machine's part of the index's first screen."""
+
+    run: RunSummary
+    anchor: str
+    results: int
+    canary: int
+    nights: int
+    noise: str
+    state: str
+    events: list[FindingRow]
+    regressions: list[FindingRow]
+    improvements: list[FindingRow]
+    earlier: list[FindingRow]
+
+
+def _machine_section(night: MachineNight, pages: set[str]) -> MachineSection:
+    changes = night.changes
+    worse = changes[changes["direction"] == "worse"] if not changes.empty else changes
+    better = changes[changes["direction"] != "worse"] if not changes.empty else changes
+    return MachineSection(
+        run=night.run,
+        anchor=f"machine-{slug(night.run.hostname)}",
+        results=night.results,
+        canary=night.canary,
+        nights=night.nights,
+        noise=_noise_text(night.noise),
+        state=_night_state(night),
+        events=_finding_rows(night.events, pages),
+        regressions=_finding_rows(worse, pages),
+        improvements=_finding_rows(better, pages),
+        earlier=_finding_rows(night.open_earlier, pages),
     )
 
 
 def _index(data: ReportData, generated_at: dt.datetime | None) -> str:
     import altair as alt
 
-    page = _Page("benchsvc: batch-zap patch versions")
-    run = data.latest_run
-    if run is None:
-        page.add("<p>No runs yet: run <code>benchsvc run</code>.</p>")
-        return page.render()
-    page.add(
-        f"<p>Latest run <b>{_e(run['id'])}</b>: {_e(run['started_at'])} UTC, <b>{_e(run['status'])}</b>, "
-        f"{_e(run['mode'])} mode, {_e(run['results'])} results, benchsvc {_e(run['benchsvc_version'])} "
-        f"<code>{_e((run['git_commit'] or '')[:12])}</code>.</p>"
-        f"<p>Machine: {_e(run['hostname'])} ({_e(run['cpu_model'])}, {_e(run['cpu_count'])} CPUs, Linux "
-        f"{_e(run['kernel'])}, {_e(run['arch'])}). Environment: Python {_e(run['python_version'])}, "
-        + ", ".join(f"{_e(k)} {_e(v)}" for k, v in sorted(run["packages"].items()))
-        + ".</p>"
-        + _noise_paragraph(run)
+    page = _Page("index.html", "benchsvc: batch-zap patch versions")
+    when = (
+        f"Generated {generated_at:%Y-%m-%d %H:%M:%S} UTC by benchsvc {__version__}." if generated_at else ""
     )
-    open_regs = (
-        data.regressions[data.regressions["direction"] == "worse"]
-        if not data.regressions.empty
-        else data.regressions
-    )
-    page.add(f"<h2>Open regressions ({len(open_regs)})</h2>")
-    if open_regs.empty:
-        page.add("<p>None.</p>")
-    else:
-        rows, header = _regression_rows(open_regs, "")
-        page.add(_table(rows, header))
-    page.add("<h2>Change against the parent version (latest run)</h2>")
-    lin = data.lineage
+    if data.latest is None:
+        return page.render(latest=None, footer=when)
+    pages = set(data.workloads["name"])
+    lin = _lineage_rows(data)
     if not lin.empty:
         heat = lin[["workload", "version", "baseline", "metric", "ratio", "delta", "direction"]].copy()
         heat["log2_ratio"] = heat["ratio"].map(lambda r: _clip_log2(r))
@@ -258,7 +380,8 @@ def _index(data: ReportData, generated_at: dt.datetime | None) -> str:
             value=metrics[0],
             bind=alt.binding_select(options=metrics, name="metric "),
         )
-        chart = (
+        page.chart(
+            "matrix",
             alt.Chart(heat)
             .mark_rect()
             .encode(
@@ -273,45 +396,30 @@ def _index(data: ReportData, generated_at: dt.datetime | None) -> str:
             )
             .add_params(pick)
             .transform_filter(alt.datum.metric == pick)
-            .properties(width=520, height=22 * max(1, heat["workload"].nunique()))
+            .properties(width=520, height=22 * max(1, heat["workload"].nunique())),
         )
-        page.chart("matrix", chart)
-        page.add(
-            '<p class="muted">Red: more than the parent (worse), blue: less. Time is the ratio of pyperf means.</p>'
-        )
-    page.add("<h2>Workloads</h2>")
-    rows = [
-        [
-            f'<td><a href="{_e(workload_page(w.name))}">{_e(w.name)}</a></td>',
-            _cell(", ".join(w.tags)),
-            _cell(w.description),
-        ]
+    groups = lineage_groups(data)
+    workloads = [
+        {
+            "name": w.name,
+            "page": workload_page(w.name),
+            "tags": ", ".join(w.tags),
+            "description": w.description,
+            "canary": bool(w.canary),
+        }
         for w in data.workloads.itertuples(index=False)
     ]
-    page.add(_table(rows, ["workload", "tags", "description"]))
-    page.add("<h2>Recent runs</h2>")
-    runs = data.runs.head(15)
-    page.add(
-        _table(
-            [
-                [
-                    _cell(r.run_id, "num"),
-                    _cell(r.started_at),
-                    _cell(r.status),
-                    _cell(r.mode),
-                    _cell(r.ok, "num"),
-                    _cell(r.failed, "num"),
-                    _cell(r.machine),
-                ]
-                for r in runs.itertuples(index=False)
-            ],
-            ["run", "started (UTC)", "status", "mode", "ok", "failed", "machine"],
-        )
+    return page.render(
+        latest=data.latest.run,
+        machines=[_machine_section(n, pages) for n in data.nights],
+        several=len(data.nights) > 1,
+        groups=groups[:INDEX_LINEAGE_GROUPS],
+        group_count=len(groups),
+        workloads=[w for w in workloads if not w["canary"]],
+        canaries=[w for w in workloads if w["canary"]],
+        runs=list(data.runs.head(15).itertuples(index=False)),
+        footer=when,
     )
-    when = (
-        f"Generated {generated_at:%Y-%m-%d %H:%M:%S} UTC by benchsvc {__version__}." if generated_at else ""
-    )
-    return page.render(when)
 
 
 def _clip_log2(r: float) -> float:
@@ -324,234 +432,424 @@ def _clip_log2(r: float) -> float:
     return max(-3.0, min(3.0, math.log2(r)))
 
 
+# --- what each version changes (the lineage view) -------------------------------------------------------
+
+
+def _lineage_rows(data: ReportData) -> pd.DataFrame:
+    lin = data.lineage
+    if lin.empty:
+        return lin
+    return lin[lin["engine"] != "canary"]
+
+
+@cache
+def _cost_ns() -> dict[str, float]:
+    from benchsvc.engine.cost import CostModel
+
+    return {**CostModel.default().coefficients, "modeled_ns": 1.0}
+
+
+def _change_text(r: Any) -> str:
+    if r.kind == "timing":
+        return f"{r.ratio - 1:+.1%} [{r.ci_low - 1:+.1%}, {r.ci_high - 1:+.1%}]"
+    return signed_count(r.delta)
+
+
+@dataclass(frozen=True)
+class LineageRow:
+    """One workload of a lineage group: the version's value, its parent's, the difference (formatted)."""
+
+    workload: str
+    link: str
+    direction: str
+    value: str
+    parent: str
+    change: str
+    note: str
+
+
+@dataclass(frozen=True)
+class LineageGroup:
+    """One (version, parent, metric, direction) of the lineage view, with the workloads it affects."""
+
+    id: str
+    version: str
+    baseline: str
+    metric: str
+    kind: str  # "exact" (counters, modelled cost) or "timing"
+    direction: str
+    count: int
+    size: str  # the range per workload
+    total: str  # summed (counters) or mean (timings)
+    cost_ns: float  # what orders the groups: modelled nanoseconds summed over the workloads
+    cost: str
+    noise: str  # timing groups: the run's noise floor
+    rows: list[LineageRow]
+    per_workload: float  # |summed difference| per affected workload, the second ordering key
+
+    @property
+    def workloads(self) -> list[str]:
+        return [r.workload for r in self.rows]
+
+
+def lineage_groups(data: ReportData) -> list[LineageGroup]:
+    """One group per (version, parent, metric, direction) with a significant difference, most important first.
+
+    Importance: the difference in modelled nanoseconds summed over the affected workloads (a counter's
+    difference times its cost-model coefficient; ``modeled_ns`` itself; a timing's relative change times the
+    parent's modelled cost on that workload), then the count per affected workload (for counters the cost
+    model does not price)."""
+    lin = _lineage_rows(data)
+    if lin.empty:
+        return []
+    sig = lin[lin["significant"].astype(bool)]
+    noise = _noise_short(data.latest.noise if data.latest else None)
+    notes = _lineage_notes(data.regressions)
+    cost = _cost_ns()
+    modelled = lin[lin["metric"] == "modeled_ns"]
+    parent_cost = {
+        (str(r.engine), str(r.workload), str(r.baseline)): float(r.baseline_value)
+        for r in modelled.itertuples(index=False)
+    }
+    groups = []
+    for (version, baseline, metric, direction), g in sig.groupby(
+        ["version", "baseline", "metric", "direction"], sort=False
+    ):
+        kind = str(g["kind"].iloc[0])
+        timing = kind == "timing"
+        n = len(g)
+        if timing:
+            # on the cost model's scale: each workload's relative change times its parent's modelled cost
+            total_ns = sum(
+                (float(r.ratio) - 1) * parent_cost.get((str(r.engine), str(r.workload), str(baseline)), 0.0)
+                for r in g.itertuples(index=False)
+            )
+            low, high = float(g["ratio"].min()) - 1, float(g["ratio"].max()) - 1
+            size = f"{low:+.1%}" if n == 1 else f"{low:+.1%} to {high:+.1%}"
+            total = f"{float(g['ratio'].mean()) - 1:+.1%} mean"
+            per_workload = 0.0
+        else:
+            deltas = g["delta"].astype(float)
+            total_ns = float(deltas.sum()) * cost.get(str(metric), 0.0)
+            low, high = float(deltas.min()), float(deltas.max())
+            size = signed_count(low) if low == high else f"{signed_count(low)} to {signed_count(high)}"
+            total = f"{signed_count(deltas.sum())} summed"
+            per_workload = abs(float(deltas.sum())) / n
+        scale, digits = (1e3, 3) if timing else (1.0, 0)  # timings in ms
+        rows = [
+            LineageRow(
+                workload=str(r.workload),
+                link=f"{workload_page(r.workload)}#{quote(str(version))}-{quote(str(metric))}",
+                direction=str(r.direction),
+                value=_num(float(r.value) * scale, digits),
+                parent=_num(float(r.baseline_value) * scale, digits),
+                change=_change_text(r),
+                note=notes.get((str(version), str(baseline), str(metric), str(r.workload)), ""),
+            )
+            for r in g.sort_values("workload").itertuples(index=False)
+        ]
+        groups.append(
+            LineageGroup(
+                id=f"{slug(version)}--{slug(baseline)}--{slug(metric)}--{direction}",
+                version=str(version),
+                baseline=str(baseline),
+                metric=str(metric),
+                kind=kind,
+                direction=str(direction),
+                count=n,
+                size=size,
+                total=total,
+                cost_ns=total_ns,
+                cost=_cost_text(total_ns, kind, str(metric)),
+                noise=noise if timing else "",
+                rows=rows,
+                per_workload=per_workload,
+            )
+        )
+    groups.sort(key=lambda g: (-abs(g.cost_ns), -g.per_workload, g.version, g.metric))
+    return groups
+
+
+def _cost_text(total_ns: float, kind: str, metric: str) -> str:
+    if kind == "timing":
+        return f"{total_ns / 1e3:+,.1f} µs at the parent's modelled cost"
+    if metric == "modeled_ns":
+        return f"{total_ns / 1e3:+,.1f} µs: the cost model's total"
+    if total_ns == 0:
+        return f"{metric} is not priced by the cost model"
+    return f"{total_ns / 1e3:+,.1f} µs modelled"
+
+
+def _lineage_notes(regs: pd.DataFrame) -> dict[tuple[str, str, str, str], str]:
+    """Notes of acknowledged lineage findings, by (version, parent, metric, workload)."""
+    if regs.empty:
+        return {}
+    lin = regs[(regs["axis"] == "lineage") & regs["note"].notna()]
+    return {
+        (str(r.version), str(r.baseline), str(r.metric), str(r.workload)): str(r.note)
+        for r in lin.itertuples(index=False)
+    }
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """A version on the lineage view: what the run could compare, and its groups."""
+
+    id: str
+    parent: str
+    title: str
+    source: str
+    state: str
+    missing_parent: bool
+    groups: list[LineageGroup]
+
+
+def _version_states(data: ReportData, groups: list[LineageGroup]) -> list[VersionState]:
+    measured = set(data.results["version"]) if not data.results.empty else set()
+    rows = []
+    for v in data.versions.itertuples(index=False):
+        if v.engine == "canary":
+            continue
+        mine = [g for g in groups if g.version == v.id]
+        missing = isinstance(v.parent, str) and v.parent not in measured
+        if not isinstance(v.parent, str):
+            state = "the root of the lineage"
+        elif missing:
+            state = (
+                f"its parent {v.parent} was not measured in this run, so nothing is compared — measure "
+                f"both: benchsvc run -V {v.parent},{v.id}"
+            )
+        elif not mine:
+            state = "no difference from its parent on this run"
+        else:
+            state = f"{len(mine)} differences from its parent"
+        rows.append(
+            VersionState(
+                id=str(v.id),
+                parent=v.parent if isinstance(v.parent, str) else "—",
+                title=str(v.title),
+                source=str(v.source),
+                state=state,
+                missing_parent=missing,
+                groups=mine,
+            )
+        )
+    return rows
+
+
+def _lineage(data: ReportData) -> str:
+    import altair as alt
+
+    page = _Page("lineage.html", "What each version changes")
+    if data.latest is None:
+        return page.render(latest=None, footer="")
+    lin = _lineage_rows(data)
+    if not lin.empty:
+        cost = lin[lin["metric"] == "modeled_ns"][["workload", "version", "baseline", "ratio"]].copy()
+        if not cost.empty:
+            cost["change"] = cost["ratio"] - 1
+            page.chart(
+                "cost",
+                alt.Chart(cost)
+                .mark_point(filled=True, size=60)
+                .encode(
+                    x=alt.X("change:Q", axis=alt.Axis(format="+%"), title="modelled cost against the parent"),
+                    y=alt.Y("version:N", sort=list(data.versions["id"])),
+                    color=alt.Color("workload:N"),
+                    tooltip=["workload", "version", "baseline", alt.Tooltip("change:Q", format="+.1%")],
+                )
+                .properties(width=620),
+            )
+    groups = lineage_groups(data)
+    versions = _version_states(data, groups)
+    return page.render(
+        latest=data.latest.run,
+        groups=groups,
+        versions=versions,
+        missing=[v for v in versions if v.missing_parent],
+        noise=_noise_text(data.latest.noise),
+        footer="",
+    )
+
+
+# --- a workload ---------------------------------------------------------------------------------------
+
+
 def _workload(data: ReportData, w: Any) -> str:
     import altair as alt
 
-    page = _Page(f"Workload {w.name}", depth=1)
-    page.add(
-        f"<p>{_e(w.description)}</p><p>Tags: {_e(', '.join(w.tags)) or '—'}. Content hash <code>{_e(w.content_hash[:16])}</code>.</p>"
-    )
+    page = _Page("workload.html", f"Workload {w.name}", depth=1)
     order = list(data.versions["id"])
     res = data.results[data.results["workload"] == w.name] if not data.results.empty else data.results
+    table: dict[str, Any] | None = None
+    warned: list[tuple[str, str]] = []
     if not res.empty:
         ok = res[res["status"] == "ok"].copy()
-        page.add("<h2>Timing per version (latest run)</h2>")
         ok["mean_ms"] = ok["mean_s"] * 1e3
         ok["low_ms"] = ok["ci_low_s"] * 1e3
         ok["high_ms"] = ok["ci_high_s"] * 1e3
         base = alt.Chart(ok[["version", "mean_ms", "low_ms", "high_ms"]]).encode(
             y=alt.Y("version:N", sort=order)
         )
+        what = "one canary value" if w.canary else "the measured zap calls"
         timing = base.mark_point(filled=True).encode(
-            x=alt.X("mean_ms:Q", title="mean time of the measured zap calls (ms)")
+            x=alt.X("mean_ms:Q", title=f"mean time of {what} (ms)")
         ) + base.mark_rule().encode(x="low_ms:Q", x2="high_ms:Q")
         page.chart("timing", timing.properties(width=520))
-        page.add(
-            '<p class="muted">Points: mean of every value; bars: 95% interval over worker processes.</p>'
-            + (_noise_paragraph(data.latest_run) if data.latest_run else "")
-        )
-        counter_cols = sorted(c for c in ok.columns if c.startswith("c_"))
-        long = ok.melt(
-            id_vars=["version"],
-            value_vars=[*counter_cols, "modeled_ns"],
-            var_name="metric",
-            value_name="value",
-        )
-        long["metric"] = long["metric"].str.replace("c_", "", regex=False)
-        long["value"] = long["value"].astype(float)
-        metrics = sorted(long["metric"].unique(), key=lambda m: (m != "modeled_ns", m))
-        pick = alt.param(
-            name="counter", value="modeled_ns", bind=alt.binding_select(options=metrics, name="counter ")
-        )
-        bars = (
-            alt.Chart(long)
-            .mark_bar()
-            .encode(
-                y=alt.Y("version:N", sort=order), x=alt.X("value:Q"), tooltip=["version", "metric", "value"]
+        counter_cols = sorted(c for c in ok.columns if c.startswith("c_") and ok[c].notna().any())
+        if counter_cols and not w.canary:
+            long = ok.melt(
+                id_vars=["version"],
+                value_vars=[*counter_cols, "modeled_ns"],
+                var_name="metric",
+                value_name="value",
             )
-            .add_params(pick)
-            .transform_filter(alt.datum.metric == pick)
-            .properties(width=520)
-        )
-        page.add("<h2>Counters and modelled cost per version (latest run)</h2>")
-        page.chart("counters", bars)
+            long["metric"] = long["metric"].str.replace("c_", "", regex=False)
+            long["value"] = long["value"].astype(float)
+            metrics = sorted(long["metric"].unique(), key=lambda m: (m != "modeled_ns", m))
+            pick = alt.param(
+                name="counter", value="modeled_ns", bind=alt.binding_select(options=metrics, name="counter ")
+            )
+            page.chart(
+                "counters",
+                alt.Chart(long)
+                .mark_bar()
+                .encode(
+                    y=alt.Y("version:N", sort=order),
+                    x=alt.X("value:Q"),
+                    tooltip=["version", "metric", "value"],
+                )
+                .add_params(pick)
+                .transform_filter(alt.datum.metric == pick)
+                .properties(width=520),
+            )
         by_version = {r["version"]: r for r in res.to_dict("records")}
         present = [v for v in order if v in by_version] + sorted(set(by_version) - set(order))
-        rows, ids = [], []
-        summary_rows = [
-            ("status", lambda r: r["status"]),
-            ("time (ms)", lambda r: _num((r["mean_s"] if r["mean_s"] is not None else math.nan) * 1e3, 3)),
-            (
-                "modeled (µs)",
-                lambda r: _num((r["modeled_ns"] if r["modeled_ns"] is not None else math.nan) / 1e3, 1),
-            ),
-        ]
-        for label, get in summary_rows:
-            rows.append([_cell(label), *[_cell(get(by_version[v]), "num") for v in present]])
-            ids.append(label.split(" ")[0])
-        for c in counter_cols:
-            rows.append(
-                [
-                    _cell(c[2:]),
-                    *[
-                        f'<td class="num" id="{_e(v)}-{_e(c[2:])}">{_e(_num(by_version[v][c]))}</td>'
-                        for v in present
-                    ],
-                ]
-            )
-            ids.append(c[2:])
-        page.add(_table(rows, ["", *present], ids))
-        warned = [(v, by_version[v]["warnings"]) for v in present if by_version[v]["warnings"]]
-        if warned:
-            items = "".join(f'<li id="{_e(v)}"><b>{_e(v)}</b>: {_e("; ".join(ws))}</li>' for v, ws in warned)
-            page.add(f"<h3>pyperf warnings</h3><ul>{items}</ul>")
+
+        def ms(r: dict[str, Any]) -> str:
+            return _num((r["mean_s"] if r["mean_s"] is not None else math.nan) * 1e3, 3)
+
+        def us(r: dict[str, Any]) -> str:
+            return _num((r["modeled_ns"] if r["modeled_ns"] is not None else math.nan) / 1e3, 1)
+
+        summary = [("status", "status", lambda r: r["status"]), ("time", "time (ms)", ms)]
+        if not w.canary:
+            summary.append(("modeled", "modeled (µs)", us))
+        table = {
+            "versions": present,
+            "summary": [(rid, label, [get(by_version[v]) for v in present]) for rid, label, get in summary],
+            "counters": []
+            if w.canary
+            else [(c[2:], [_num(by_version[v][c]) for v in present]) for c in counter_cols],
+        }
+        warned = [(v, "; ".join(by_version[v]["warnings"])) for v in present if by_version[v]["warnings"]]
     lin = data.lineage[data.lineage["workload"] == w.name] if not data.lineage.empty else data.lineage
-    changed = lin[lin["significant"]] if not lin.empty else lin
-    page.add("<h2>What each version changes against its parent (latest run)</h2>")
-    if changed.empty:
-        page.add("<p>No significant change.</p>")
-    else:
-        page.add(
-            _table(
-                [
-                    [
-                        _cell(r.version),
-                        _cell(r.baseline),
-                        _cell(r.metric),
-                        _cell(r.direction, r.direction),
-                        _cell(_num(r.value, 6 if r.kind == "timing" else 0), "num"),
-                        _cell(_num(r.baseline_value, 6 if r.kind == "timing" else 0), "num"),
-                        _cell(
-                            ("" if r.kind == "timing" else signed_count(r.delta))
-                            if r.kind == "exact"
-                            else f"{r.ratio - 1:+.1%} [{r.ci_low - 1:+.1%}, {r.ci_high - 1:+.1%}]",
-                            "num",
-                        ),
-                    ]
-                    for r in changed.itertuples(index=False)
-                ],
-                ["version", "against", "metric", "direction", "value", "parent", "change"],
-                [f"{r.version}-{r.metric}" for r in changed.itertuples(index=False)],
-            )
-        )
+    changed = lin[lin["significant"].astype(bool)] if not lin.empty else lin
+    changes = [
+        {
+            "id": f"{r.version}-{r.metric}",
+            "version": r.version,
+            "baseline": r.baseline,
+            "metric": r.metric,
+            "direction": r.direction,
+            # timings in ms, as in the table above
+            "value": _num(float(r.value) * 1e3, 3) if r.kind == "timing" else _num(r.value),
+            "parent": _num(float(r.baseline_value) * 1e3, 3)
+            if r.kind == "timing"
+            else _num(r.baseline_value),
+            "change": _change_text(r),
+        }
+        for r in changed.itertuples(index=False)
+    ]
+    histories = []
     hist = data.history[data.history["workload"] == w.name] if not data.history.empty else data.history
-    page.add("<h2>History across nights</h2>")
-    if hist.empty or hist["run_id"].nunique() < 2:
-        page.add("<p>Fewer than two nights so far.</p>")
-    else:
-        h = hist[["version", "started_at", "mean_ms"]]
-        lines = (
-            alt.Chart(h)
-            .mark_line(point=True)
-            .encode(
-                x=alt.X("started_at:T", title="night"),
-                y=alt.Y("mean_ms:Q", title="mean time (ms)", scale=alt.Scale(zero=False)),
-                color=alt.Color("version:N", sort=order),
-                tooltip=["version", "started_at:T", "mean_ms"],
+    for night in data.nights:
+        host = night.run.hostname
+        h = hist[hist["machine"] == host] if not hist.empty else hist
+        chart_id = history_anchor(host)
+        nights = int(h["run_id"].nunique()) if not h.empty else 0
+        entry = {"host": host, "id": chart_id, "mode": night.run.mode, "nights": nights, "chart": False}
+        if nights >= 2:
+            lines = (
+                alt.Chart(h[["version", "started_at", "mean_ms"]])
+                .mark_line(point=True)
+                .encode(
+                    x=alt.X("started_at:T", title="night"),
+                    y=alt.Y("mean_ms:Q", title="mean time (ms)", scale=alt.Scale(zero=False)),
+                    color=alt.Color("version:N", sort=order),
+                    tooltip=["version", "started_at:T", "mean_ms"],
+                )
             )
-        )
-        chg = data.changes[data.changes["workload"] == w.name] if not data.changes.empty else data.changes
-        layers = lines
-        if not chg.empty:
-            rules = (
-                alt.Chart(chg[["version", "started_at", "label"]])
-                .mark_rule(color="#b00020", strokeDash=[4, 3])
-                .encode(x="started_at:T", tooltip=["version", "label"])
-            )
-            layers = lines + rules
-        page.chart("history", layers.properties(width=760, height=300))
-        page.add(
-            '<p class="muted">Dashed red rules: detected change points (benchsvc history shows them per series).</p>'
-        )
-    page.add(f"<h2>Definition</h2><pre>{_e(w.definition)}</pre>")
-    return page.render()
-
-
-def _lineage(data: ReportData) -> str:
-    import altair as alt
-
-    page = _Page("Version lineage")
-    lin = data.lineage
-    if not lin.empty:
-        cost = lin[lin["metric"] == "modeled_ns"][["workload", "version", "baseline", "ratio"]].copy()
-        cost["change"] = cost["ratio"] - 1
-        page.add("<h2>Modelled cost of each version against its parent (latest run)</h2>")
-        page.chart(
-            "cost",
-            alt.Chart(cost)
-            .mark_point(filled=True, size=60)
-            .encode(
-                x=alt.X("change:Q", axis=alt.Axis(format="+%"), title="modelled cost against the parent"),
-                y=alt.Y("version:N", sort=list(data.versions["id"])),
-                color=alt.Color("workload:N"),
-                tooltip=["workload", "version", "baseline", alt.Tooltip("change:Q", format="+.1%")],
-            )
-            .properties(width=620),
-        )
-    rows = []
-    for v in data.versions.itertuples(index=False):
-        changes = lin[(lin["version"] == v.id) & lin["significant"]] if not lin.empty else lin
-        if changes.empty:
-            what = (
-                "no change against its parent on the latest run"
-                if isinstance(v.parent, str)
-                else "the root of the lineage"
-            )
-        else:
-            parts = []
-            for metric, grp in changes.groupby("metric", sort=True):
-                worse = sorted(grp[grp["direction"] == "worse"]["workload"])
-                better = sorted(grp[grp["direction"] == "better"]["workload"])
-                if worse:
-                    parts.append(
-                        f'<span class="worse">{_e(metric)} worse</span> on '
-                        + ", ".join(
-                            f'<a href="{_e(workload_page(x))}#{_e(quote(v.id))}-{_e(quote(metric))}">{_e(x)}</a>'
-                            for x in worse
-                        )
+            chg = data.changes
+            if not chg.empty:
+                chg = chg[
+                    (chg["machine"] == host) & ((chg["workload"] == w.name) | (chg["kind"] == "machine"))
+                ]
+            layers = lines
+            for kind, color in (("change", "#b00020"), ("machine", "#888888")):
+                marks = chg[chg["kind"] == kind] if not chg.empty else chg
+                if not marks.empty:
+                    layers = layers + (
+                        alt.Chart(marks[["version", "started_at", "label"]])
+                        .mark_rule(color=color, strokeDash=[4, 3])
+                        .encode(x="started_at:T", tooltip=["label"])
                     )
-                if better:
-                    parts.append(
-                        f'<span class="better">{_e(metric)} better</span> on '
-                        + ", ".join(
-                            f'<a href="{_e(workload_page(x))}#{_e(quote(v.id))}-{_e(quote(metric))}">{_e(x)}</a>'
-                            for x in better
-                        )
-                    )
-            what = "<br>".join(parts)
-        rows.append(
-            [_cell(v.id), _cell(v.parent or "—"), _cell(v.title), _cell(v.source), f"<td>{what}</td>"]
-        )
-    page.add(
-        _table(
-            rows,
-            ["version", "parent", "title", "source", "what it changes (latest run)"],
-            [str(v) for v in data.versions["id"]],
-        )
+            page.chart(chart_id, layers.properties(width=760, height=300))
+            entry["chart"] = True
+        histories.append(entry)
+    return page.render(
+        w=w,
+        canary=bool(w.canary),
+        measured=not res.empty,
+        table=table,
+        warned=warned,
+        changes=changes,
+        histories=histories,
+        noise=_noise_text(data.latest.noise) if data.latest else "",
+        footer="",
     )
-    return page.render()
+
+
+# --- the feed -------------------------------------------------------------------------------------------
+
+ATOM = "http://www.w3.org/2005/Atom"
 
 
 def _feed(data: ReportData) -> str:
-    entries = []
-    updated = "1970-01-01T00:00:00Z"
+    """Open nightly findings and machine events as an Atom feed, each naming its machine (ElementTree: every
+    text is escaped by the XML writer). Lineage differences are the versions' character, shown on the lineage
+    view, not alerts."""
+    ET.register_namespace("", ATOM)
+
+    def sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+        el = ET.SubElement(parent, f"{{{ATOM}}}{tag}", attrs)
+        if text is not None:
+            el.text = _clean(text)
+        return el
+
+    feed = ET.Element(f"{{{ATOM}}}feed")
+    sub(feed, "id", "urn:benchsvc:regressions")
+    sub(feed, "title", "benchsvc: nightly findings and machine events")
     regs = data.regressions
     if not regs.empty:
+        regs = regs[regs["axis"].isin(["nightly", "machine"])]
+    updated = "1970-01-01T00:00:00Z"
+    if not regs.empty:
         updated = max(regs["detected_at"]).strftime("%Y-%m-%dT%H:%M:%SZ")
-        for r in regs.itertuples(index=False):
-            size = finding_size(r.details, r.effect, None, None)
-            title = f"{r.direction}: {r.metric} of {r.version} on {r.workload} ({size}, {r.axis})"
-            entries.append(
-                "<entry>"
-                f"<id>urn:benchsvc:regression:{r.id}</id><title>{_e(title)}</title>"
-                f"<updated>{r.detected_at:%Y-%m-%dT%H:%M:%SZ}</updated>"
-                f'<link href="{_e(workload_page(r.workload))}#{_e(quote(r.version))}-{_e(quote(r.metric))}"/>'
-                f'<content type="text">{_e(title)}; status {_e(r.status)}; run {r.run_id}'
-                f"{'; note: ' + _e(r.note) if r.note else ''}</content>"
-                "</entry>"
+    sub(feed, "updated", updated)
+    for r in regs.itertuples(index=False):
+        size = finding_size(r.details, r.effect, None, None)
+        if r.axis == "machine":
+            title = f"{r.machine}: {size}"
+        else:
+            title = (
+                f"{r.machine}: {r.direction}: {r.metric} of {r.version} on {r.workload} ({size}, {r.axis})"
             )
-    return (
-        '<?xml version="1.0" encoding="utf-8"?>\n<feed xmlns="http://www.w3.org/2005/Atom">'
-        "<id>urn:benchsvc:regressions</id><title>benchsvc regressions</title>"
-        f"<updated>{updated}</updated>" + "".join(entries) + "</feed>\n"
-    )
+        entry = sub(feed, "entry")
+        sub(entry, "id", f"urn:benchsvc:regression:{r.id}")
+        sub(entry, "title", title)
+        sub(entry, "updated", f"{r.detected_at:%Y-%m-%dT%H:%M:%SZ}")
+        sub(entry, "link", href=f"{workload_page(r.workload)}#{quote(r.version)}-{quote(r.metric)}")
+        note = f"; note: {r.note}" if r.note else ""
+        sub(entry, "content", f"{title}; status {r.status}; run {r.run_id}{note}", type="text")
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(feed, encoding="unicode") + "\n"
