@@ -207,13 +207,14 @@ class RunAnalysis(Base):
 
 
 class RunLock(Base):
-    """At most one row (id 1): the run that holds the database's run lock (``benchsvc run``, DESIGN §3)."""
+    """The run a host has running (``benchsvc run``): at most one row per host, so that the database records
+    one active run per machine while machines sharing the store run at the same time."""
 
-    __tablename__ = "run_lock"
+    __tablename__ = "run_locks"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     holder_pid: Mapped[int] = mapped_column(Integer)
-    holder_host: Mapped[str] = mapped_column(String(255))
     acquired_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    #: refreshed by the holder after every committed block and on a timer (a dead host's run goes stale)
     heartbeat_at: Mapped[dt.datetime] = mapped_column(DateTime)

@@ -1,0 +1,376 @@
+"""Several machines on one store: the machine lock, per-machine recovery, and four "machines" (UTS namespaces
+with their own hostnames, ``unshare -u``) running ``benchsvc run`` at once against one real PostgreSQL server.
+
+Each simulated machine gets its own runtime directory (``$BENCHSVC_RUNTIME_DIR``), as separate machines have
+their own ``/run``; the hostname is what the store knows a machine by. Every wait polls the database with a
+hard timeout; timings are never asserted on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from benchsvc.records import RunRecord, utcnow
+from benchsvc.store import lock
+from benchsvc.store.db import open_store, write_session
+from benchsvc.store.ingest import create_run
+from benchsvc.store.models import RunLock
+
+BENCHSVC = (sys.executable, "-m", "benchsvc")
+W1, W2, W3 = "a-munmap-aligned", "dontneed-cut-both-ends", "b-dontneed-first-page"
+VERSIONS = ("v1", "v2", "up612")
+HOSTS = ("bench-1", "bench-2", "bench-3", "bench-4")
+RUN_TIMEOUT_S = 600  # four quick runs on two loaded CPUs
+POLL_S = 0.05
+
+
+def _env(runtime: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BENCHSVC_")}
+    env.update(COLUMNS="200", TERM="dumb", BENCHSVC_RUNTIME_DIR=str(runtime), **extra)
+    return env
+
+
+def _poll(probe: Callable[[], Any], what: str, timeout: float, procs: list[subprocess.Popen[bytes]]) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        for p in procs:
+            if p.poll() is not None:
+                pytest.fail(f"pid {p.pid} exited with {p.returncode} before {what}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+# --- one machine, two databases: the machine lock ----------------------------------------------------------
+
+
+def test_second_run_on_one_machine_is_refused_whatever_database_it_uses(tmp_path: Path) -> None:
+    runtime = tmp_path / "run"
+    env = _env(runtime)
+    first = subprocess.Popen(
+        [
+            *BENCHSVC,
+            "run",
+            "-w",
+            W1,
+            "-w",
+            W2,
+            "-V",
+            ",".join(VERSIONS),
+            "--quick",
+            "--no-report",
+            "--db",
+            str(tmp_path / "first.db"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        # the first run holds the machine once its lock file names its run
+        lock_file = runtime / lock.LOCK_FILE
+
+        def holder() -> dict[str, Any] | None:
+            with contextlib.suppress(OSError, ValueError):
+                info = json.loads(lock_file.read_text() or "{}")
+                return info if info.get("run") is not None else None
+            return None
+
+        info = _poll(holder, "the first run to hold the machine", 120, [first])
+        assert info["pid"] == first.pid
+        second = subprocess.run(
+            [
+                *BENCHSVC,
+                "run",
+                "-w",
+                W1,
+                "-V",
+                "v1",
+                "--mode",
+                "debug",
+                "--no-report",
+                "--db",
+                str(tmp_path / "second.db"),
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if first.poll() is not None:
+            pytest.fail("the first run ended before the second was refused: give it more work")
+        assert second.returncode == 1, second
+        (line,) = second.stderr.splitlines()
+        assert line.startswith(f"Error: this machine is in use by run 1 (pid {first.pid} on "), line
+        assert str(tmp_path / "first.db") in line and "--wait" in line, line
+        # refused before its database was touched: the second run left no run behind
+        runs = subprocess.run(
+            [*BENCHSVC, "runs", "-f", "json", "--db", str(tmp_path / "second.db")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert runs.returncode == 0 and json.loads(runs.stdout) == [], runs
+        assert first.wait(timeout=RUN_TIMEOUT_S) == 0, first.stderr.read() if first.stderr else ""
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        if first.stderr:
+            first.stderr.close()
+
+
+# --- recovery is per machine --------------------------------------------------------------------------------
+
+
+def _seed_running(url: str, host: str, pid: int, heartbeat_at: dt.datetime) -> int:
+    """A ``running`` run of ``host`` holding that host's lock row, through the store API."""
+    engine = open_store(url)
+    try:
+        with write_session(engine) as s:
+            record = RunRecord.new(mode="debug")
+            record = dataclasses.replace(
+                record, machine=dataclasses.replace(record.machine, hostname=host), started_at=heartbeat_at
+            )
+            run = create_run(s, record)
+            s.add(
+                RunLock(
+                    host=host,
+                    run_id=run.id,
+                    holder_pid=pid,
+                    acquired_at=heartbeat_at,
+                    heartbeat_at=heartbeat_at,
+                )
+            )
+            return run.id
+    finally:
+        engine.dispose()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(timeout=30)
+    return proc.pid
+
+
+def test_recovery_marks_only_what_is_dead_and_never_another_hosts_live_run(store_url: str) -> None:
+    here = lock.this_host()
+    now = utcnow()
+    dead = _dead_pid()
+    # another host's run, its pid meaningless here (dead on this host): alive by its fresh heartbeat
+    live_elsewhere = _seed_running(store_url, "bench-elsewhere", dead, now)
+    # another host silent for longer than STALE_AFTER: that host died
+    silent = _seed_running(
+        store_url, "bench-silent", os.getpid(), now - lock.STALE_AFTER - dt.timedelta(minutes=1)
+    )
+    # this host: a dead pid (kill -9) with a fresh heartbeat is dead all the same
+    killed_here = _seed_running(store_url, here, dead, now)
+    engine = open_store(store_url)
+    try:
+        found = {r.run_id: r for r in lock.recover(engine)}
+        assert set(found) == {silent, killed_here}
+        assert found[killed_here].describe() == (
+            f"run {killed_here} was left running by a process that is gone; marked interrupted"
+        )
+        assert (
+            found[silent].describe().startswith(f"run {silent} on bench-silent has sent no heartbeat since ")
+        )
+        with engine.connect() as conn:
+            status = dict(conn.execute(text("SELECT id, status FROM runs")).all())
+            locks = sorted(conn.execute(text("SELECT host, run_id FROM run_locks")).all())
+        assert status == {live_elsewhere: "running", silent: "interrupted", killed_here: "interrupted"}
+        assert locks == [("bench-elsewhere", live_elsewhere)]
+        assert lock.recover(engine) == [], "recovered once"
+    finally:
+        engine.dispose()
+
+
+# --- four machines on one PostgreSQL server -----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Machine:
+    """A simulated machine: a hostname (its own UTS namespace) and a runtime directory of its own."""
+
+    host: str
+    runtime: Path
+    url: str
+    workdir: Path
+
+    def argv(self, *args: str) -> list[str]:
+        inner = " ".join(_quote(a) for a in (*BENCHSVC, *args, "--db", self.url))
+        return ["unshare", "-u", "sh", "-c", f"hostname {self.host} && exec {inner}"]
+
+    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        with (
+            open(self.workdir / f"{self.host}.out", "ab") as out,
+            open(self.workdir / f"{self.host}.err", "ab") as err,
+        ):
+            return subprocess.Popen(
+                self.argv(*args),
+                cwd=self.workdir,
+                env=_env(self.runtime),
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args),
+            cwd=self.workdir,
+            env=_env(self.runtime),
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+        )
+
+    def output(self) -> str:
+        return (self.workdir / f"{self.host}.out").read_text() + (
+            self.workdir / f"{self.host}.err"
+        ).read_text()
+
+
+def _quote(arg: str) -> str:
+    return "'" + arg.replace("'", "'\\''") + "'"
+
+
+def _can_unshare() -> str | None:
+    if shutil.which("unshare") is None:
+        return "unshare(1) is not installed"
+    probe = subprocess.run(
+        ["unshare", "-u", "sh", "-c", "hostname bench-probe"], capture_output=True, text=True
+    )
+    if probe.returncode != 0:
+        return f"unshare -u is not permitted here (it needs root or CAP_SYS_ADMIN): {probe.stderr.strip()}"
+    return None
+
+
+@pytest.fixture
+def machines(pg_url: str, tmp_path: Path) -> Iterator[list[Machine]]:
+    reason = _can_unshare()
+    if reason:
+        pytest.skip(reason)
+    fleet = []
+    for host in HOSTS:
+        workdir = tmp_path / host
+        workdir.mkdir()
+        fleet.append(Machine(host, tmp_path / f"{host}-run", pg_url, workdir))
+    yield fleet
+
+
+def _count(url: str, sql: str, **params: Any) -> Any:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql), params).all()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_four_machines_run_at_once_and_a_killed_one_resumes(machines: list[Machine], pg_url: str) -> None:
+    run_args = ("run", "-w", W1, "-w", W2, "-w", W3, "-V", ",".join(VERSIONS), "--quick", "--no-report")
+    planned = 3 * len(VERSIONS)
+    procs = {m.host: m.spawn(*run_args) for m in machines}
+    victim = machines[-1]
+    try:
+        # kill one machine once it has committed a block, seen in the database (not after a sleep)
+        def victim_committed() -> bool:
+            if not _count(pg_url, "SELECT 1 FROM pg_tables WHERE tablename = 'results'"):
+                return False  # the schema is still being created
+            rows = _count(
+                pg_url,
+                "SELECT count(*) FROM results r JOIN runs ON runs.id = r.run_id JOIN machines m ON "
+                "m.id = runs.machine_id WHERE m.hostname = :host AND r.engine != 'canary'",
+                host=victim.host,
+            )
+            return rows[0][0] >= len(VERSIONS)
+
+        _poll(victim_committed, f"a committed block of {victim.host}", RUN_TIMEOUT_S, list(procs.values()))
+        os.killpg(procs[victim.host].pid, signal.SIGKILL)
+        procs[victim.host].wait(timeout=30)
+
+        # another machine's command meanwhile: the victim's run stays running (its heartbeat is fresh)
+        other = machines[0].cli("runs", "-f", "json")
+        assert other.returncode == 0 and "marked interrupted" not in other.stderr, other.stderr
+        status = {r["machine"]: r["status"] for r in json.loads(other.stdout)}
+        assert status[victim.host] == "running"
+
+        for m in machines[:-1]:
+            rc = procs[m.host].wait(timeout=RUN_TIMEOUT_S)
+            assert rc == 0, m.output()
+            out = m.output()
+            assert re.search(rf"run \d+ complete: {planned} ok, 0 failed in ", out), out
+            assert "Error" not in out and "in use by" not in out, out
+    finally:
+        for p in procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=30)
+
+    runs = {
+        host: (run_id, status)
+        for run_id, host, status in _count(
+            pg_url,
+            "SELECT runs.id, m.hostname, runs.status FROM runs JOIN machines m ON m.id = runs.machine_id",
+        )
+    }
+    assert sorted(runs) == sorted(HOSTS), "one run per machine"
+    assert {h: s for h, (_, s) in runs.items()} == {
+        **{h: "complete" for h in HOSTS[:-1]},
+        victim.host: "running",
+    }
+
+    # the victim's next command marks its own run interrupted; --resume from that host completes it
+    victim_run = runs[victim.host][0]
+    listed = victim.cli("runs", "-f", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert (
+        f"note: run {victim_run} was left running by a process that is gone; marked interrupted"
+        in listed.stderr
+    )
+    resumed = victim.cli("run", "--resume", "--no-report")
+    assert resumed.returncode == 0, resumed.stderr
+    assert re.search(rf"run {victim_run} complete: \d+ ok, 0 failed, \d+ already done in ", resumed.stdout), (
+        resumed.stdout
+    )
+
+    # every planned result stored exactly once per machine, plus one canary each
+    rows = _count(
+        pg_url,
+        "SELECT m.hostname, runs.status, r.engine, r.version_id, w.name, w.content_hash FROM results r "
+        "JOIN runs ON runs.id = r.run_id JOIN machines m ON m.id = runs.machine_id "
+        "JOIN workloads w ON w.id = r.workload_id",
+    )
+    for host in HOSTS:
+        mine = [tuple(r[2:]) for r in rows if r[0] == host]
+        assert all(r[1] == "complete" for r in rows if r[0] == host), host
+        planned_keys = [k for k in mine if k[0] != "canary"]
+        assert len(planned_keys) == len(set(planned_keys)) == planned, (host, mine)
+        assert {(k[1], k[2]) for k in planned_keys} == {(v, w) for v in VERSIONS for w in (W1, W2, W3)}
+        assert sum(k[0] == "canary" for k in mine) == 1, host
+    assert _count(pg_url, "SELECT count(*) FROM run_locks") == [(0,)], "every lock released"
