@@ -374,3 +374,111 @@ def test_four_machines_run_at_once_and_a_killed_one_resumes(machines: list[Machi
         assert {(k[1], k[2]) for k in planned_keys} == {(v, w) for v in VERSIONS for w in (W1, W2, W3)}
         assert sum(k[0] == "canary" for k in mine) == 1, host
     assert _count(pg_url, "SELECT count(*) FROM run_locks") == [(0,)], "every lock released"
+
+
+# --- the import route: imported nights are analysed ----------------------------------------------------------
+
+
+def _benchsvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "BENCHSVC_DB"}
+    return subprocess.run([*BENCHSVC, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _findings(db: Path) -> list[tuple[Any, ...]]:
+    """The recorded findings, keyed by what they are about (run by its uuid: ids differ between stores)."""
+    rows = _count(
+        f"sqlite:///{db}",
+        "SELECT runs.uuid, g.axis, g.engine, g.version_id, w.name, g.metric, g.direction, g.status, "
+        "round(g.effect, 9) FROM regressions g JOIN runs ON runs.id = g.run_id "
+        "JOIN workloads w ON w.id = g.workload_id",
+    )
+    return sorted(tuple(r) for r in rows)
+
+
+def test_import_analyses_what_it_added_as_analyze_does_and_only_once(tmp_path: Path) -> None:
+    import numpy as np
+
+    from benchsvc.records import ProcessValues, ResultRecord, WorkloadRef
+    from benchsvc.store.ingest import ingest, registry_versions
+    from benchsvc.workload import resolve
+
+    spec = resolve(W1)
+    ref = WorkloadRef(spec.name, spec.content_hash, spec.source_text, spec.description)
+    nights, step_night = 33, 30  # +8% time and an exact counter change from night 30
+    rng = np.random.default_rng(7)
+    source, target = tmp_path / "machine.db", tmp_path / "shared.db"
+    engine = open_store(str(source))
+    try:
+        for night in range(nights):
+            record = dataclasses.replace(
+                RunRecord.new(mode="default", trigger="nightly"),
+                started_at=dt.datetime(2026, 1, 1, 2) + dt.timedelta(days=night),
+                git_commit=f"{night:040x}",
+                status="complete",
+            )
+            level = 0.010 * (1.08 if night >= step_night else 1.0) * (1 + rng.normal(0, 0.005))
+            procs = tuple(
+                ProcessValues(tuple(float(level * (1 + e)) for e in rng.normal(0, 0.01, 5)))
+                for _ in range(10)
+            )
+            counters = {"ds_lock": 0 if night < step_night else 512}
+            result = ResultRecord("sim", "up612", ref, counters=counters, modeled_ns=1.0, processes=procs)
+            with write_session(engine) as s:
+                ingest(s, record, [result], registry_versions() if night == 0 else ())
+    finally:
+        engine.dispose()
+    exported = _benchsvc("export", "--db", str(source), "-o", str(tmp_path / "night.jsonl"), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+
+    imported = _benchsvc("import", str(tmp_path / "night.jsonl"), "--db", str(target), cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    assert f"analysis: {nights} imported runs analysed, 0 analysed before" in imported.stderr, imported.stderr
+    # the same analysis as benchsvc analyze on the machine's own store: one path
+    analysed = _benchsvc("analyze", "--db", str(source), cwd=tmp_path)
+    assert analysed.returncode == 0, analysed.stderr
+    found = _findings(target)
+    assert found == _findings(source)
+    assert {(f[1], f[5]) for f in found} >= {("nightly", "time"), ("nightly", "ds_lock")}, found
+
+    again = _benchsvc("import", str(tmp_path / "night.jsonl"), "--db", str(target), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"analysis: 0 imported runs analysed, {nights} analysed before" in again.stderr, again.stderr
+    assert _findings(target) == found
+
+
+def test_postgresql_without_its_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchsvc.store.db import StoreError, create_db_engine
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
+    with pytest.raises(StoreError) as exc:
+        create_db_engine("postgresql+psycopg://bench@127.0.0.1:1/benchsvc")
+    assert "psycopg is not installed" in str(exc.value)
+    assert "pip install 'benchsvc[postgresql]'" in str(exc.value)
+
+
+# --- an unattended run logs -----------------------------------------------------------------------------------
+
+
+def test_a_run_under_systemd_logs_start_results_failures_end_and_findings(tmp_path: Path) -> None:
+    db = str(tmp_path / "x.db")
+    runtime = tmp_path / "run"
+    args = [*BENCHSVC, "run", "-w", W1, "-V", "v1,v2", "--mode", "debug", "--no-report", "--db", db]
+    # systemd sets JOURNAL_STREAM for a service whose stderr is the journal
+    env = _env(runtime, JOURNAL_STREAM="8:12345", BENCHSVC_TEST_FAIL_WORKER=f"v2/{W1}")
+    cp = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 1, cp.stderr  # a failed result
+    lines = cp.stderr.splitlines()
+    assert lines and all(re.match(r"<[2-7]>benchsvc\.run: ", line) for line in lines), cp.stderr
+    host = lock.this_host()
+    assert re.match(rf"<6>benchsvc\.run: run 1 started on {re.escape(host)}: 2 results to measure ", lines[0])
+    assert f"<6>benchsvc.run: run 1 [1/2] sim/v1/{W1}: " in cp.stderr
+    assert f"<3>benchsvc.run: run 1 [2/2] sim/v2/{W1} FAILED: " in cp.stderr
+    assert "<4>benchsvc.run: run 1 failed: 1 ok, 1 failed, 0 already done, in " in cp.stderr
+    assert re.search(r"<[46]>benchsvc\.run: run 1 analysed: \d+ new lineage findings", cp.stderr), cp.stderr
+    assert cp.stdout.startswith("run 1 failed: 1 ok, 1 failed"), "stdout as at a terminal"
+
+    # elsewhere (not under systemd) nothing is logged: the plain progress lines as before
+    plain = subprocess.run(args, cwd=tmp_path, env=_env(runtime), capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0, plain.stderr
+    assert "benchsvc.run:" not in plain.stderr
+    assert len([line for line in plain.stderr.splitlines() if line.startswith("[")]) == 2, plain.stderr

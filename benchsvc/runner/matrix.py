@@ -36,6 +36,7 @@ from benchsvc.workload import WorkloadSpec, parse_workload
 
 #: start, each result, failures, the end and what was found: the unattended run's record (docs/fleet.md)
 log = logging.getLogger("benchsvc.run")
+log.addHandler(logging.NullHandler())  # nothing on stderr unless the caller configures logging
 
 #: pyperf options of each mode for the kernel engine, which pyperf's runner times (docs/running.md); the
 #: simulated versions are sampled as :data:`benchsvc.runner.blocks.SAMPLING` says

@@ -83,7 +83,14 @@ def create_db_engine(url: str) -> Engine:
     try:
         return create_engine(url, pool_pre_ping=True)
     except ModuleNotFoundError as exc:
-        raise StoreError(f"no driver for {describe(url)}: {exc.name} is not installed") from None
+        raise StoreError(
+            f"no driver for {describe(url)}: {exc.name} is not installed — "
+            + (
+                "install it with pip install 'benchsvc[postgresql]'"
+                if parsed.get_backend_name() == "postgresql"
+                else f"install the Python package that provides {exc.name}"
+            )
+        ) from None
     except NoSuchModuleError:
         raise StoreError(
             f"{describe(url)}: unknown database kind {parsed.drivername!r} (use sqlite:/// or postgresql://)"

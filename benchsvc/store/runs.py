@@ -243,3 +243,16 @@ def resumable_run(
         plan=list(run.plan),
     )
     return ResumableRun(run.id, record, plan)
+
+
+def finished_runs(session: Session, uuids: Sequence[str]) -> list[int]:
+    """The ids of the finished runs (complete or failed) among ``uuids``, oldest night first (the order the
+    nightly analysis needs: each night is judged against the nights before it)."""
+    if not uuids:
+        return []
+    stmt = (
+        select(Run.id)
+        .where(Run.uuid.in_(list(dict.fromkeys(uuids))), Run.status.in_(("complete", "failed")))
+        .order_by(Run.started_at, Run.id)
+    )
+    return [int(r) for r in session.scalars(stmt)]
