@@ -482,3 +482,132 @@ def test_a_run_under_systemd_logs_start_results_failures_end_and_findings(tmp_pa
     assert plain.returncode == 0, plain.stderr
     assert "benchsvc.run:" not in plain.stderr
     assert len([line for line in plain.stderr.splitlines() if line.startswith("[")]) == 2, plain.stderr
+
+
+# --- per-machine views in the query commands ------------------------------------------------------------------
+
+
+def _level(machine: int, night: int) -> float:
+    """The time of v1 on ``machine`` (0, 1) on ``night``: machine 1 is about 1.5x slower, both vary a little."""
+    return 0.010 * (1.5 if machine else 1.0) * (1 + 0.01 * ((night * (7 + machine)) % 5))
+
+
+@pytest.fixture
+def two_machines(tmp_path: Path) -> Path:
+    """A store with 9 nights of bench-a and bench-b: v1 and v2 of one workload, v2 with other counters."""
+    from benchsvc.records import ProcessValues, ResultRecord, WorkloadRef
+    from benchsvc.store.ingest import ingest, registry_versions
+    from benchsvc.workload import resolve
+
+    spec = resolve(W1)
+    ref = WorkloadRef(spec.name, spec.content_hash, spec.source_text, spec.description)
+    db = tmp_path / "fleet.db"
+    engine = open_store(str(db))
+    try:
+        for night in range(9):
+            for m, host in enumerate(("bench-a", "bench-b")):
+                base = RunRecord.new(mode="default", trigger="nightly")
+                record = dataclasses.replace(
+                    base,
+                    machine=dataclasses.replace(base.machine, hostname=host),
+                    started_at=dt.datetime(2026, 1, 1, 2, m) + dt.timedelta(days=night),
+                    git_commit=f"{night:040x}",
+                    status="complete",
+                )
+                results = [
+                    ResultRecord(
+                        "sim",
+                        version,
+                        ref,
+                        counters={"rmap_calls": 10 * (i + 1)},
+                        modeled_ns=1.0,
+                        # every value the night's level: the stored mean is exactly that level
+                        processes=tuple(ProcessValues((_level(m, night),) * 4) for _ in range(3)),
+                    )
+                    for i, version in enumerate(("v1", "v2"))
+                ]
+                with write_session(engine) as s:
+                    ingest(s, record, results, registry_versions())
+    finally:
+        engine.dispose()
+    analysed = _benchsvc("analyze", "--db", str(db), cwd=tmp_path)
+    assert analysed.returncode == 0, analysed.stderr
+    return db
+
+
+def _json(db: Path, *args: str) -> Any:
+    cp = _benchsvc(*args, "-f", "json", "--db", str(db), cwd=db.parent)
+    assert cp.returncode == 0, cp.stderr
+    return json.loads(cp.stdout)
+
+
+def test_query_commands_filter_and_show_machines(two_machines: Path) -> None:
+    db = two_machines
+    runs = _json(db, "runs", "-n", "100")
+    assert sorted({r["machine"] for r in runs}) == ["bench-a", "bench-b"] and len(runs) == 18
+    only_a = _json(db, "runs", "-n", "100", "--machine", "bench-a")
+    assert [r["run_id"] for r in only_a] == [r["run_id"] for r in runs if r["machine"] == "bench-a"]
+
+    unknown = _benchsvc("runs", "--machine", "bench-z", "--db", str(db), cwd=db.parent)
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith(
+        "Error: no machine 'bench-z' in this database — "
+    ) and "bench-a, bench-b" in (unknown.stderr)
+
+    found = _json(db, "regressions", "--all")
+    assert {r["machine"] for r in found} == {"bench-a", "bench-b"}, "v2's counters differ on both machines"
+    for host in ("bench-a", "bench-b"):
+        mine = _json(db, "regressions", "--all", "--machine", host)
+        assert [r["id"] for r in mine] == [r["id"] for r in found if r["machine"] == host]
+    table = _benchsvc("regressions", "--all", "--db", str(db), cwd=db.parent)
+    assert table.returncode == 0 and "machine" in table.stdout.splitlines()[1]
+
+    history = _json(db, "history", "-w", W1, "-V", "v1")
+    assert {r["machine"] for r in history} == {"bench-a", "bench-b"}
+    assert {r["series"].split("/")[0] for r in history} == {"bench-a", "bench-b"}, "never one spliced series"
+    assert {r["machine"] for r in _json(db, "history", "-w", W1, "-V", "v1", "--machine", "bench-b")} == {
+        "bench-b"
+    }
+
+    latest_b = max((r for r in runs if r["machine"] == "bench-b"), key=lambda r: r["run_id"])
+    compared = _json(db, "compare", "--machine", "bench-b", "--all", "-m", "rmap_calls")
+    assert compared and {r["machine"] for r in compared} == {"bench-b"}
+    header = _benchsvc("compare", "--machine", "bench-b", "--db", str(db), cwd=db.parent)
+    assert header.stdout.startswith(f"run {latest_b['run_id']} on bench-b: "), header.stdout
+
+
+def test_history_puts_one_series_side_by_side_across_machines(two_machines: Path) -> None:
+    import statistics
+
+    db = two_machines
+    last = 5
+    rows = {
+        r["machine"]: r
+        for r in _json(db, "history", "-w", W1, "-V", "v1", "--compare-machines", "--last", str(last))
+    }
+    assert sorted(rows) == ["bench-a", "bench-b"]
+    median = {
+        m: statistics.median(_level(i, n) for n in range(9 - last, 9))
+        for i, m in enumerate(("bench-a", "bench-b"))
+    }
+    for host in rows:
+        r = rows[host]
+        assert (r["nights"], r["reference"]) == (9, "bench-a")
+        assert r["median_ms"] == pytest.approx(median[host] * 1e3)
+        assert r["ratio"] == pytest.approx(median[host] / median["bench-a"])
+    against_b = _json(db, "history", "-w", W1, "-V", "v1", "--compare-machines", "--reference", "bench-b")
+    assert {r["machine"]: r["ratio"] for r in against_b}["bench-b"] == pytest.approx(1.0)
+    wrong = _benchsvc(
+        "history",
+        "-w",
+        W1,
+        "-V",
+        "v1",
+        "--compare-machines",
+        "--machine",
+        "bench-a",
+        "--db",
+        str(db),
+        cwd=db.parent,
+    )
+    assert wrong.returncode == 1 and wrong.stderr.startswith("Error: --compare-machines shows every machine")

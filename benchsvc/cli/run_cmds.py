@@ -395,16 +395,23 @@ def runs(
             "--limit", "-n", help="How many runs, newest first (0: none).", callback=int_range("--limit", 0)
         ),
     ] = 20,
+    machine: Annotated[
+        str | None,
+        typer.Option(
+            "--machine", metavar="HOST", help="Only this machine's runs: hostname or fingerprint prefix."
+        ),
+    ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     db: DbOption = None,
 ) -> None:
-    """List recent runs: id, start, status, mode, results ok/failed, machine."""
+    """List recent runs of every machine (or --machine): id, start, status, mode, results ok/failed, machine."""
     from benchsvc.store.db import read_session
+    from benchsvc.store.machines import machine_ids
     from benchsvc.store.queries import list_runs
 
     engine = open_db(db, create=False)
     with read_session(engine) as s:
-        df = list_runs(s, limit)
+        df = list_runs(s, limit, machine_ids(s, machine) if machine is not None else None)
     rows = df.assign(
         started_at=df["started_at"].dt.strftime("%Y-%m-%d %H:%M"), commit=df["git_commit"].fillna("").str[:10]
     )

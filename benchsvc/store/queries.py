@@ -128,9 +128,9 @@ def series_history(
 CANARY_ENGINE = "canary"
 
 
-def list_runs(session: Session, limit: int = 20) -> pd.DataFrame:
+def list_runs(session: Session, limit: int = 20, machine_ids: list[int] | None = None) -> pd.DataFrame:
     """The most recent runs, newest first, with their result counts by status (``limit`` >= 0; the canary's
-    result, measured beside the planned ones, is not counted)."""
+    result, measured beside the planned ones, is not counted); only those of ``machine_ids`` when given."""
     if limit < 0:
         raise ValueError(f"limit must not be negative, not {limit}")
     ok = func.count(Result.id).filter(Result.status == "ok")
@@ -155,6 +155,8 @@ def list_runs(session: Session, limit: int = 20) -> pd.DataFrame:
         .order_by(Run.started_at.desc(), Run.id.desc())
         .limit(limit)
     )
+    if machine_ids is not None:
+        stmt = stmt.where(Run.machine_id.in_(machine_ids))
     df = frame(session, stmt)
     # typed even when there are no runs (a new database), so that callers can format the columns
     df["started_at"] = pd.to_datetime(df["started_at"])
