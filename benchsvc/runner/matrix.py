@@ -7,11 +7,13 @@ timings from worker processes. The simulated versions of one workload are timed 
 call with each other and with the canary (:mod:`benchsvc.runner.blocks`); the kernel is timed by pyperf's own
 runner (:mod:`benchsvc.runner.worker`). The workload's definition text, the exact bytes that were hashed, is
 handed to the workers in a temporary file.
-The results of a workload are committed together as soon as they are measured, with a lock heartbeat, and the
-canary's result at the end of the run; a failing result is recorded as failed with its error and the run goes
-on. The run ends ``complete`` (every result ok), ``failed`` (some
-failed) or ``interrupted`` (Ctrl-C / SIGTERM, or found dead later); ``resume`` finishes an interrupted run
-without redoing what it committed. Nothing here prints: progress goes to a callback.
+A run first takes the machine's lock, then its host's row in the database (:mod:`benchsvc.store.lock`); the
+run's rows are written through :mod:`benchsvc.store.runs`. The results of a workload are committed together
+as soon as they are measured, with a heartbeat (also sent every minute from a thread), and the canary's result
+at the end of the run; a failing result is recorded as failed with its error and the run goes on. The run ends
+``complete`` (every result ok), ``failed`` (some failed) or ``interrupted`` (Ctrl-C / SIGTERM, or found dead
+later); ``resume`` finishes an interrupted run without redoing what it committed. Nothing here prints:
+progress goes to a callback, and the run's course to the ``benchsvc.run`` logger.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class RunError(BenchsvcError):
 
 
 class InterruptedBeforeStart(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM while waiting for the database's run lock: no run was created or reopened."""
+    """Ctrl-C or SIGTERM while waiting for the machine (its lock, or its run in the database): no run was
+    created or reopened."""
 
 
 @dataclass(frozen=True)

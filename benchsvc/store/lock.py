@@ -231,12 +231,6 @@ def release(session: Session, run_id: int) -> None:
         session.delete(lock)
 
 
-def current_holder(session: Session) -> RunLock | None:
-    """This host's live lock holder, if any."""
-    lock = session.get(RunLock, this_host())
-    return lock if lock is not None and holder_alive(lock) else None
-
-
 @dataclass(frozen=True)
 class Recovered:
     """A ``running`` run found dead and marked ``interrupted``."""
