@@ -611,3 +611,63 @@ def test_history_puts_one_series_side_by_side_across_machines(two_machines: Path
         cwd=db.parent,
     )
     assert wrong.returncode == 1 and wrong.stderr.startswith("Error: --compare-machines shows every machine")
+
+
+# --- heartbeats and --resume per machine -----------------------------------------------------------------------
+
+
+def test_the_heartbeat_timer_refreshes_the_hosts_lock_while_a_block_runs(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from benchsvc.store.db import read_session
+    from benchsvc.store.runs import heartbeats
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    then = utcnow() - dt.timedelta(minutes=5)
+    run_id = _seed_running(url, lock.this_host(), os.getpid(), then)
+    engine = open_store(url)
+    try:
+
+        def beat() -> dt.datetime | None:
+            with read_session(engine) as s:
+                seen = s.scalar(select(RunLock.heartbeat_at).where(RunLock.host == lock.this_host()))
+            return seen if seen is not None and seen > then else None
+
+        with heartbeats(engine, run_id, every_s=0.05):  # a long block: nothing committed meanwhile
+            fresh = _poll(beat, "a heartbeat from the timer", 30, [])
+        assert fresh > then
+    finally:
+        engine.dispose()
+
+
+def test_resume_without_a_run_picks_this_hosts_latest_interrupted_run(tmp_path: Path) -> None:
+    from benchsvc.records import EnvironmentInfo, MachineInfo
+    from benchsvc.store.db import read_session
+    from benchsvc.store.runs import RunStoreError, resumable_run
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    now = utcnow()
+    mine = _seed_running(url, lock.this_host(), _dead_pid(), now - dt.timedelta(hours=1))
+    other = _seed_running(url, "bench-elsewhere", 1, now - lock.STALE_AFTER * 2)  # later, on another host
+    engine = open_store(url)
+    try:
+        assert {r.run_id for r in lock.recover(engine)} == {mine, other}
+        engine.dispose()
+        engine = open_store(url)
+        with write_session(engine) as s:
+            from benchsvc.store.models import Run
+
+            for run_id in (mine, other):
+                s.get(Run, run_id).plan = [  # type: ignore[union-attr]
+                    {"engine": "sim", "version": "v1", "workload": W1, "workload_hash": "0" * 64}
+                ]
+        with read_session(engine) as s, pytest.raises(RunStoreError) as exc:
+            resumable_run(s, None, MachineInfo.current(), EnvironmentInfo.current())
+        # it chose this host's run (whose plan names a workload the store lacks), not the later one elsewhere
+        assert str(exc.value) == f"run {mine}: workload {W1} of its plan is not in the database"
+        with read_session(engine) as s, pytest.raises(RunStoreError) as exc:
+            resumable_run(s, str(other), MachineInfo.current(), EnvironmentInfo.current())
+        assert str(exc.value).startswith(f"run {other} was started on bench-elsewhere (")
+        assert str(exc.value).endswith(": resume it where it started")
+    finally:
+        engine.dispose()

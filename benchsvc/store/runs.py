@@ -212,14 +212,6 @@ def resumable_run(
         )
     if not run.plan:
         raise RunStoreError(f"run {run.id} has no stored plan (it was imported or made by an older benchsvc)")
-    plan = []
-    for entry in run.plan:
-        row = _workload(session, entry["workload"], entry["workload_hash"])
-        if row is None:
-            raise RunStoreError(
-                f"run {run.id}: workload {entry['workload']} of its plan is not in the database"
-            )
-        plan.append((dict(entry), row.definition))
     if machine.fingerprint != run.machine.fingerprint:
         raise RunStoreError(
             f"run {run.id} was started on {run.machine.hostname} ({run.machine.fingerprint[:12]}), "
@@ -230,6 +222,14 @@ def resumable_run(
             f"run {run.id} was started with another environment (Python or key package versions "
             f"differ: {run.environment.fingerprint[:12]} vs {environment.fingerprint[:12]}): resume it there"
         )
+    plan = []
+    for entry in run.plan:
+        row = _workload(session, entry["workload"], entry["workload_hash"])
+        if row is None:
+            raise RunStoreError(
+                f"run {run.id}: workload {entry['workload']} of its plan is not in the database"
+            )
+        plan.append((dict(entry), row.definition))
     record = RunRecord(
         uuid=run.uuid,
         started_at=run.started_at,
