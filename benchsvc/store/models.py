@@ -92,6 +92,11 @@ class Workload(Base):
 
 class Run(Base):
     __tablename__ = "runs"
+    __table_args__ = (
+        # a machine's nights of one environment and mode, in order: the history the nightly analysis and the
+        # report read (without it, a store of many machines is read whole for one machine's series)
+        Index("ix_runs_machine_series", "machine_id", "environment_id", "mode", "started_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True)

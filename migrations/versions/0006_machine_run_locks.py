@@ -1,4 +1,4 @@
-"""run locks per machine: one active run per host instead of one per database
+"""run locks per machine: one active run per host instead of one per database; runs indexed per machine
 
 Revision ID: 0006
 Revises: 0005
@@ -7,6 +7,9 @@ Create Date: 2026-12-02 09:30:00
 ``run_lock`` held one row for the whole database, so machines sharing a PostgreSQL store ran one at a time.
 ``run_locks`` holds one row per host (its primary key): the run that host has running, its pid and its
 heartbeat. A row of the old table moves to the new one under its holder's host.
+
+``ix_runs_machine_series`` finds one machine's nights of one environment and mode in order, so that a
+machine's history (the nightly analysis, the report) does not read the results of every machine.
 """
 
 from __future__ import annotations
@@ -41,9 +44,15 @@ def upgrade() -> None:
         "WHERE run_id IS NOT NULL"
     )
     op.drop_table("run_lock")
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_runs_machine_series", ["machine_id", "environment_id", "mode", "started_at"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_runs_machine_series")
     op.create_table(
         "run_lock",
         sa.Column("id", sa.Integer(), nullable=False),
