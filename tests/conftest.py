@@ -29,6 +29,13 @@ def load_variant(stem: str, *, size: str | None = None, va_offset: str | None = 
     return parse_workload(text.encode(), name=name)
 
 
+@pytest.fixture(autouse=True)
+def _runtime_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's own machine run lock (``$BENCHSVC_RUNTIME_DIR``): tests and other benchsvc runs on this
+    machine do not refuse each other; the tests of the machine lock set their own."""
+    monkeypatch.setenv("BENCHSVC_RUNTIME_DIR", str(tmp_path_factory.mktemp("runtime")))
+
+
 @pytest.fixture(scope="session")
 def shipped_workloads() -> list[Path]:
     return sorted(WORKLOADS.glob("*.toml"))

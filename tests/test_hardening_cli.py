@@ -77,7 +77,9 @@ def one_error(code: int, err: str) -> str:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BENCHSVC_")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("BENCHSVC_") or k == "BENCHSVC_RUNTIME_DIR"
+    }
     env.update(COLUMNS="200", TERM="dumb", **extra)
     return env
 

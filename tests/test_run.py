@@ -42,14 +42,16 @@ LARGE = "a-munmap-aligned-1g"
 HOST = socket.gethostname()
 
 LOCKED = re.compile(
-    r"^Error: the database is in use by run (?P<run>\d+) \(pid (?P<pid>\d+) on (?P<host>\S+), "
+    r"^Error: (?:this machine is in use by|the database records) run (?P<run>\d+) \(pid (?P<pid>\d+) on (?P<host>\S+), "
     r"started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)"
 )
 GONE_NOTE = "note: run {} was left running by a process that is gone; marked interrupted"
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BENCHSVC_")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("BENCHSVC_") or k == "BENCHSVC_RUNTIME_DIR"
+    }
     env.update(COLUMNS="200", TERM="dumb", **extra)
     return env
 
@@ -168,7 +170,7 @@ class Bench:
         return [(e["engine"], e["version"], e["workload"], e["workload_hash"]) for e in plan]
 
     def lock(self) -> tuple[Any, ...] | None:
-        rows = self.query("SELECT run_id, holder_pid, holder_host FROM run_lock")
+        rows = self.query("SELECT run_id, holder_pid, host FROM run_locks")
         return rows[0] if rows else None
 
     def results(self, run_id: int, *, canary: bool = False) -> list[dict[str, Any]]:
@@ -454,10 +456,9 @@ def _seed_running_run(db: Path, holder_pid: int, acquired_at: dt.datetime) -> in
             run = create_run(s, dataclasses.replace(RunRecord.new(mode="debug"), started_at=acquired_at))
             s.add(
                 RunLock(
-                    id=1,
+                    host=HOST,
                     run_id=run.id,
                     holder_pid=holder_pid,
-                    holder_host=HOST,
                     acquired_at=acquired_at,
                     heartbeat_at=acquired_at,
                 )

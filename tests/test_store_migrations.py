@@ -205,7 +205,7 @@ def test_database_at_0001_is_refused_then_upgraded_with_every_row_intact(rev0001
 
     after = sqlite_dump(rev0001_copy)
     assert after["alembic_version"] == [(head_revision(),)]
-    assert "run_lock" in after and after["run_lock"] == []
+    assert "run_locks" in after and after["run_locks"] == []
     for table in REV0001_TABLES:
         old_rows = before[table]
         new_rows = [row[: len(old_rows[0])] for row in after[table]]  # columns added later come last
@@ -234,6 +234,45 @@ def test_database_at_0001_is_refused_then_upgraded_with_every_row_intact(rev0001
             assert hist["workload_hash"].tolist() == ["1" * 64, "2" * 64]  # two contents, kept apart
             assert hist["machine"].tolist() == ["bench-a", "bench-b"]
             assert hist["value"].tolist() == [0.0011, 0.002]
+    finally:
+        engine.dispose()
+
+
+def test_database_at_0005_with_a_running_run_upgrades_to_per_machine_locks(store_url: str) -> None:
+    """0006 replaces the one lock of the database by one per host: every row is kept, and the lock held at
+    0005 moves to its holder's host (and back on a downgrade)."""
+    engine = create_db_engine(store_url)
+    try:
+        upgrade(engine, "0005")
+        run_id = ingest_some(engine)
+        held = (run_id, 4242, "bench-m", dt.datetime(2026, 2, 1, 2, 0, 1), dt.datetime(2026, 2, 1, 2, 5))
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE runs SET status = 'running', finished_at = NULL"))
+            conn.execute(
+                text(
+                    "INSERT INTO run_lock (id, run_id, holder_pid, holder_host, acquired_at, heartbeat_at) "
+                    "VALUES (1, :run, :pid, :host, :acquired, :beat)"
+                ),
+                dict(zip(("run", "pid", "host", "acquired", "beat"), held, strict=True)),
+            )
+        kept = tuple(t for t in table_names(engine) if t not in ("run_lock", "alembic_version"))
+        before = dump(engine, kept)
+        assert sum(len(before[t]) for t in ("results", "samples", "counters")) > 0
+
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+        assert "run_lock" not in table_names(engine)
+        assert dump(engine, kept) == before
+        (row,) = dump(engine, ("run_locks",))["run_locks"]
+        as_text = lambda row: tuple(map(str, row))  # noqa: E731 (SQLite gives timestamps as text)
+        # host, run, pid, acquired, heartbeat
+        assert as_text(row) == as_text((held[2], held[0], held[1], held[3], held[4]))
+        assert schema_differences(engine) == []
+
+        downgrade(engine, "0005")
+        (old,) = dump(engine, ("run_lock",))["run_lock"]
+        assert as_text(old) == as_text((1, *held))
+        assert dump(engine, kept) == before
     finally:
         engine.dispose()
 
@@ -344,7 +383,7 @@ def test_downgrade_to_0001_and_upgrade_again_keeps_the_data(
 
         upgrade(engine)
         assert current_revision(engine) == head_revision()
-        assert "run_lock" in table_names(engine)
+        assert "run_locks" in table_names(engine)
         assert dump(engine, kept) == before
         assert (dump_runs(engine), dump_samples(engine)) == (runs_before, samples_before)
         assert schema_differences(engine) == []

@@ -15,6 +15,10 @@ from benchsvc.errors import BenchsvcError
 MAX_TRIALS = 10_000
 
 FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+MachineOption = Annotated[
+    str | None,
+    typer.Option("--machine", metavar="HOST", help="Only this machine: hostname or fingerprint prefix."),
+]
 SinceOption = Annotated[
     str | None, typer.Option("--since", help="Only runs started on or after this date (YYYY-MM-DD, UTC).")
 ]
@@ -43,10 +47,19 @@ def compare(
     changed: Annotated[
         bool, typer.Option("--changed/--all", help="Only rows that changed significantly.")
     ] = True,
+    machine: Annotated[
+        str | None,
+        typer.Option(
+            "--machine",
+            metavar="HOST",
+            help="Without --run: this machine's latest run (hostname or fingerprint).",
+        ),
+    ] = None,
     fmt: FormatOption = Format.table,
     db: DbOption = None,
 ) -> None:
-    """The version lineage of one run: each version against its parent (or --base), per workload and metric.
+    """The version lineage of one run (of one machine): each version against its parent (or --base), per
+    workload and metric.
 
     Counters and modelled cost: exact differences. Time: a ratio with a 95% interval over worker processes,
     paired trial by trial where the versions were measured interleaved (benchsvc run); significant when it
@@ -56,11 +69,15 @@ def compare(
     from benchsvc.analysis.lineage import compare_lineage
     from benchsvc.analysis.noise import noise_floor
     from benchsvc.store.db import read_session
+    from benchsvc.store.machines import latest_run_id, machine_ids
     from benchsvc.store.queries import get_run, run_results, run_samples
 
+    if run_ref is not None and machine is not None:
+        raise BenchsvcError("--run and --machine do not go together — a run is on one machine: give one")
     engine = open_db(db, create=False)
     with read_session(engine) as s:
-        run = get_run(s, run_ref)
+        run = get_run(s, latest_run_id(s, machine_ids(s, machine)) if machine is not None else run_ref)
+        host = run.machine.hostname
         results, samples = run_results(s, run.id), run_samples(s, run.id)
         _check_compare_args(run.id, results, base, metric)
         df = compare_lineage(results, samples, base=base, metrics=metric)
@@ -87,11 +104,17 @@ def compare(
         "ratio",
     ]
     if fmt is Format.table:
-        typer.echo(f"run {run.id}: {len(rows)} {'changes' if changed else 'comparisons'}")
+        typer.echo(f"run {run.id} on {host}: {len(rows)} {'changes' if changed else 'comparisons'}")
         typer.echo(floor.describe())
         render(rows, [*cols, "interval"], fmt)
     else:
-        render(rows, [*cols, "ci_low", "ci_high", "significant", "kind", "engine", "workload_hash"], fmt)
+        for r in rows:
+            r["machine"] = host
+        render(
+            rows,
+            [*cols, "ci_low", "ci_high", "significant", "kind", "engine", "workload_hash", "machine"],
+            fmt,
+        )
 
 
 def _check_compare_args(run_id: int, results: Any, base: str | None, metrics: list[str] | None) -> None:
@@ -136,7 +159,29 @@ def history(
         ),
     ] = None,
     since: SinceOption = None,
-    machine: Annotated[str | None, typer.Option("--machine", help="Hostname or fingerprint prefix.")] = None,
+    machine: MachineOption = None,
+    compare_machines: Annotated[
+        bool,
+        typer.Option(
+            "--compare-machines",
+            help="One row per machine instead: the median of its last --last nights of the series and the "
+            "ratio to --reference's (machines side by side, never spliced).",
+        ),
+    ] = False,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            "--reference", metavar="HOST", help="With --compare-machines: the machine the ratios are to."
+        ),
+    ] = None,
+    last: Annotated[
+        int,
+        typer.Option(
+            "--last",
+            help="With --compare-machines: how many recent nights each median is over.",
+            callback=int_range("--last", 1, 10_000),
+        ),
+    ] = 7,
     fmt: FormatOption = Format.table,
     db: DbOption = None,
 ) -> None:
@@ -145,19 +190,27 @@ def history(
     Timing: the change points and machine events recorded by the nightly analysis (benchsvc run, benchsvc
     analyze), so history and regressions always agree; a night never analysed says so (run benchsvc
     analyze). Counters: exact changes. Rows of different provenance (machine, environment, workload
-    content, mode) are separate series.
+    content, mode) are separate series. --compare-machines puts each machine's series side by side as a
+    ratio to one machine's (default: the first hostname).
     """
     import pandas as pd
 
     from benchsvc.analysis.describe import machine_event_text
     from benchsvc.store.db import read_session
+    from benchsvc.store.machines import machine_ids
     from benchsvc.store.queries import analysed_runs, series_history
     from benchsvc.store.regressions import series_marks
 
     if engine_name is None:
         engine_name = "kernel" if version.startswith("kernel-") else "sim"
+    if compare_machines and machine is not None:
+        raise BenchsvcError("--compare-machines shows every machine — leave out --machine")
+    if reference is not None and not compare_machines:
+        raise BenchsvcError("--reference goes with --compare-machines — add it, or leave out --reference")
     engine = open_db(db, create=False)
     with read_session(engine) as s:
+        if machine is not None:
+            machine_ids(s, machine)  # an unknown machine is an error, not an empty history
         df = series_history(
             s,
             workload=workload,
@@ -178,6 +231,9 @@ def history(
             f"no {metric} history for {engine_name}/{version}/{workload} (check the names: benchsvc runs, "
             "benchsvc workloads list, benchsvc versions)"
         )
+    if compare_machines:
+        _render_machine_ratios(df, metric, reference, last, fmt)
+        return
     df["series"] = (
         df["machine"]
         + "/"
@@ -208,12 +264,45 @@ def history(
         df.loc[moved, "change"] = (df["value"] - prev)[moved].map(lambda d: f"{d:+,.0f}")
     df["started_at"] = df["started_at"].dt.strftime("%Y-%m-%d %H:%M")
     df["commit"] = df["git_commit"].fillna("").str[:10]
-    cols = ["run_id", "started_at", "series", "commit", "value", "change"]
+    cols = ["run_id", "started_at", "machine", "series", "commit", "value", "change"]
     if metric == "time":
         df["value"] = df["value"] * 1e3
         df = df.rename(columns={"value": "mean_ms"})
-        cols[4] = "mean_ms"
+        cols[cols.index("value")] = "mean_ms"
     render(df.to_dict("records"), cols, fmt)
+
+
+def _render_machine_ratios(df: Any, metric: str, reference: str | None, last: int, fmt: Format) -> None:
+    from benchsvc.analysis.machines import machine_ratios
+
+    hosts = sorted(set(df["machine"]))
+    if reference is not None and reference not in hosts:
+        raise BenchsvcError(
+            f"--reference {reference!r} has no nights of this series — give one of: {', '.join(hosts)}"
+        )
+    table = machine_ratios(df, last=last, reference=reference)
+    table["last_night"] = table["last_night"].dt.strftime("%Y-%m-%d %H:%M")
+    table["workload_hash"] = table["workload_hash"].str[:12]
+    value = "median"
+    if metric == "time":
+        table["median"] = table["median"] * 1e3
+        table = table.rename(columns={"median": "median_ms"})
+        value = "median_ms"
+    if fmt is Format.table:
+        table["ratio"] = [f"{r:.3f}" if r == r else "" for r in table["ratio"]]
+        table["environment_fp"] = table["environment_fp"].str[:6]
+    cols = [
+        "workload_hash",
+        "mode",
+        "machine",
+        "environment_fp",
+        "nights",
+        "last_night",
+        value,
+        "ratio",
+        "reference",
+    ]
+    render(table.to_dict("records"), cols, fmt)
 
 
 def analyze(
@@ -266,23 +355,30 @@ def regressions(
         typer.Option("--axis", help="lineage (within a run), nightly or machine (machine events)."),
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Include improvements, not only regressions.")] = False,
+    machine: MachineOption = None,
     fail_on_regression: Annotated[
         bool, typer.Option("--fail-on-regression", help="Exit 2 when there is a new regression (CI gating).")
     ] = False,
     fmt: FormatOption = Format.table,
     db: DbOption = None,
 ) -> None:
-    """List regressions (with --all, improvements too): both axes, with their effect and interval."""
+    """List regressions (with --all, improvements too): both axes, with their effect, interval and machine."""
     if ctx.invoked_subcommand is not None:
         return
     from benchsvc.analysis.describe import finding_size
     from benchsvc.store.db import read_session
+    from benchsvc.store.machines import machine_ids
     from benchsvc.store.regressions import list_regressions
 
     engine = open_db(db, create=False)
     with read_session(engine) as s:
         df = list_regressions(
-            s, since=_date(since, "--since"), status=status, axis=axis, direction=None if all_ else "worse"
+            s,
+            since=_date(since, "--since"),
+            status=status,
+            axis=axis,
+            direction=None if all_ else "worse",
+            machine_ids=machine_ids(s, machine) if machine is not None else None,
         )
     rows = []
     for r in df.to_dict("records"):
@@ -306,6 +402,7 @@ def regressions(
         "direction",
         "run_id",
         "started_at",
+        "machine",
         "workload",
         "version",
         "against",
@@ -313,7 +410,7 @@ def regressions(
         "size",
     ]
     if fmt is not Format.table:
-        cols += ["effect", "ci_low", "ci_high", "machine", "note"]
+        cols += ["effect", "ci_low", "ci_high", "note"]
     render(rows, cols, fmt)
     if fail_on_regression and any(
         r["status"] == "new" and r["direction"] == "worse" and r["axis"] != "machine" for r in rows

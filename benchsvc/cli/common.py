@@ -82,10 +82,8 @@ def open_db(db: str | None, *, create: bool = True) -> Any:
     if not create:
         require_existing(url)
     engine = open_store(url)
-    for run_id in recover(engine):
-        typer.echo(
-            f"note: run {run_id} was left running by a process that is gone; marked interrupted", err=True
-        )
+    for found in recover(engine):
+        typer.echo(f"note: {found.describe()}", err=True)
     return engine
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -132,7 +132,8 @@ def import_files(
 
     Every file is checked completely before anything is written; a bad line is reported as FILE:LINE and
     nothing is imported. Each file is then written in one transaction. Results already in the database are
-    skipped, so importing a file twice adds nothing.
+    skipped, so importing a file twice adds nothing. The finished runs imported are then analysed as
+    benchsvc analyze does (oldest night first; a run analysed before is not analysed again).
     """
     from benchsvc.store.db import read_session, write_session
     from benchsvc.store.exchange import PyperfDefaults, check_versions, read_import_file, store_batch
@@ -151,6 +152,7 @@ def import_files(
                     counts = store_batch(session, batch)
                 done.append(path)
                 typer.echo(f"{counts.label}: {counts.added} results added, {counts.already} already there")
+            _analyse_imported(engine_, [group.record.uuid for batch in batches for group in batch.runs])
         finally:
             engine_.dispose()
     except KeyboardInterrupt:
@@ -165,3 +167,30 @@ def import_files(
             )
         typer.echo(f"interrupted: {message} (each file is one transaction)", err=True)
         raise typer.Exit(130) from None
+
+
+def _analyse_imported(engine: Any, uuids: list[str]) -> None:
+    """Analyse the imported runs no analysis has looked at yet: the path of benchsvc analyze (one run at a
+    time, oldest night first), so that imported nights get their findings like nights run here. What it found
+    goes to stderr, beside the notes: stdout says what was imported."""
+    from benchsvc.findings import analyze_run
+    from benchsvc.store.db import read_session
+    from benchsvc.store.queries import analysed_runs
+    from benchsvc.store.runs import finished_runs
+
+    with read_session(engine) as s:
+        ids = finished_runs(s, uuids)
+        todo = [r for r in ids if r not in analysed_runs(s, ids)]
+    for run_id in todo:
+        f = analyze_run(engine, run_id)
+        typer.echo(
+            f"analysis: run {run_id}: {f.lineage_new} new lineage findings ({f.lineage_fixed} fixed), "
+            f"{f.nightly_new} new nightly findings, {f.machine_new} machine events",
+            err=True,
+        )
+    if ids:
+        typer.echo(
+            f"analysis: {len(todo)} imported runs analysed, {len(ids) - len(todo)} analysed before; "
+            "see benchsvc regressions",
+            err=True,
+        )

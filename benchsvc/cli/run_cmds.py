@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,16 @@ def run(
             "docs/measurement.md.",
         ),
     ] = None,
+    log: Annotated[
+        bool | None,
+        typer.Option(
+            "--log/--no-log",
+            help="Log the run through Python logging to stderr (start, each result, failures, the end, what "
+            "the analysis found), instead of the plain progress lines. Default: on under systemd (the "
+            "journal), off elsewhere. See docs/fleet.md.",
+            show_default=False,
+        ),
+    ] = None,
     write_report: Annotated[
         bool, typer.Option("--report/--no-report", help="Write the HTML report when the run ends.")
     ] = True,
@@ -149,7 +160,8 @@ def run(
         record = RunRecord.new(mode=chosen, trigger=trigger, pyperf_settings=settings)
         resume_id = None
         engine = open_db(db)
-    reporter = _Reporter(quiet)
+    logging_on = _start_logging(log)
+    reporter = _Reporter(quiet or (logging_on and not sys.stderr.isatty()))
     try:
         summary = execute(
             engine,
@@ -185,10 +197,16 @@ def run(
     # what the run re-measured decides which timing findings are recorded (None: nothing was re-measured)
     plan = plan_run(engine, summary.run_id, confirmed=summary.confirmed is not None)
     found = record_run(engine, plan, confirmed=summary.confirmed)
-    typer.echo(
-        f"analysis: {found.lineage_new} new lineage findings ({found.lineage_fixed} fixed), "
-        f"{found.nightly_new} new nightly findings, {found.machine_new} machine events; "
-        "see benchsvc regressions"
+    analysis = (
+        f"{found.lineage_new} new lineage findings ({found.lineage_fixed} fixed), "
+        f"{found.nightly_new} new nightly findings, {found.machine_new} machine events"
+    )
+    typer.echo(f"analysis: {analysis}; see benchsvc regressions")
+    _log.log(
+        logging.WARNING if found.lineage_new or found.nightly_new else logging.INFO,
+        "run %d analysed: %s",
+        summary.run_id,
+        analysis,
     )
     if write_report:
         from benchsvc.records import utcnow
@@ -202,8 +220,42 @@ def run(
             build_site(data, generated_at=utcnow().replace(microsecond=0)), report_dir, "--report-dir"
         )
         typer.echo(f"report: {report_dir / 'index.html'} ({written} files written, {unchanged} unchanged)")
+        _log.info("report: %s (%d files written)", report_dir / "index.html", written)
     if summary.status == "failed":
         raise typer.Exit(1)
+
+
+_log = logging.getLogger("benchsvc.run")
+
+#: syslog priorities of the logging levels, as the journal reads them from a ``<N>`` line prefix
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _JournalFormatter(logging.Formatter):
+    """``<priority>message``: systemd stores each stderr line in the journal at that priority, with its own
+    timestamp and unit name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def _start_logging(enabled: bool | None) -> bool:
+    """Send the ``benchsvc`` loggers to stderr when ``enabled`` (None: when systemd runs us, which sets
+    ``$JOURNAL_STREAM`` for a service whose stderr is the journal). Returns whether logging is on."""
+    import os
+
+    under_systemd = bool(os.environ.get("JOURNAL_STREAM"))
+    if not (under_systemd if enabled is None else enabled):
+        return False
+    handler = logging.StreamHandler(sys.stderr)
+    if under_systemd:
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("benchsvc")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return True
 
 
 def _select_versions(requested: list[str] | None, engine_name: str) -> list[str]:
@@ -343,16 +395,23 @@ def runs(
             "--limit", "-n", help="How many runs, newest first (0: none).", callback=int_range("--limit", 0)
         ),
     ] = 20,
+    machine: Annotated[
+        str | None,
+        typer.Option(
+            "--machine", metavar="HOST", help="Only this machine's runs: hostname or fingerprint prefix."
+        ),
+    ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     db: DbOption = None,
 ) -> None:
-    """List recent runs: id, start, status, mode, results ok/failed, machine."""
+    """List recent runs of every machine (or --machine): id, start, status, mode, results ok/failed, machine."""
     from benchsvc.store.db import read_session
+    from benchsvc.store.machines import machine_ids
     from benchsvc.store.queries import list_runs
 
     engine = open_db(db, create=False)
     with read_session(engine) as s:
-        df = list_runs(s, limit)
+        df = list_runs(s, limit, machine_ids(s, machine) if machine is not None else None)
     rows = df.assign(
         started_at=df["started_at"].dt.strftime("%Y-%m-%d %H:%M"), commit=df["git_commit"].fillna("").str[:10]
     )

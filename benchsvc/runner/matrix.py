@@ -7,15 +7,18 @@ timings from worker processes. The simulated versions of one workload are timed 
 call with each other and with the canary (:mod:`benchsvc.runner.blocks`); the kernel is timed by pyperf's own
 runner (:mod:`benchsvc.runner.worker`). The workload's definition text, the exact bytes that were hashed, is
 handed to the workers in a temporary file.
-The results of a workload are committed together as soon as they are measured, with a lock heartbeat, and the
-canary's result at the end of the run; a failing result is recorded as failed with its error and the run goes
-on. The run ends ``complete`` (every result ok), ``failed`` (some
-failed) or ``interrupted`` (Ctrl-C / SIGTERM, or found dead later); ``resume`` finishes an interrupted run
-without redoing what it committed. Nothing here prints: progress goes to a callback.
+A run first takes the machine's lock, then its host's row in the database (:mod:`benchsvc.store.lock`); the
+run's rows are written through :mod:`benchsvc.store.runs`. The results of a workload are committed together
+as soon as they are measured, with a heartbeat (also sent every minute from a thread), and the canary's result
+at the end of the run; a failing result is recorded as failed with its error and the run goes on. The run ends
+``complete`` (every result ok), ``failed`` (some failed) or ``interrupted`` (Ctrl-C / SIGTERM, or found dead
+later); ``resume`` finishes an interrupted run without redoing what it committed. Nothing here prints:
+progress goes to a callback, and the run's course to the ``benchsvc.run`` logger.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import signal
 import subprocess
@@ -42,6 +45,10 @@ from benchsvc.records import (
     utcnow,
 )
 from benchsvc.workload import WorkloadSpec, parse_workload
+
+#: start, each result, failures, the end and what was found: the unattended run's record (docs/fleet.md)
+log = logging.getLogger("benchsvc.run")
+log.addHandler(logging.NullHandler())  # nothing on stderr unless the caller configures logging
 
 #: pyperf options of each mode for the kernel engine, which pyperf's runner times (docs/running.md); the
 #: simulated versions are sampled as :data:`benchsvc.runner.blocks.SAMPLING` says
@@ -75,7 +82,8 @@ class RunError(BenchsvcError):
 
 
 class InterruptedBeforeStart(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM while waiting for the database's run lock: no run was created or reopened."""
+    """Ctrl-C or SIGTERM while waiting for the machine (its lock, or its run in the database): no run was
+    created or reopened."""
 
 
 @dataclass(frozen=True)
@@ -542,18 +550,33 @@ def execute(
 
     On Ctrl-C or SIGTERM the run is marked ``interrupted`` (its committed results stay) and the
     KeyboardInterrupt propagates."""
-    from benchsvc.store.lock import RunLocked
+    from benchsvc.store.lock import RunLocked, lock_machine
+    from benchsvc.store.runs import close_run, commit_results, heartbeats, open_run
 
     if mode not in MODES:
         raise RunError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
     if pairing is not None:
         check_pairing(pairing)
     t0 = time.monotonic()
+    workloads = [
+        WorkloadRef(spec.name, spec.content_hash, spec.source_text, spec.description)
+        for spec in {i.spec.content_hash: i.spec for i in items}.values()
+    ]
+    record = (
+        replace(run_record, plan=[i.plan_entry() for i in items]) if resume_run_id is None else run_record
+    )
     while True:
+        machine = None
         try:
-            run_id, run_uuid, notes, done, failed_before = _open_run(engine, items, run_record, resume_run_id)
+            # this machine first (whatever database), then this host's row in the database
+            machine = lock_machine(_db_label(engine))
+            opened = open_run(
+                engine, record, version_infos(items), workloads, resume_run_id, on_open=machine.record
+            )
             break
         except RunLocked:
+            if machine is not None:
+                machine.release()
             if not wait:
                 raise
             try:
@@ -561,10 +584,33 @@ def execute(
                     time.sleep(wait_poll_s)
             except KeyboardInterrupt:
                 raise InterruptedBeforeStart from None
-    todo = [i for i in items if i.key not in done]
+        except BaseException:
+            if machine is not None:
+                machine.release()
+            raise
+    assert machine is not None
+    run_id = opened.run_id
+    todo = [i for i in items if i.key not in opened.done]
     summary = RunSummary(
-        run_id, run_uuid, "running", skipped=len(items) - len(todo), notes=notes, failed_before=failed_before
+        run_id,
+        opened.uuid,
+        "running",
+        skipped=len(items) - len(todo),
+        notes=opened.notes,
+        failed_before=opened.failed_before,
     )
+    log.info(
+        "run %d %s on %s: %d results to measure (%d already done), %s mode, database %s",
+        run_id,
+        "started" if resume_run_id is None else "resumed",
+        record.machine.hostname,
+        len(todo),
+        summary.skipped,
+        mode,
+        _db_label(engine),
+    )
+    for note in opened.notes:
+        log.warning("run %d: %s", run_id, note)
     clock = {"simulate_s": 0.0, "pyperf_s": 0.0, "commit_s": 0.0}
     status = "interrupted"
     rng = random.Random()
@@ -576,7 +622,11 @@ def execute(
 
         engine_hash = engine_code_hash()
     try:
-        with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="benchsvc-run-") as tmp:
+        with (
+            _sigterm_as_interrupt(),
+            heartbeats(engine, run_id),
+            tempfile.TemporaryDirectory(prefix="benchsvc-run-") as tmp,
+        ):
             index = 0
             for block in blocks(todo):
                 if on_progress:
@@ -589,15 +639,16 @@ def execute(
                 else:
                     records = [measure(item, mode, Path(tmp), clock, pairing) for item in block]
                 t_commit = time.perf_counter()
-                _commit_results(engine, run_id, records)
+                commit_results(engine, run_id, records)
                 clock["commit_s"] += time.perf_counter() - t_commit
-                for item, record in zip(block, records, strict=True):
-                    if record.status == "ok":
+                for item, result in zip(block, records, strict=True):
+                    if result.status == "ok":
                         summary.ok += 1
                     else:
                         summary.failed += 1
+                    _log_result(run_id, index, len(todo), item, result)
                     if on_progress:
-                        on_progress(Progress("done", index, len(todo), item, record, skipped=summary.skipped))
+                        on_progress(Progress("done", index, len(todo), item, result, skipped=summary.skipped))
                     index += 1
             if confirm and mode in CONFIRMING_MODES and any(i.engine == "sim" for i in items):
                 again, summary.confirmed = _confirm(
@@ -605,10 +656,13 @@ def execute(
                 )
                 canary.extend(again)
             if canary:
-                _commit_results(engine, run_id, [canary_record(canary, started, engine_hash, pairing)])
+                commit_results(engine, run_id, [canary_record(canary, started, engine_hash, pairing)])
         status = "complete" if summary.failed + summary.failed_before == 0 else "failed"
     finally:
-        _close_run(engine, run_id, status)
+        try:
+            close_run(engine, run_id, status)
+        finally:
+            machine.release()
         summary.status = status
         summary.elapsed_s = time.monotonic() - t0
         summary.simulate_s, summary.pyperf_s, summary.commit_s = (
@@ -616,7 +670,41 @@ def execute(
             clock["pyperf_s"],
             clock["commit_s"],
         )
+        (log.info if status == "complete" else log.warning)(
+            "run %d %s: %d ok, %d failed, %d already done, in %.0f s",
+            run_id,
+            status,
+            summary.ok,
+            summary.failed,
+            summary.skipped,
+            summary.elapsed_s,
+        )
     return summary
+
+
+def _db_label(engine: Any) -> str:
+    """The database for messages: a SQLite file's path, else the URL without its password."""
+    from benchsvc.store.db import describe
+
+    url = str(engine.url)
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else describe(url)
+
+
+def _log_result(run_id: int, index: int, total: int, item: MatrixItem, result: ResultRecord) -> None:
+    if result.status == "ok":
+        values = result.values
+        mean_ms = sum(values) / len(values) * 1e3 if values else float("nan")
+        log.info(
+            "run %d [%d/%d] %s: %.4f ms mean of %d values",
+            run_id,
+            index + 1,
+            total,
+            item.label,
+            mean_ms,
+            len(values),
+        )
+    else:
+        log.error("run %d [%d/%d] %s FAILED: %s", run_id, index + 1, total, item.label, result.error)
 
 
 #: modes whose timing findings are re-measured before they are recorded (a debug run has one value per
@@ -668,6 +756,7 @@ def _confirm(
     from benchsvc.runner.blocks import CONFIRM_PROCESSES, DEFAULT_PAIRING, SAMPLING
     from benchsvc.runner.blocks import measure_block as time_block
     from benchsvc.store.db import read_session
+    from benchsvc.store.runs import append_processes
 
     plan = plan_run(engine, run_id, confirmed=True)
     with read_session(engine) as s:
@@ -704,7 +793,13 @@ def _confirm(
         new_canary.extend(timings.canary)
         for version, pvs in timings.processes.items():
             remeasured[chash, version] = pvs
-        _append_processes(engine, run_id, spec, timings.processes)
+        append_processes(
+            engine,
+            run_id,
+            "sim",
+            WorkloadRef(spec.name, spec.content_hash, spec.source_text, spec.description),
+            timings.processes,
+        )
     # the lineage comparisons that still look significant now that the confirmation processes are stored
     # (lineage alone: the nightly decision was taken above, and is recorded after the canary is stored)
     with read_session(engine) as s:
@@ -777,160 +872,19 @@ def nightly_change_held(
     )
 
 
-def _append_processes(
-    engine: Any, run_id: int, spec: WorkloadSpec, processes: dict[str, list[ProcessValues]]
-) -> None:
-    from benchsvc.store import lock
-    from benchsvc.store.db import write_session
-    from benchsvc.store.ingest import add_processes
-    from benchsvc.store.models import Run
-    from benchsvc.store.queries import result_id
-
-    with write_session(engine) as s:
-        run = s.get(Run, run_id)
-        if run is None:
-            raise RunError(f"run {run_id} disappeared from the database")
-        for version, pvs in processes.items():
-            rid = result_id(s, run_id, "sim", version, spec.name, spec.content_hash)
-            if rid is not None:
-                add_processes(s, rid, pvs)
-        lock.heartbeat(s, run)
-
-
-def _open_run(
-    engine: Any, items: Sequence[MatrixItem], run_record: RunRecord, resume_run_id: int | None
-) -> tuple[int, str, list[str], set[tuple[str, ...]], int]:
-    """Create (or reopen) the run and take the lock in one write transaction.
-
-    Returns the run's id and uuid, notes, the keys of the results already committed and how many of those
-    failed."""
-    from sqlalchemy import select
-
-    from benchsvc.store import lock
-    from benchsvc.store.db import write_session
-    from benchsvc.store.ingest import create_run, get_or_create_workload, upsert_version
-    from benchsvc.store.models import Result, Run, Workload
-
-    done: set[tuple[str, ...]] = set()
-    failed_before = 0
-    notes: list[str] = []
-    with write_session(engine) as s:
-        for info in version_infos(items):
-            upsert_version(s, info)
-        if resume_run_id is None:
-            run = create_run(s, replace(run_record, plan=[i.plan_entry() for i in items]))
-            # every planned workload's text is stored now, so --resume never depends on the files
-            for spec in {i.spec.content_hash: i.spec for i in items}.values():
-                get_or_create_workload(
-                    s, WorkloadRef(spec.name, spec.content_hash, spec.source_text, spec.description)
-                )
-        else:
-            found = s.get(Run, resume_run_id)
-            if found is None:
-                raise RunError(f"no run {resume_run_id} to resume")
-            run = found
-            run.status, run.finished_at = "running", None
-            committed = (
-                select(Result.engine, Result.version_id, Workload.name, Workload.content_hash, Result.status)
-                .join(Workload, Result.workload_id == Workload.id)
-                .where(Result.run_id == run.id)
-            )
-            for *key, status in s.execute(committed):
-                done.add(tuple(key))
-                failed_before += status == "failed"
-        note = lock.take(s, run)
-        if note:
-            notes.append(note)
-        return run.id, run.uuid, notes, done, failed_before
-
-
-def _commit_results(engine: Any, run_id: int, records: Sequence[ResultRecord]) -> None:
-    from benchsvc.store import lock
-    from benchsvc.store.db import write_session
-    from benchsvc.store.ingest import add_result
-    from benchsvc.store.models import Run
-
-    with write_session(engine) as s:
-        run = s.get(Run, run_id)
-        if run is None:
-            raise RunError(f"run {run_id} disappeared from the database")
-        for record in records:
-            add_result(s, run, record)
-        lock.heartbeat(s, run)
-
-
-def _close_run(engine: Any, run_id: int, status: str) -> None:
-    from benchsvc.store import lock
-    from benchsvc.store.db import write_session
-    from benchsvc.store.ingest import finish_run
-    from benchsvc.store.models import Run
-
-    with write_session(engine) as s:
-        run = s.get(Run, run_id)
-        if run is not None:
-            finish_run(s, run, status)
-            lock.release(s, run)
-
-
 def resume_plan(engine: Any, run_ref: str | None) -> tuple[int, RunRecord, list[MatrixItem], str]:
-    """The run to resume (the latest interrupted one by default), its record, its full plan and its mode."""
-    from sqlalchemy import select
-
+    """The run to resume (this host's latest interrupted one by default), its record, its full plan and its
+    mode."""
     from benchsvc.records import EnvironmentInfo, MachineInfo
     from benchsvc.store.db import read_session
-    from benchsvc.store.models import Run, Workload
-    from benchsvc.store.queries import get_run
+    from benchsvc.store.runs import resumable_run
 
     with read_session(engine) as s:
-        if run_ref is None:
-            run = s.scalar(
-                select(Run).where(Run.status == "interrupted").order_by(Run.started_at.desc()).limit(1)
-            )
-            if run is None:
-                raise RunError("no interrupted run to resume (see benchsvc runs)")
-        else:
-            run = get_run(s, run_ref)
-        if run.status != "interrupted":
-            raise RunError(
-                f"run {run.id} is {run.status}, not interrupted: only interrupted runs can be resumed"
-            )
-        if not run.plan:
-            raise RunError(f"run {run.id} has no stored plan (it was imported or made by an older benchsvc)")
-        items = []
-        for entry in run.plan:
-            row = s.scalar(
-                select(Workload).where(
-                    Workload.name == entry["workload"], Workload.content_hash == entry["workload_hash"]
-                )
-            )
-            if row is None:
-                raise RunError(
-                    f"run {run.id}: workload {entry['workload']} of its plan is not in the database"
-                )
-            spec = parse_workload(row.definition.encode("utf-8"), name=row.name)
-            items.append(MatrixItem(entry["engine"], entry["version"], spec))
-        here = MachineInfo.current()
-        if here.fingerprint != run.machine.fingerprint:
-            raise RunError(
-                f"run {run.id} was started on {run.machine.hostname} ({run.machine.fingerprint[:12]}), "
-                f"this is {here.hostname} ({here.fingerprint[:12]}): resume it where it started"
-            )
-        env = EnvironmentInfo.current()
-        if env.fingerprint != run.environment.fingerprint:
-            raise RunError(
-                f"run {run.id} was started with another environment (Python or key package versions "
-                f"differ: {run.environment.fingerprint[:12]} vs {env.fingerprint[:12]}): resume it there"
-            )
-        record = RunRecord(
-            uuid=run.uuid,
-            started_at=run.started_at,
-            machine=here,
-            environment=env,
-            benchsvc_version=run.benchsvc_version,
-            git_commit=run.git_commit,
-            mode=run.mode,
-            trigger=run.trigger,
-            pyperf_settings=dict(run.pyperf_settings),
-            plan=list(run.plan),
+        found = resumable_run(s, run_ref, MachineInfo.current(), EnvironmentInfo.current())
+    items = [
+        MatrixItem(
+            entry["engine"], entry["version"], parse_workload(text.encode("utf-8"), name=entry["workload"])
         )
-        return run.id, record, items, run.mode
+        for entry, text in found.plan
+    ]
+    return found.run_id, found.record, items, found.record.mode

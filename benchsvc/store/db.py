@@ -28,6 +28,8 @@ from benchsvc.errors import BenchsvcError
 DEFAULT_DB = "benchsvc.db"
 BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+#: the PostgreSQL advisory lock that keeps two processes from migrating one database at once
+MIGRATION_LOCK_KEY = 0x62656E6368  # "bench"
 
 
 class StoreError(BenchsvcError):
@@ -81,7 +83,14 @@ def create_db_engine(url: str) -> Engine:
     try:
         return create_engine(url, pool_pre_ping=True)
     except ModuleNotFoundError as exc:
-        raise StoreError(f"no driver for {describe(url)}: {exc.name} is not installed") from None
+        raise StoreError(
+            f"no driver for {describe(url)}: {exc.name} is not installed — "
+            + (
+                "install it with pip install 'benchsvc[postgresql]'"
+                if parsed.get_backend_name() == "postgresql"
+                else f"install the Python package that provides {exc.name}"
+            )
+        ) from None
     except NoSuchModuleError:
         raise StoreError(
             f"{describe(url)}: unknown database kind {parsed.drivername!r} (use sqlite:/// or postgresql://)"
@@ -170,7 +179,9 @@ def stored_revision(engine: Engine) -> tuple[str | None, bool]:
     but no benchsvc revision (another program's) is refused."""
     current = current_revision(engine)
     if current is None and set(inspect(engine).get_table_names()) - {"alembic_version"}:
-        raise _not_benchsvc(engine)
+        current = current_revision(engine)  # another process may have created it in between
+        if current is None:
+            raise _not_benchsvc(engine)
     return current, current is None or current in _known_revisions()
 
 
@@ -190,6 +201,10 @@ def _migrate(engine: Engine, step: Any) -> None:
     transaction starts with BEGIN IMMEDIATE so that a concurrent writer cannot slip in between."""
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                # machines sharing a new store start together: one migrates, the others wait here and then
+                # find the schema at head (alembic reads the revision after the lock is held)
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
             step(_alembic_config(conn))
         return
     with engine.connect() as conn:
@@ -230,7 +245,9 @@ def check_schema(engine: Engine, *, create: bool = True) -> None:
         return
     if current is None:
         if set(inspect(engine).get_table_names()) - {"alembic_version"}:
-            raise _not_benchsvc(engine)
+            if current_revision(engine) is None:
+                raise _not_benchsvc(engine)
+            return check_schema(engine, create=create)  # another process created it in between
         if create:
             upgrade(engine)
             return

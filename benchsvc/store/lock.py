@@ -1,20 +1,35 @@
-"""One run per database at a time: the run lock, stale-lock takeover, and recovery of killed runs.
+"""One run per machine: the machine's OS lock, the database's record of each machine's active run, heartbeats
+and recovery of killed runs.
 
-The lock is the single row of ``run_lock``: the holder's run, pid and host, when it was taken and its last
-heartbeat (refreshed after every result). It is taken in the same write transaction that creates the run, so
-another process never sees a ``running`` run without its lock. A lock is stale when its holder is gone: on
-this host, its pid is dead or now belongs to a process started after the lock was taken; on another host
-(a shared PostgreSQL store), its heartbeat is older than :data:`STALE_AFTER`.
+Two locks, for two things they protect:
 
-:func:`recover` marks every ``running`` run that is not the live lock holder's as ``interrupted`` (a run
-killed with ``kill -9``); every command that opens the database calls it.
+* :func:`lock_machine`: an exclusive ``flock`` on ``run.lock`` in the machine's runtime directory
+  (:func:`runtime_dir`), held for the whole run. Two runs on one machine disturb each other's timings
+  whatever database each writes to, so the second is refused (naming the first's pid) before it opens its
+  database. The kernel drops the lock when its holder dies, ``kill -9`` included.
+* :func:`take`: the row of ``run_locks`` for this host (its primary key), taken in the same write
+  transaction that creates the run: the database records one active run per machine, and machines sharing
+  one store (PostgreSQL) run at the same time, each under its own row. The holder refreshes the row's
+  heartbeat after every committed block and every :data:`HEARTBEAT_EVERY_S` seconds.
+
+A machine is its hostname (``socket.gethostname()``). A row is stale when its holder is gone: on this host,
+its pid is dead or now belongs to a process started after the lock was taken; on another host, its
+heartbeat is older than :data:`STALE_AFTER`. :func:`recover` (every command that opens the database calls
+it) marks ``running`` runs whose holder is gone as ``interrupted``: this host's by their pid, another host's
+only by a stale heartbeat, so that a command on one host never marks another host's live run interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
+import fcntl
+import json
 import os
 import socket
+from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -22,19 +37,121 @@ from sqlalchemy.orm import Session
 from benchsvc.errors import BenchsvcError
 from benchsvc.records import utcnow
 from benchsvc.store.db import write_session
-from benchsvc.store.models import Result, Run, RunLock
+from benchsvc.store.models import Machine, Result, Run, RunLock
 
-STALE_AFTER = dt.timedelta(hours=6)
-LOCK_ID = 1
+#: how often a running run refreshes its heartbeat besides after every committed block
+HEARTBEAT_EVERY_S = 60.0
+#: a run on another host whose heartbeat is older than this is taken for dead
+STALE_AFTER = dt.timedelta(minutes=10)
+RUNTIME_DIR_ENV = "BENCHSVC_RUNTIME_DIR"
+LOCK_FILE = "run.lock"
 
 
 class RunLocked(BenchsvcError):
-    """Another live ``benchsvc run`` holds the database."""
+    """Another live ``benchsvc run`` holds this machine."""
+
+
+def this_host() -> str:
+    """The machine's identity for locks and recovery: its hostname (per UTS namespace)."""
+    return socket.gethostname()
+
+
+def runtime_dir() -> Path:
+    """Where the machine's run lock lives: ``$BENCHSVC_RUNTIME_DIR``, else ``/run/benchsvc`` for root, else
+    ``$XDG_RUNTIME_DIR/benchsvc``, else ``/tmp/benchsvc-$UID``."""
+    if os.environ.get(RUNTIME_DIR_ENV):
+        return Path(os.environ[RUNTIME_DIR_ENV])
+    if os.geteuid() == 0:
+        return Path("/run/benchsvc")
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(os.environ["XDG_RUNTIME_DIR"]) / "benchsvc"
+    return Path(f"/tmp/benchsvc-{os.geteuid()}")
+
+
+# --- the machine's OS lock --------------------------------------------------------------------------------
+
+
+@dataclass
+class MachineLock:
+    """The held ``flock`` of this machine's run lock file (released by :meth:`release` or the holder's death)."""
+
+    path: Path
+    fd: int
+    db: str
+    started_at: dt.datetime
+
+    def record(self, run_id: int | None) -> None:
+        """Write who holds the lock into the file, for the message of a run that is refused."""
+        info = {
+            "pid": os.getpid(),
+            "host": this_host(),
+            "run": run_id,
+            "db": self.db,
+            "started": self.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        data = (json.dumps(info) + "\n").encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, 0)
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = -1
+
+
+def lock_machine(db: str) -> MachineLock:
+    """Take this machine's run lock, or raise :class:`RunLocked` naming the run that holds it. ``db``: the
+    database of this run (said in the message of another run refused meanwhile)."""
+    directory = runtime_dir()
+    try:
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise RunLocked(
+            f"cannot open the machine's run lock {directory / LOCK_FILE}: {exc.strerror or exc} — "
+            f"make that directory writable, or point ${RUNTIME_DIR_ENV} at one that is"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            os.close(fd)
+            raise
+        holder = _read_holder(fd)
+        os.close(fd)
+        raise RunLocked(
+            f"this machine is in use by {holder} — wait for it (benchsvc run --wait): two runs on one "
+            "machine disturb each other's timings, whatever database each uses"
+        ) from None
+    lock = MachineLock(directory / LOCK_FILE, fd, db, utcnow().replace(microsecond=0))
+    lock.record(None)
+    return lock
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "another benchsvc run (it is just starting)"
+    what = f"run {info['run']}" if info.get("run") is not None else "a benchsvc run"
+    return (
+        f"{what} (pid {info.get('pid')} on {info.get('host')}, started {info.get('started')} UTC) "
+        f"on the database {info.get('db')}"
+    )
+
+
+# --- the database's record of each machine's active run ---------------------------------------------------
 
 
 def holder_alive(lock: RunLock) -> bool:
-    """Whether the lock's holder still runs (same host: by pid and start time; other host: by heartbeat)."""
-    if lock.holder_host != socket.gethostname():
+    """Whether the lock's holder still runs (this host: by pid and start time; another host: by heartbeat)."""
+    if lock.host != this_host():
         return utcnow() - lock.heartbeat_at < STALE_AFTER
     try:
         import psutil
@@ -60,86 +177,104 @@ def _pid_alive(pid: int) -> bool:
 
 def describe_holder(lock: RunLock) -> str:
     return (
-        f"run {lock.run_id} (pid {lock.holder_pid} on {lock.holder_host}, "
+        f"run {lock.run_id} (pid {lock.holder_pid} on {lock.host}, "
         f"started {lock.acquired_at:%Y-%m-%d %H:%M:%S} UTC)"
     )
 
 
 def _mark_interrupted(session: Session, run: Run) -> None:
     last = session.scalar(
-        select(Result.finished_at).where(Result.run_id == run.id).order_by(Result.id.desc())
+        select(Result.finished_at).where(Result.run_id == run.id).order_by(Result.id.desc()).limit(1)
     )
     run.status = "interrupted"
     run.finished_at = last or run.started_at
 
 
 def take(session: Session, run: Run) -> str | None:
-    """Take the lock for ``run`` inside the caller's write transaction.
+    """Take this host's lock row for ``run`` inside the caller's write transaction.
 
-    Raises :class:`RunLocked` when a live holder has it; returns a note when a stale lock was taken over."""
-    lock = session.get(RunLock, LOCK_ID, with_for_update=True)
+    Raises :class:`RunLocked` when a live holder on this host has it; returns a note when a stale lock was
+    taken over. Other hosts' rows are not touched."""
+    host = this_host()
+    lock = session.get(RunLock, host, with_for_update=True)
     note = None
     now = utcnow()
     if lock is not None:
-        if holder_alive(lock) and not (
-            lock.holder_pid == os.getpid() and lock.holder_host == socket.gethostname()
-        ):
+        if holder_alive(lock) and lock.holder_pid != os.getpid():
             raise RunLocked(
-                f"the database is in use by {describe_holder(lock)}: wait for it (benchsvc run --wait) "
-                "or use another --db"
+                f"the database records {describe_holder(lock)} as running on this machine — "
+                "wait for it (benchsvc run --wait)"
             )
         note = f"took over a stale lock of {describe_holder(lock)}"
-        stale_run = session.get(Run, lock.run_id) if lock.run_id is not None else None
+        stale_run = session.get(Run, lock.run_id)
         if stale_run is not None and stale_run.status == "running" and stale_run.id != run.id:
             _mark_interrupted(session, stale_run)
-        lock.run_id, lock.holder_pid, lock.holder_host = run.id, os.getpid(), socket.gethostname()
+        lock.run_id, lock.holder_pid = run.id, os.getpid()
         lock.acquired_at = lock.heartbeat_at = now
     else:
         session.add(
-            RunLock(
-                id=LOCK_ID,
-                run_id=run.id,
-                holder_pid=os.getpid(),
-                holder_host=socket.gethostname(),
-                acquired_at=now,
-                heartbeat_at=now,
-            )
+            RunLock(host=host, run_id=run.id, holder_pid=os.getpid(), acquired_at=now, heartbeat_at=now)
         )
     session.flush()
     return note
 
 
-def heartbeat(session: Session, run: Run) -> None:
-    lock = session.get(RunLock, LOCK_ID)
-    if lock is not None and lock.run_id == run.id:
+def heartbeat(session: Session, run_id: int) -> None:
+    lock = session.get(RunLock, this_host())
+    if lock is not None and lock.run_id == run_id:
         lock.heartbeat_at = utcnow()
 
 
-def release(session: Session, run: Run) -> None:
-    lock = session.get(RunLock, LOCK_ID)
-    if lock is not None and lock.run_id == run.id and lock.holder_pid == os.getpid():
+def release(session: Session, run_id: int) -> None:
+    lock = session.get(RunLock, this_host())
+    if lock is not None and lock.run_id == run_id and lock.holder_pid == os.getpid():
         session.delete(lock)
 
 
-def current_holder(session: Session) -> RunLock | None:
-    lock = session.get(RunLock, LOCK_ID)
-    return lock if lock is not None and holder_alive(lock) else None
+@dataclass(frozen=True)
+class Recovered:
+    """A ``running`` run found dead and marked ``interrupted``."""
+
+    run_id: int
+    host: str
+    #: the last heartbeat of its lock (None: it held none)
+    heartbeat_at: dt.datetime | None
+
+    def describe(self) -> str:
+        if self.host == this_host():
+            return f"run {self.run_id} was left running by a process that is gone; marked interrupted"
+        since = f"since {self.heartbeat_at:%Y-%m-%d %H:%M} UTC" if self.heartbeat_at else "ever"
+        return (
+            f"run {self.run_id} on {self.host} has sent no heartbeat {since} (the host died?); "
+            "marked interrupted"
+        )
 
 
-def recover(engine: Engine) -> list[int]:
-    """Mark ``running`` runs whose process is gone as ``interrupted``; drop a stale lock. Returns their ids."""
+def recover(engine: Engine) -> list[Recovered]:
+    """Mark ``running`` runs whose holder is gone as ``interrupted`` and drop their locks: this host's by pid,
+    other hosts' by a stale heartbeat. Another host's live run is never touched."""
     with write_session(engine) as session:
-        running = session.scalars(select(Run).where(Run.status == "running")).all()
-        lock = session.get(RunLock, LOCK_ID)
-        live_run = None
-        if lock is not None:
-            if holder_alive(lock):
-                live_run = lock.run_id
-            else:
-                session.delete(lock)
+        running = session.execute(
+            select(Run, Machine.hostname)
+            .join(Machine, Run.machine_id == Machine.id)
+            .where(Run.status == "running")
+        ).all()
+        if not running:
+            return []
+        locks = {lock.run_id: lock for lock in session.scalars(select(RunLock))}
         recovered = []
-        for run in running:
-            if run.id != live_run:
-                _mark_interrupted(session, run)
-                recovered.append(run.id)
+        for run, host in running:
+            lock = locks.get(run.id)
+            if lock is not None and holder_alive(lock):
+                continue
+            if lock is None and host != this_host():
+                # no lock row: a run of an older benchsvc, or one whose lock was taken over; its host
+                # decides, unless it has been silent for longer than a run could be
+                last = run.started_at
+                if utcnow() - last < STALE_AFTER:
+                    continue
+            _mark_interrupted(session, run)
+            if lock is not None:
+                session.delete(lock)
+            recovered.append(Recovered(run.id, host, lock.heartbeat_at if lock is not None else None))
         return recovered

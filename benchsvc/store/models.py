@@ -93,6 +93,11 @@ class Workload(Base):
 
 class Run(Base):
     __tablename__ = "runs"
+    __table_args__ = (
+        # a machine's nights of one environment and mode, in order: the history the nightly analysis and the
+        # report read (without it, a store of many machines is read whole for one machine's series)
+        Index("ix_runs_machine_series", "machine_id", "environment_id", "mode", "started_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True)
@@ -208,16 +213,14 @@ class RunAnalysis(Base):
 
 
 class RunLock(Base):
-    """At most one row (id 1): the run that holds the database's run lock (``benchsvc run``).
+    """The run a host has running (``benchsvc run``): at most one row per host, so that the database records
+    one active run per machine while machines sharing the store run at the same time."""
 
-    See docs/design.md#runs-and-measurement.
-    """
+    __tablename__ = "run_locks"
 
-    __tablename__ = "run_lock"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     holder_pid: Mapped[int] = mapped_column(Integer)
-    holder_host: Mapped[str] = mapped_column(String(255))
     acquired_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    #: refreshed by the holder after every committed block and on a timer (a dead host's run goes stale)
     heartbeat_at: Mapped[dt.datetime] = mapped_column(DateTime)

@@ -158,12 +158,18 @@ def series_history(
 CANARY_ENGINE = EngineKind.CANARY
 
 
-def list_runs(session: Session, limit: int = 20) -> pd.DataFrame:
+def list_runs(session: Session, limit: int = 20, machine_ids: list[int] | None = None) -> pd.DataFrame:
     """The most recent runs, newest first, with their result counts by status (``limit`` >= 0; the canary's
-    result, measured beside the planned ones, is not counted)."""
+    result, measured beside the planned ones, is not counted); only those of ``machine_ids`` when given."""
     if limit < 0:
         raise ValueError(f"limit must not be negative, not {limit}")
     ok = func.count(Result.id).filter(Result.status == ResultStatus.OK)
+    # the runs first, then their results counted (counting every run's results and keeping 50 reads the
+    # whole store)
+    latest = select(Run.id).order_by(Run.started_at.desc(), Run.id.desc()).limit(limit)
+    if machine_ids is not None:
+        latest = latest.where(Run.machine_id.in_(machine_ids))
+    chosen = latest.subquery()
     stmt = (
         select(
             Run.id.label("run_id"),
@@ -179,11 +185,11 @@ def list_runs(session: Session, limit: int = 20) -> pd.DataFrame:
             ok.label("ok"),
         )
         .select_from(Run)
+        .join(chosen, chosen.c.id == Run.id)
         .join(Machine, Run.machine_id == Machine.id)
         .outerjoin(Result, (Result.run_id == Run.id) & (Result.engine != CANARY_ENGINE))
         .group_by(Run.id, Machine.hostname)
         .order_by(Run.started_at.desc(), Run.id.desc())
-        .limit(limit)
     )
     df = frame(session, stmt)
     # typed even when there are no runs (a new database), so that callers can format the columns

@@ -296,8 +296,10 @@ def list_regressions(
     status: str | None = None,
     axis: str | None = None,
     direction: str | None = None,
+    machine_ids: list[int] | None = None,
 ) -> pd.DataFrame:
-    """Regressions and improvements, newest first, with the run's start and machine."""
+    """Regressions and improvements, newest first, with the run's start and machine (only those of
+    ``machine_ids`` when given)."""
     baseline = aliased(Version)
     stmt = (
         select(
@@ -338,6 +340,8 @@ def list_regressions(
         stmt = stmt.where(Regression.axis == axis)
     if direction is not None:
         stmt = stmt.where(Regression.direction == direction)
+    if machine_ids is not None:
+        stmt = stmt.where(Regression.machine_id.in_(machine_ids))
     return frame(session, stmt)
 
 
