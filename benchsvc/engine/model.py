@@ -381,7 +381,9 @@ class ZapEngine:
             mapcount[pfn] += 1
         c.mapcount_atomics += HPAGE_PMD_NR
         self.f_nrpm[f] += HPAGE_PMD_NR
-        c.nr_pages_mapped_atomics += 1
+        # up to 6.7 page_add_anon_rmap() per page, 6.8-6.11 folio_add_anon_rmap_ptes() with a per-page
+        # atomic_inc_return_relaxed(); from 6.12 one atomic_add_return_relaxed() for the batch
+        c.nr_pages_mapped_atomics += 1 if self.nr_pages_mapped_batched else HPAGE_PMD_NR
         self.f_ref[f] += HPAGE_PMD_NR - 1  # page_ref_add(): one reference per PTE mapping
         c.refcount_atomics += 1
         if self.f_lmc[f] >= 0 and self.has_large_mapcount:
@@ -392,6 +394,8 @@ class ZapEngine:
         self.remove_rmap_pmd(f)
 
     has_large_mapcount: ClassVar[bool] = False
+    #: 6.12+: adding PTE mappings updates ``_nr_pages_mapped`` once per batch, not once per page
+    nr_pages_mapped_batched: ClassVar[bool] = False
 
     def release_pages(self, entries: list[int]) -> None:
         """≤6.8 ``release_pages()``: one ``folio_put_testzero()`` per gathered page."""

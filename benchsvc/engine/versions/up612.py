@@ -22,6 +22,7 @@ class Up612(Up610):
     source = "mm-stable-2024-09-20-02-31 (v6.12); checked against this machine's 6.18 kernel"
     date = "2024-11-17"
     queue_pmd_thp_at_fault = True
+    nr_pages_mapped_batched = True
 
     def folio_remove_rmap_ptes(self, f: int, pfn: int, nr_pages: int) -> None:
         """6.12+ ``__folio_remove_rmap(RMAP_LEVEL_PTE)`` with CONFIG_PAGE_MAPCOUNT."""
