@@ -26,8 +26,8 @@ from benchsvc.workload import WorkloadSpec
 if TYPE_CHECKING:
     from benchsvc.kernel import KernelResult
 
-#: the version the kernel is compared against
-SIM_VERSION = "up612"
+#: the simulated version of each kernel release the oracle can run on, newest first: (first release, version)
+RELEASE_VERSIONS = (((6, 15), "up615"), ((6, 12), "up612"))
 #: engine counters compared with :attr:`KernelResult.counters` (same names)
 ENGINE_COUNTERS = ("split_deferred", "partially_mapped_after")
 #: the population stat compared with the number of folios of the layout
@@ -70,6 +70,8 @@ class WorkloadCheck:
 @dataclass(frozen=True)
 class CrosscheckReport:
     workloads: tuple[WorkloadCheck, ...] = field(default_factory=tuple)
+    #: the simulated version the kernel was compared with
+    version: str = ""
 
     @property
     def ok(self) -> bool:
@@ -114,6 +116,21 @@ class CrosscheckReport:
         return out
 
 
+def sim_version(release: str | None = None) -> str:
+    """The simulated version that models kernel ``release`` (default: the running kernel's ``uname -r``):
+    ``up615`` from 6.15 (CONFIG_MM_ID, set by every THP kernel from 6.15), ``up612`` for 6.12-6.14."""
+    import os
+    import re
+
+    release = release or os.uname().release
+    m = re.match(r"^(\d+)\.(\d+)", release)
+    version = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    for first, vid in RELEASE_VERSIONS:
+        if version >= first:
+            return vid
+    return RELEASE_VERSIONS[-1][1]  # older kernels cannot serve (sysfs.MIN_KERNEL); the oldest model
+
+
 def layout_folios(spec: WorkloadSpec) -> int:
     """The number of folios the layout has (what ``anon_fault_alloc`` must count on the kernel)."""
     return sum(n for _, n in spec.folio_counts())
@@ -134,9 +151,12 @@ def compare(spec: WorkloadSpec, sim_counters: Mapping[str, int], kernel: KernelR
 
 
 def check_workload(
-    spec: WorkloadSpec, run: Callable[[WorkloadSpec], KernelResult] | None = None
+    spec: WorkloadSpec,
+    run: Callable[[WorkloadSpec], KernelResult] | None = None,
+    version: str | None = None,
 ) -> WorkloadCheck:
-    """Run ``spec`` on the kernel (``run``, default :func:`benchsvc.kernel.run_on_kernel`) and on up612."""
+    """Run ``spec`` on the kernel (``run``, default :func:`benchsvc.kernel.run_on_kernel`) and on ``version``
+    (default: :func:`sim_version` of the running kernel)."""
     from benchsvc.engine import simulate
     from benchsvc.kernel import expressible_reason, run_on_kernel
 
@@ -147,7 +167,7 @@ def check_workload(
         result = (run or run_on_kernel)(spec)
     except LayoutNotReproduced as exc:
         return WorkloadCheck(spec.name, LAYOUT_NOT_REPRODUCED, str(exc))
-    return compare(spec, simulate(spec, SIM_VERSION).counters, result)
+    return compare(spec, simulate(spec, version or sim_version()).counters, result)
 
 
 def check_kernel_available(specs: Iterable[WorkloadSpec]) -> None:
@@ -168,9 +188,13 @@ def check_kernel_available(specs: Iterable[WorkloadSpec]) -> None:
 
 
 def crosscheck(
-    specs: Sequence[WorkloadSpec], run: Callable[[WorkloadSpec], KernelResult] | None = None
+    specs: Sequence[WorkloadSpec],
+    run: Callable[[WorkloadSpec], KernelResult] | None = None,
+    version: str | None = None,
 ) -> CrosscheckReport:
-    """Cross-check every spec. Availability is checked up front (only when ``run`` is the live kernel)."""
+    """Cross-check every spec against ``version`` (default: :func:`sim_version` of the running kernel).
+    Availability is checked up front (only when ``run`` is the live kernel)."""
     if run is None:
         check_kernel_available(specs)
-    return CrosscheckReport(tuple(check_workload(s, run) for s in specs))
+    vid = version or sim_version()
+    return CrosscheckReport(tuple(check_workload(s, run, vid) for s in specs), vid)

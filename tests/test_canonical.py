@@ -31,6 +31,12 @@ G69P = 9678  # K§2.3: 7 + 19*509 single pages (6.9+)
 PTRS = 512  # PTEs per page table
 
 
+def mm_id(row: dict[str, int]) -> dict[str, int]:
+    """6.15+ with CONFIG_MM_ID: the same ``_large_mapcount`` updates, each made under
+    ``folio_lock_large_mapcount()`` with ``atomic_set()`` (a lock acquisition, no atomic RMW)."""
+    return {**row, "large_mapcount_atomics": 0, "large_mapcount_locks": row.get("large_mapcount_atomics", 0)}
+
+
 # ---------------------------------------------------------------------------------------------- dimensions
 @dataclass(frozen=True)
 class Dims:
@@ -279,6 +285,7 @@ def munmap_large(d: Dims) -> Table:
         "up69": lambda _: up69,
         "up610": lambda _: up610,
         "up612": lambda _: up612,
+        "up615": lambda _: mm_id(up612),
     }
 
 
@@ -318,6 +325,7 @@ def table_b(d: Dims) -> Table:
         "up69": lambda _: genuine,
         "up610": lambda _: {**genuine, "large_mapcount_atomics": N},
         "up612": lambda _: {**genuine, "large_mapcount_atomics": N, **ds(N, N, 0, N, N)},
+        "up615": lambda _: mm_id({**genuine, "large_mapcount_atomics": N, **ds(N, N, 0, N, N)}),
     }
 
 
@@ -388,6 +396,9 @@ def table_e(d: Dims) -> Table:
         "up69": lambda _: {**up, **ds(N, N, N, 2 * N)},
         "up610": lambda _: {**up, "large_mapcount_atomics": N, **ZERO_DS},
         "up612": lambda _: {**up, "large_mapcount_atomics": N, "nr_pages_mapped_atomics": N, **ZERO_DS},
+        "up615": lambda _: mm_id(
+            {**up, "large_mapcount_atomics": N, "nr_pages_mapped_atomics": N, **ZERO_DS}
+        ),
     }
 
 
@@ -443,6 +454,7 @@ def table_f(d: Dims) -> Table:
         "up69": lambda _: up,
         "up610": lambda _: {**up, "large_mapcount_atomics": N},  # atomic_sub on _large_mapcount per batch
         "up612": lambda _: {**up, "large_mapcount_atomics": N},  # "if (last && ...)": no _nr_pages_mapped op
+        "up615": lambda _: mm_id({**up, "large_mapcount_atomics": N}),
     }
 
 
@@ -565,6 +577,7 @@ HEADLINE = {
     "up69": (16384, 16384, 32768, 4, 515),
     "up610": (16384, 0, 0, 4, 515),
     "up612": (16384, 0, 0, 4, 515),
+    "up615": (16384, 0, 0, 4, 515),
 }
 
 

@@ -7,6 +7,7 @@ skips with the reason from :func:`benchsvc.kernel.unavailable_reason` where the 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ from benchsvc.crosscheck import (
     compare,
     crosscheck,
     layout_folios,
+    sim_version,
 )
 from benchsvc.engine import simulate
 from benchsvc.errors import KernelUnavailable, LayoutNotReproduced
@@ -106,6 +108,27 @@ def test_crosscheck_core_fails_on_a_disagreement_and_skips_the_inexpressible() -
 
     # without the disagreeing workload, a skipped one alone does not fail the report
     assert crosscheck([good, mixed], run=fake_run).ok
+
+
+@pytest.mark.parametrize(
+    ("release", "version"),
+    [
+        ("6.12.0", "up612"),
+        ("6.14.11-generic", "up612"),
+        ("6.15.0", "up615"),
+        ("6.18.44-fc-v1045", "up615"),
+        ("7.0.1", "up615"),
+    ],
+)
+def test_the_version_compared_is_the_one_that_models_the_release(release: str, version: str) -> None:
+    assert sim_version(release) == version
+
+
+def test_crosscheck_compares_with_the_running_kernels_version() -> None:
+    spec = resolve("a-munmap-aligned")
+    report = crosscheck([spec], run=lambda s: _fake_result(s, _up612(s)))
+    assert report.version == sim_version(os.uname().release)
+    assert crosscheck([spec], run=lambda s: _fake_result(s, _up612(s)), version="up612").version == "up612"
 
 
 def test_layout_not_reproduced_is_a_failure() -> None:

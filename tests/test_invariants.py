@@ -312,3 +312,16 @@ def test_invariants_larger_layouts(name: str) -> None:
         vid: (c["pages_freed"], c["folios_freed"]) for vid in version_ids() for c in [check_state(vid, spec)]
     }
     assert len(set(freed.values())) == 1, freed
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(workload_toml())
+def test_up615_is_up612_with_the_large_mapcount_under_its_lock(text: str) -> None:
+    """6.15 (CONFIG_MM_ID) changes how ``_large_mapcount`` is updated, not when: every atomic of up612 on it
+    is one lock acquisition in up615, and every other counter is the same."""
+    spec = parse(text)
+    a, b = simulate(spec, "up612").counters, simulate(spec, "up615").counters
+    assert (b["large_mapcount_atomics"], b["large_mapcount_locks"]) == (0, a["large_mapcount_atomics"])
+    assert a["large_mapcount_locks"] == 0
+    rest = set(a) - {"large_mapcount_atomics", "large_mapcount_locks"}
+    assert {k: a[k] for k in rest} == {k: b[k] for k in rest}

@@ -25,7 +25,6 @@ def crosscheck(
     folios of the layout. Workloads the kernel cannot express are skipped with the reason. Exits 1 on any
     disagreement, when the kernel did not reproduce a layout, or when the kernel cannot be used here.
     """
-    from benchsvc.crosscheck import SIM_VERSION
     from benchsvc.crosscheck import crosscheck as run_crosscheck
     from benchsvc.workload import discover, load_workload, resolve
 
@@ -44,7 +43,7 @@ def crosscheck(
             }
             for r in rows
         ]
-        render(table_rows, COLUMNS, fmt, title=f"{SIM_VERSION} (sim) vs the live kernel")
+        render(table_rows, COLUMNS, fmt, title=f"{report.version} (sim) vs the live kernel")
     failures = report.failures
     if failures:
         listed = ", ".join(f"{w.workload} ({w.status})" for w in failures)

@@ -388,7 +388,10 @@ class ZapEngine:
         c.refcount_atomics += 1
         if self.f_lmc[f] >= 0 and self.has_large_mapcount:
             self.f_lmc[f] += HPAGE_PMD_NR
-            c.large_mapcount_atomics += 1
+            if self.large_mapcount_locked:
+                c.large_mapcount_locks += 1
+            else:
+                c.large_mapcount_atomics += 1
         c.tlb_flushes += 1  # pmdp_invalidate() flushes the PMD's TLB range itself
         self.pt_present[t] = True
         self.remove_rmap_pmd(f)
@@ -396,6 +399,11 @@ class ZapEngine:
     has_large_mapcount: ClassVar[bool] = False
     #: 6.12+: adding PTE mappings updates ``_nr_pages_mapped`` once per batch, not once per page
     nr_pages_mapped_batched: ClassVar[bool] = False
+    #: 6.15+ with CONFIG_MM_ID: ``_large_mapcount`` is read and ``atomic_set()`` under
+    #: ``folio_lock_large_mapcount()`` (counted in ``large_mapcount_locks``, not ``large_mapcount_atomics``)
+    large_mapcount_locked: ClassVar[bool] = False
+    #: 6.15+: the bad-PTE check after the rmap removal reads ``folio_mapcount()``, not ``page_mapcount()``
+    bad_pte_reads_folio_mapcount: ClassVar[bool] = False
 
     def release_pages(self, entries: list[int]) -> None:
         """≤6.8 ``release_pages()``: one ``folio_put_testzero()`` per gathered page."""

@@ -1,4 +1,4 @@
-"""up612: upstream v6.12 ... 6.18 (CONFIG_PAGE_MAPCOUNT=y, as on this project's machines).
+"""up612: upstream v6.12 ... 6.14 (CONFIG_PAGE_MAPCOUNT=y; 6.15+ with CONFIG_MM_ID is ``up615``).
 
 ``__folio_remove_rmap()`` updates ``_nr_pages_mapped`` once per batch (David Hildenbrand, "mm/rmap: minimize
 folio->_nr_pages_mapped updates when batching PTE (un)mapping"), and ``deferred_split_folio(folio, true)`` is
@@ -18,8 +18,8 @@ from benchsvc.engine.versions.up610 import Up610
 class Up612(Up610):
     id = "up612"
     parent = "up610"
-    title = "upstream v6.12-6.18: partially-mapped flag, per-size stats"
-    source = "mm-stable-2024-09-20-02-31 (v6.12); checked against this machine's 6.18 kernel"
+    title = "upstream v6.12-6.14: partially-mapped flag, per-size stats"
+    source = "mm-stable-2024-09-20-02-31 (v6.12)"
     date = "2024-11-17"
     queue_pmd_thp_at_fault = True
     nr_pages_mapped_batched = True
@@ -36,7 +36,10 @@ class Up612(Up610):
                 c.stat_updates += 1
             return
         self.f_lmc[f] -= nr_pages  # folio_sub_large_mapcount()
-        c.large_mapcount_atomics += 1
+        if self.large_mapcount_locked:
+            c.large_mapcount_locks += 1
+        else:
+            c.large_mapcount_atomics += 1
         last = 0
         for p in range(pfn, pfn + nr_pages):
             mapcount[p] -= 1
@@ -56,8 +59,11 @@ class Up612(Up610):
     def remove_rmap_pmd(self, f: int) -> None:
         c = self.counters
         c.rmap_calls += 1
-        self.f_lmc[f] -= 1
-        c.large_mapcount_atomics += 1
+        self.f_lmc[f] -= 1  # folio_dec_large_mapcount()
+        if self.large_mapcount_locked:
+            c.large_mapcount_locks += 1
+        else:
+            c.large_mapcount_atomics += 1
         self.f_emc[f] -= 1
         c.mapcount_atomics += 1
         if self.f_emc[f] >= 0:

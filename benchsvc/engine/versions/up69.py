@@ -69,7 +69,10 @@ class Up69(ZapEngine):
             pte[addr : addr + nr] = [0] * nr  # clear_full_ptes(); tlb_remove_tlb_entries()
             cleared += nr
             folio_remove_rmap_ptes(f, pfn, nr)
-            if self.mapcount[pfn] + 1 + self.f_emc[f] + 1 < 0:  # page_mapcount(first page) < 0
+            if self.bad_pte_reads_folio_mapcount:  # 6.15+: folio_mapcount(folio) < 0
+                if (self.f_lmc[f] if f_nr[f] > 1 else self.mapcount[pfn]) + 1 < 0:
+                    c.bad_pte += 1
+            elif self.mapcount[pfn] + 1 + self.f_emc[f] + 1 < 0:  # page_mapcount(first page) < 0
                 c.bad_pte += 1
             addr += nr
             if tlb_remove_folio_pages(pfn << NR_BITS | nr, nr):
