@@ -4,6 +4,9 @@ The gather starts with the on-stack bundle of ``MMU_GATHER_BUNDLE`` = 8 slots (`
 batch pages of ``MAX_GATHER_BATCH`` = 510 slots, at most ``MAX_GATHER_BATCH_COUNT`` = 19 of them. Batch pages
 stay linked after a flush and are reused; ``batch_count`` is never reset inside one gather.
 
+Freed page tables go to a separate table batch of ``MAX_TABLE_BATCH`` = 509 (``MMU_GATHER_RCU_TABLE_FREE``, set
+on x86 and arm64); a full one forces a TLB flush before it is handed to RCU.
+
 Up to 6.8 every page takes one slot and "full" is reported when the slot just filled was the last one
 (``batch->nr == batch->max`` and no next batch). From 6.9 a page+nr entry takes two slots and "full" is
 reported once fewer than two slots remain (``batch->nr >= batch->max - 1``), so an entry is never split.
@@ -16,6 +19,8 @@ from collections.abc import Callable
 MMU_GATHER_BUNDLE = 8
 MAX_GATHER_BATCH = 510  # (PAGE_SIZE - sizeof(struct mmu_gather_batch)) / sizeof(void *)
 MAX_GATHER_BATCH_COUNT = 19  # 10000UL / MAX_GATHER_BATCH
+#: page tables per ``struct mmu_table_batch`` (MMU_GATHER_RCU_TABLE_FREE): (PAGE_SIZE - 24) / sizeof(void *)
+MAX_TABLE_BATCH = 509
 
 
 class MmuGather:
@@ -32,6 +37,7 @@ class MmuGather:
         "freed_tables",
         "fullmm",
         "release",
+        "tables",
     )
 
     def __init__(self, counters: object, release: Callable[[list[int]], None], fullmm: bool = False) -> None:
@@ -46,6 +52,7 @@ class MmuGather:
         self.batch_count = 0
         self.cleared_ptes = False
         self.freed_tables = False
+        self.tables = 0  # page tables in the current table batch
 
     def tlb_next_batch(self) -> bool:
         if self.batch_index < self.batch_count:  # reuse a batch page kept from an earlier flush
@@ -91,6 +98,16 @@ class MmuGather:
         if self.active_nr >= self.active_max - 1:
             return not self.tlb_next_batch()
         return False
+
+    def tlb_remove_table(self) -> None:
+        """``pte_free_tlb()`` -> ``tlb_remove_table()``: the freed page table joins the table batch; when the
+        batch is full, ``tlb_table_flush()`` invalidates first (``tlb_flush_mmu_tlbonly()``) and hands the
+        batch to RCU. The remaining batch is flushed by ``tlb_finish_mmu()`` after its own TLB flush."""
+        self.freed_tables = True
+        self.tables += 1
+        if self.tables == MAX_TABLE_BATCH:
+            self.tlb_flush_mmu_tlbonly()
+            self.tables = 0
 
     def tlb_flush_mmu_tlbonly(self) -> None:
         if self.cleared_ptes or self.freed_tables:

@@ -296,7 +296,7 @@ class ZapEngine:
             i, j = self._overlapping(t_lo, t_hi)
             if i == j:  # no remaining VMA uses the table
                 self.pt_present[t] = False
-                tlb.freed_tables = True
+                tlb.tlb_remove_table()
 
     def _end_of_call(self) -> None:
         nrpm = self.f_nrpm
