@@ -19,6 +19,7 @@ from benchsvc.crosscheck import (
     DISAGREE,
     LAYOUT_NOT_REPRODUCED,
     SKIPPED,
+    TRACED_COUNTERS,
     compare,
     crosscheck,
     layout_folios,
@@ -163,7 +164,9 @@ def test_cli_four_workloads_agree_on_the_live_kernel() -> None:
     assert enabled_snapshot() == before, "per-size mTHP sysfs values were not restored"
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(proc.stdout)
-    assert [(r["workload"], r["counter"]) for r in rows] == [(n, c) for n in names for c in COUNTERS]
+    assert [(r["workload"], r["counter"]) for r in rows] == [
+        (n, c) for n in names for c in (*COUNTERS, *TRACED_COUNTERS)
+    ]
     assert all(r["agree"] is True and r["status"] == AGREE for r in rows), rows
     got = {(r["workload"], r["counter"]): (r["sim"], r["kernel"]) for r in rows}
 
@@ -176,6 +179,13 @@ def test_cli_four_workloads_agree_on_the_live_kernel() -> None:
     assert got[("b-dontneed-first-page", "split_deferred")] == (folios, folios) == (1024, 1024)
     for n in names:
         assert got[(n, "anon_fault_alloc")] == (folios, folios)
+    # the tracepoints: a and c free every folio in one munmap (one flush); b flushes once per MADV_DONTNEED
+    # call and frees nothing; f's child frees nothing (the parent maps every folio)
+    assert got[("a-munmap-aligned", "folios_freed")] == (folios, folios)
+    assert got[("c-straddle-munmap", "pages_freed")] == (64 * MIB // 4096,) * 2
+    assert got[("b-dontneed-first-page", "tlb_flushes")] == (folios, folios)
+    assert got[("f-fork-child-munmap", "tlb_flushes")] == (1, 1)
+    assert got[("f-fork-child-munmap", "folios_freed")] == (0, 0)
 
 
 @pytest.mark.kernel
@@ -214,6 +224,9 @@ def test_cli_every_shipped_workload_the_kernel_can_express_agrees_at_16k_64k_and
     for name, values in expected.items():
         for counter, value in zip(COUNTERS, values, strict=True):
             assert got[(name, counter)] == (value, value), (name, counter)
+    # every expressible workload also compared its tracepoint counters
+    compared_names = {r["workload"] for r in compared}
+    assert {(n, c) for n in compared_names for c in TRACED_COUNTERS} <= set(got)
 
 
 def test_unavailable_kernel_raises_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,3 +237,21 @@ def test_unavailable_kernel_raises_before_anything_runs(monkeypatch: pytest.Monk
         crosscheck([resolve("e-mixed-order0-large"), resolve("a-munmap-aligned")])
     # nothing expressible asked for: the kernel is not needed, so its absence is no error
     assert crosscheck([resolve("e-mixed-order0-large")]).ok
+
+
+def test_traced_counters_are_compared_and_an_exit_step_leaves_tlb_flushes_out() -> None:
+    from dataclasses import replace
+
+    from benchsvc.kernel.trace import TracedZap
+
+    spec = resolve("a-munmap-aligned")
+    sim = simulate(spec, "up615").counters
+    traced = TracedZap(tlb_flushes=sim["tlb_flushes"] + 1, folios_freed=1024, pages_freed=16384)
+    kernel = replace(_fake_result(spec, _up612(spec)), traced=traced)
+    check = compare(spec, sim, kernel)
+    assert [c.counter for c in check.checks] == [*COUNTERS, *TRACED_COUNTERS]
+    assert check.status == DISAGREE and check.reason == "disagree on tlb_flushes"
+    # a workload that ends in exit: the teardown flushes the whole interpreter, so no tlb_flushes row
+    exit_spec = replace(spec, zaps=(*spec.zaps, replace(spec.zaps[0], call="exit")))
+    rows = [c.counter for c in compare(exit_spec, sim, kernel).checks]
+    assert "tlb_flushes" not in rows and "folios_freed" in rows

@@ -215,7 +215,9 @@ def test_sysfs_restored_when_the_run_fails_midway(
 ) -> None:
     seen: dict[str, str] = {}
 
-    def failing_worker(spec: WorkloadSpec, root: Path) -> dict[str, object]:
+    def failing_worker(
+        spec: WorkloadSpec, root: Path, trace_instance: str | None = None
+    ) -> dict[str, object]:
         seen.update(enabled_snapshot())
         raise RuntimeError("injected failure after sysfs was changed")
 

@@ -20,13 +20,16 @@ import pytest
 from test_run import Bench, _env, _one_error_line
 
 from benchsvc.kernel import STORED_COUNTERS, enabled_snapshot, unavailable_reason, version_id
+from benchsvc.kernel.trace import trace_unavailable_reason
 from benchsvc.kernel.worker import TEST_HOOK_ENV
 from benchsvc.runner.matrix import MODES, MatrixItem, RunError, measure, plan_engines, pyperf_args
 from benchsvc.workload import resolve
 
 KIB, MIB = 1024, 1024 * 1024
-REASON = unavailable_reason()
-live = pytest.mark.skipif(REASON is not None, reason=f"live kernel unavailable: {REASON}")
+REASON = unavailable_reason() or trace_unavailable_reason()
+live = pytest.mark.skipif(
+    REASON is not None, reason=f"live kernel (or its tracepoints) unavailable: {REASON}"
+)
 KERNEL = version_id()
 FOLIOS_64M_64K = 64 * MIB // (64 * KIB)  # the 64 MiB regions of 64 KiB folios of K§3 (a), (b), (f)
 
@@ -133,19 +136,27 @@ def test_run_engine_kernel_stores_the_stat_deltas_under_the_kernel_version(
     got = _kernel_results(bench)
     assert set(got) == {"a-munmap-aligned", "b-dontneed-first-page"}
     n = FOLIOS_64M_64K
-    # K§3 (a): every folio unmapped whole and freed -> nothing queued, nothing left partially mapped
+    # every folio unmapped whole and freed -> nothing queued, nothing left partially mapped; one munmap,
+    # fewer page+nr entries than the gather holds -> one TLB flush (the tracepoint counters, engine names)
     assert got["a-munmap-aligned"]["counters"] == {
         "split_deferred": 0,
-        "nr_anon_partially_mapped": 0,
+        "partially_mapped_after": 0,
         "nr_anon": -n,
         "anon_fault_alloc": n,
+        "tlb_flushes": 1,
+        "folios_freed": n,
+        "pages_freed": n * 16,
     }
-    # K§3 (b) / spec §6: the first page of every folio dropped -> every folio queued and partially mapped
+    # the first page of every folio dropped -> every folio queued and partially mapped; one MADV_DONTNEED
+    # call (and flush) per folio, nothing freed
     assert got["b-dontneed-first-page"]["counters"] == {
         "split_deferred": n,
-        "nr_anon_partially_mapped": n,
+        "partially_mapped_after": n,
         "nr_anon": 0,
         "anon_fault_alloc": n,
+        "tlb_flushes": n,
+        "folios_freed": 0,
+        "pages_freed": 0,
     }
     for r in got.values():
         assert r["version"] == KERNEL == f"kernel-{os.uname().release}"
@@ -195,7 +206,9 @@ def test_run_engine_all_measures_sim_and_kernel_side_by_side(bench: Bench, sysfs
     sim, kern = results[("sim", "f-fork-child-munmap")], results[("kernel", "f-fork-child-munmap")]
     # K§3 (f): the parent keeps every folio mapped, so the child's munmap queues and frees nothing
     assert sim["counters"]["split_deferred"] == kern["counters"]["split_deferred"] == 0
-    assert sim["counters"]["partially_mapped_after"] == kern["counters"]["nr_anon_partially_mapped"] == 0
+    assert sim["counters"]["partially_mapped_after"] == kern["counters"]["partially_mapped_after"] == 0
+    for name in ("tlb_flushes", "folios_freed", "pages_freed"):  # the tracepoint counters, row by row
+        assert sim["counters"][name] == kern["counters"][name], name
     assert kern["counters"]["nr_anon"] == 0
     assert kern["counters"]["anon_fault_alloc"] == FOLIOS_64M_64K
     shown = json.loads(bench.cli("show", "1", "--format", "json").stdout)

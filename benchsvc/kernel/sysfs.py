@@ -160,9 +160,13 @@ class _Interrupted(BaseException):
 
 
 class _SignalGuard:
-    """Handlers for SIGINT/SIGTERM/SIGHUP that raise, except inside a critical section (then: deferred)."""
+    """Handlers for SIGINT/SIGTERM/SIGHUP that raise, except inside a critical section (then: deferred).
 
-    def __init__(self) -> None:
+    ``codes``: the code objects (a context's ``__enter__``/``__exit__``) inside which a signal is deferred even
+    before their first statement has set the critical flag (default: :class:`MthpSettings`'s)."""
+
+    def __init__(self, codes: frozenset[Any] | None = None) -> None:
+        self.codes = codes
         self.previous: dict[int, Any] = {}
         self.critical = False
         self.pending: int | None = None
@@ -178,7 +182,7 @@ class _SignalGuard:
             signal.signal(sig, self._handler)
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.critical or _inside_entry_or_exit(frame):
+        if self.critical or _inside_entry_or_exit(frame, self.codes):
             self.pending = signum  # honoured once the values are written or restored
             return
         raise _Interrupted(signum)
@@ -385,11 +389,11 @@ class MthpSettings:
         self.journal_path.unlink()
 
 
-def _inside_entry_or_exit(frame: FrameType | None) -> bool:
+def _inside_entry_or_exit(frame: FrameType | None, codes: frozenset[Any] | None = None) -> bool:
     """True while ``MthpSettings.__enter__``/``__exit__`` is on the stack (even before its first statement
     has set the critical flag): raising there could skip the restore."""
     while frame is not None:
-        if frame.f_code in _CRITICAL_CODES:
+        if frame.f_code in (_CRITICAL_CODES if codes is None else codes):
             return True
         frame = frame.f_back
     return False
