@@ -27,7 +27,7 @@ from benchsvc.kernel.sysfs import THP_ROOT
 from benchsvc.kernel.worker import zap_once
 from benchsvc.workload import WorkloadSpec, discover, format_size, load_workload, resolve
 
-TARGET_RATIO = 20.0
+TARGET_RATIO = 10.0
 TARGET_PTES_PER_S = 1e6
 
 

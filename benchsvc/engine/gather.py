@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+#: an entry is ``pfn << NR_BITS | nr`` (a page, or a run of pages of one folio; a batch never exceeds 512)
+NR_BITS = 10
 MMU_GATHER_BUNDLE = 8
 MAX_GATHER_BATCH = 510  # (PAGE_SIZE - sizeof(struct mmu_gather_batch)) / sizeof(void *)
 MAX_GATHER_BATCH_COUNT = 19  # 10000UL / MAX_GATHER_BATCH
@@ -67,7 +69,9 @@ class MmuGather:
         return True
 
     def tlb_remove_page(self, entry: int) -> bool:
-        """≤6.8 ``__tlb_remove_page_size()``: one slot per page; True means "full, flush now"."""
+        """≤6.8 ``__tlb_remove_page_size()``: one slot per page; True means "full, flush now".
+
+        ``entry`` is ``pfn << NR_BITS | 1`` (the version's encoding, see :meth:`tlb_remove_pages`)."""
         self.entries.append(entry)
         self.active_nr += 1
         if self.active_nr == self.active_max:
@@ -76,15 +80,18 @@ class MmuGather:
 
     def tlb_remove_pages(self, pfn: int, nr: int) -> tuple[int, bool]:
         """:meth:`tlb_remove_page` for ``pfn``, ``pfn + 1``, ... in turn, up to ``nr`` pages (one slot each):
-        returns how many were gathered and whether the last of them filled the gather (stop there)."""
+        returns how many were gathered and whether the last of them filled the gather (stop there).
+
+        The pages that land in one batch are kept as one ``pfn << NR_BITS | n`` entry: still one slot per page
+        (``active_nr``), and ``release_pages()`` puts each page in turn."""
         if self.active_nr + nr < self.active_max:  # all of them fit in the current batch, none fills it
-            self.entries.extend(range(pfn, pfn + nr))
+            self.entries.append(pfn << NR_BITS | nr)
             self.active_nr += nr
             return nr, False
         done = 0
         while done < nr:
             take = min(nr - done, self.active_max - self.active_nr)
-            self.entries.extend(range(pfn + done, pfn + done + take))
+            self.entries.append((pfn + done) << NR_BITS | take)
             self.active_nr += take
             done += take
             if self.active_nr == self.active_max and not self.tlb_next_batch():

@@ -9,7 +9,7 @@ Source: <20240502132852.862138-1-zi.yan@sent.com> (v6 of the fix) (K§1.7, K§2.
 
 from __future__ import annotations
 
-from benchsvc.engine.model import ENTIRELY_MAPPED, FOLIO_PAGES_MAPPED, HPAGE_PMD_NR
+from benchsvc.engine.model import ENTIRELY_MAPPED, FOLIO_PAGES_MAPPED, HPAGE_PMD_NR, dec_mapcounts
 from benchsvc.engine.versions.up69 import Up69
 
 
@@ -36,14 +36,12 @@ class Up610(Up69):
         self.f_lmc[f] -= nr_pages  # atomic_sub(nr_pages, &folio->_large_mapcount)
         c.large_mapcount_atomics += 1
         nrpm = self.f_nrpm
-        nr = 0
-        for p in range(pfn, pfn + nr_pages):
-            mapcount[p] -= 1
-            if mapcount[p] < 0:
-                nrpm[f] -= 1
-                c.nr_pages_mapped_atomics += 1
-                if nrpm[f] < ENTIRELY_MAPPED:
-                    nr += 1
+        nr, _ = dec_mapcounts(mapcount, pfn, nr_pages)
+        if nr:  # per page that became unmapped, in turn: atomic_dec_return_relaxed(mapped)
+            before = nrpm[f]
+            nrpm[f] = before - nr
+            c.nr_pages_mapped_atomics += nr
+            nr -= min(nr, max(0, before - ENTIRELY_MAPPED))
         if nr:
             c.stat_updates += 1
             if nrpm[f] and not self.f_queued[f]:  # partially_mapped && list_empty(&folio->_deferred_list)

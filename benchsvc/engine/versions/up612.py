@@ -11,7 +11,7 @@ Source: mm-stable-2024-09-20-02-31 (v6.12 merge window); 6.12+ mm/rmap.c, mm/hug
 
 from __future__ import annotations
 
-from benchsvc.engine.model import ENTIRELY_MAPPED, FOLIO_PAGES_MAPPED, HPAGE_PMD_NR
+from benchsvc.engine.model import ENTIRELY_MAPPED, FOLIO_PAGES_MAPPED, HPAGE_PMD_NR, dec_mapcounts
 from benchsvc.engine.versions.up610 import Up610
 
 
@@ -40,11 +40,9 @@ class Up612(Up610):
             c.large_mapcount_locks += 1
         else:
             c.large_mapcount_atomics += 1
-        last = 0
-        for p in range(pfn, pfn + nr_pages):
-            mapcount[p] -= 1
-            if mapcount[p] < 0:
-                last += 1
+        last, _ = dec_mapcounts(
+            mapcount, pfn, nr_pages
+        )  # per page: atomic_add_negative(-1, &page->_mapcount)
         nr = 0
         if last:
             self.f_nrpm[f] -= last  # atomic_sub_return_relaxed(last, mapped)

@@ -19,6 +19,7 @@ from benchsvc.engine.model import (
     NR_BITS,
     SWAP_PTE,
     ZapEngine,
+    dec_mapcounts,
     pte_run,
 )
 
@@ -34,16 +35,27 @@ class Up69(ZapEngine):
     batch_swap_entries = False
 
     def zap_pte_range(self, tlb: MmuGather, addr: int, end: int) -> int:
+        """``zap_pte_range()`` with ``zap_present_ptes()``: one batch at a time, in address order.
+
+        Only Python's per-call overhead is folded: ``__tlb_remove_folio_pages()``'s slot accounting is kept in
+        locals (``active_nr``, ``active_max``) and written back, and the bad-PTE and PTE-clear counts are
+        summed locally and added once."""
         c = self.counters
         c.ptl_acquisitions += 1
         pte = self.pte
         page_folio = self.page_folio
         f_head = self.f_head
         f_nr = self.f_nr
+        f_lmc = self.f_lmc
+        f_emc = self.f_emc
+        mapcount = self.mapcount
+        folio_mapcount_check = self.bad_pte_reads_folio_mapcount
         folio_remove_rmap_ptes = self.folio_remove_rmap_ptes
-        tlb_remove_folio_pages = tlb.tlb_remove_folio_pages
+        ident = self.ident
+        gathered = tlb.entries
+        active_nr, active_max = tlb.active_nr, tlb.active_max
         force_flush = False
-        cleared = 0
+        cleared = bad = 0
         while addr < end:
             ent = pte[addr]
             if ent == 0:
@@ -64,20 +76,33 @@ class Up69(ZapEngine):
             nr = 1
             if f_nr[f] > 1 and end - addr != 1:
                 # folio_pte_batch(): same folio, consecutive pfns, compatible bits; max_nr and folio end caps
-                nr = pte_run(pte, addr, min(end, addr + f_head[f] + f_nr[f] - pfn), ent)
+                limit = min(end, addr + f_head[f] + f_nr[f] - pfn)
+                n = limit - addr
+                if pte[limit - 1] == ent + n - 1 and (n < 3 or pte[addr:limit] == ident[ent : ent + n]):
+                    nr = n  # every PTE up to the cap maps the next page (checked, one comparison)
+                else:
+                    nr = pte_run(pte, addr, limit, ent)
             # zap_present_folio_ptes()
             pte[addr : addr + nr] = [0] * nr  # clear_full_ptes(); tlb_remove_tlb_entries()
             cleared += nr
             folio_remove_rmap_ptes(f, pfn, nr)
-            if self.bad_pte_reads_folio_mapcount:  # 6.15+: folio_mapcount(folio) < 0
-                if (self.f_lmc[f] if f_nr[f] > 1 else self.mapcount[pfn]) + 1 < 0:
-                    c.bad_pte += 1
-            elif self.mapcount[pfn] + 1 + self.f_emc[f] + 1 < 0:  # page_mapcount(first page) < 0
-                c.bad_pte += 1
+            if folio_mapcount_check:  # 6.15+: folio_mapcount(folio) < 0
+                if (f_lmc[f] if f_nr[f] > 1 else mapcount[pfn]) + 1 < 0:
+                    bad += 1
+            elif mapcount[pfn] + 1 + f_emc[f] + 1 < 0:  # page_mapcount(first page) < 0
+                bad += 1
             addr += nr
-            if tlb_remove_folio_pages(pfn << NR_BITS | nr, nr):
-                force_flush = True  # force_flush = force_break = true
-                break
+            # __tlb_remove_folio_pages(): one slot for a single page, two for page + nr
+            gathered.append(pfn << NR_BITS | nr)
+            active_nr += 1 if nr == 1 else 2
+            if active_nr >= active_max - 1:
+                tlb.active_nr = active_nr
+                if not tlb.tlb_next_batch():
+                    force_flush = True  # force_flush = force_break = true
+                    break
+                active_nr, active_max = tlb.active_nr, tlb.active_max
+        tlb.active_nr = active_nr
+        c.bad_pte += bad
         if cleared:
             tlb.cleared_ptes = True
             c.ptes_cleared += cleared
@@ -94,18 +119,15 @@ class Up69(ZapEngine):
         mapcount = self.mapcount
         c.mapcount_atomics += nr_pages
         large = self.f_nr[f] > 1
-        nr = 0
-        nrpm = self.f_nrpm
-        for p in range(pfn, pfn + nr_pages):
-            mapcount[p] -= 1
-            if mapcount[p] < 0:
-                if large:
-                    nrpm[f] -= 1  # atomic_dec_return_relaxed(mapped)
-                    c.nr_pages_mapped_atomics += 1
-                    if nrpm[f] < ENTIRELY_MAPPED:
-                        nr += 1
-                else:
-                    nr += 1
+        nr, _ = dec_mapcounts(mapcount, pfn, nr_pages)  # per page: atomic_add_negative(-1, &page->_mapcount)
+        if nr and large:
+            # per page that became unmapped, in turn: atomic_dec_return_relaxed(mapped); those that leave it
+            # below ENTIRELY_MAPPED count
+            nrpm = self.f_nrpm
+            before = nrpm[f]
+            nrpm[f] = before - nr
+            c.nr_pages_mapped_atomics += nr
+            nr -= min(nr, max(0, before - ENTIRELY_MAPPED))
         if nr:
             c.stat_updates += 1
             if large:  # level == RMAP_LEVEL_PTE: always

@@ -12,7 +12,7 @@ Source: <20230717143110.260162-4-ryan.roberts@arm.com> and ...-3- (K§1.2).
 from __future__ import annotations
 
 from benchsvc.engine.gather import MmuGather
-from benchsvc.engine.model import ENTIRELY_MAPPED, count_bad_ptes, pte_run
+from benchsvc.engine.model import ENTIRELY_MAPPED, count_bad_ptes, dec_mapcounts, pte_run
 from benchsvc.engine.versions.base65_p1 import Base65P1
 
 
@@ -83,15 +83,14 @@ class V1(Base65P1):
         else:
             nrpm = self.f_nrpm
             nr_mapped = 0
-            left = [m - 1 for m in mapcount[pfn : pfn + nr]]  # atomic_add_negative(-1, &page->_mapcount)
-            mapcount[pfn : pfn + nr] = left
-            for m in left:
-                if m < 0:  # the page is no longer mapped: atomic_dec_return_relaxed(&folio->_nr_pages_mapped)
-                    nr_mapped = nrpm[f] - 1
-                    nrpm[f] = nr_mapped
-                    c.nr_pages_mapped_atomics += 1
-                    if nr_mapped < ENTIRELY_MAPPED:
-                        nr_unmapped += 1
+            unmapped, _ = dec_mapcounts(mapcount, pfn, nr)  # atomic_add_negative(-1, &page->_mapcount)
+            if unmapped:
+                # each page no longer mapped: atomic_dec_return_relaxed(&folio->_nr_pages_mapped), in turn;
+                # those that leave it below ENTIRELY_MAPPED count as unmapped
+                before = nrpm[f]
+                nr_mapped = nrpm[f] = before - unmapped
+                c.nr_pages_mapped_atomics += unmapped
+                nr_unmapped = unmapped - min(unmapped, max(0, before - ENTIRELY_MAPPED))
         if nr_unmapped:
             c.stat_updates += 1
             if self.f_nr[f] > 1 and nr_mapped:

@@ -10,8 +10,8 @@ Source: <20230719135450.545227-4-ryan.roberts@arm.com> (3/3), ...-3- (2/3) (K§1
 
 from __future__ import annotations
 
-from benchsvc.engine.gather import MmuGather
-from benchsvc.engine.model import ENTIRELY_MAPPED, count_bad_ptes, pte_run
+from benchsvc.engine.gather import MMU_GATHER_BUNDLE, MmuGather
+from benchsvc.engine.model import ENTIRELY_MAPPED, NR_BITS, count_bad_ptes, dec_mapcounts, pte_run
 from benchsvc.engine.versions.base65_p1 import Base65P1
 
 
@@ -26,12 +26,28 @@ class V2(Base65P1):
     pin_span = False
 
     def zap_pte_range(self, tlb: MmuGather, addr: int, end: int) -> int:
-        # every span ends the call (forced flush), so the call is short: look things up where they are used
+        """``zap_pte_range()`` from ``addr``, and its re-entries on the same page table up to ``end``.
+
+        Every span ends with ``force_flush``: the kernel flushes (``tlb_flush_mmu_tlbonly()`` under the PTL,
+        ``tlb_flush_mmu()`` after the unlock), returns, and ``zap_pmd_range()`` calls it again for the rest
+        of the table (``pmd--``). Those re-entries are made here in one loop, each counted as the PTE-lock
+        acquisition it is; only Python's per-call overhead is saved."""
         c = self.counters
-        c.ptl_acquisitions += 1
         pte = self.pte
-        force_flush = False
-        cleared = 0
+        page_folio = self.page_folio
+        f_nr = self.f_nr
+        f_head = self.f_head
+        f_emc = self.f_emc
+        f_ref = self.f_ref
+        mapcount = self.mapcount
+        batch_small, pin = self.batch_small_folios, self.pin_span
+        folio_remove_rmap_range = self.folio_remove_rmap_range
+        tlb_remove_pages = tlb.tlb_remove_pages
+        tlb_flush_mmu = tlb.tlb_flush_mmu
+        release = tlb.release
+        ident = self.ident
+        ptl = 1
+        cleared = bad = pins = flushes = 0
         while addr < end:
             ent = pte[addr]
             if ent == 0:
@@ -42,45 +58,65 @@ class V2(Base65P1):
                 addr += 1
                 continue
             pfn = ent - 1
-            f = self.page_folio[pfn]
-            nr_folio = self.f_nr[f]
-            if nr_folio == 1 and not self.batch_small_folios:
-                # v4: small folios keep the per-PTE path of the baseline
+            f = page_folio[pfn]
+            nr_folio = f_nr[f]
+            if nr_folio == 1 and not batch_small:
+                # v4: small folios keep the per-PTE path of the baseline (no forced flush)
                 addr, one, full = self.zap_ptes_one_by_one(tlb, addr, addr + 1)
-                cleared += one
-                if full:
-                    force_flush = True
-                    break
+                if one:
+                    cleared += one
+                    tlb.cleared_ptes = True
+                if full:  # the gather is full: flush, return, re-enter
+                    tlb_flush_mmu()
+                    if addr < end:
+                        ptl += 1
                 continue
             # folio_nr_pages_cont_mapped(): 1 for a small folio, else the contiguous run up to min(folio end, end)
-            nr_pages_req = 1
+            n = 1
             if nr_folio > 1:
-                nr_pages_req = pte_run(pte, addr, min(end, addr + self.f_head[f] + nr_folio - pfn), ent)
+                limit = min(end, addr + f_head[f] + nr_folio - pfn)
+                n = limit - addr
+                if not (pte[limit - 1] == ent + n - 1 and (n < 3 or pte[addr:limit] == ident[ent : ent + n])):
+                    n = pte_run(pte, addr, limit, ent)
             # try_zap_anon_pte_range()
-            pin = self.pin_span
             if pin:
-                self.f_ref[f] += 1  # folio_get()
+                f_ref[f] += 1  # folio_get()
             # page by page: clear the PTE and gather the page (one slot each), stop after the one that fills it
-            i, _ = tlb.tlb_remove_pages(pfn, nr_pages_req)
+            if tlb.active_nr + n < tlb.active_max:  # they all fit, none fills the batch
+                tlb.entries.append(pfn << NR_BITS | n)
+                tlb.active_nr += n
+                i = n
+            else:
+                i, _ = tlb_remove_pages(pfn, n)
             pte[addr : addr + i] = [0] * i
-            mapcounts = self.mapcount[pfn : pfn + i]
-            c.bad_pte += count_bad_ptes(mapcounts, self.f_emc[f])  # checked before the rmap removal
-            self.folio_remove_rmap_range(f, pfn, i, mapcounts)
+            mapcounts = mapcount[pfn : pfn + i]
+            if min(mapcounts) < -1 - f_emc[f]:  # checked before the rmap removal
+                bad += count_bad_ptes(mapcounts, f_emc[f])
+            folio_remove_rmap_range(f, pfn, i, mapcounts)
             if pin:
-                self.f_ref[f] -= 1  # folio_put(): the gather still holds the pages, never the last ref
-                c.refcount_atomics += 2  # the get and the put
+                f_ref[f] -= 1  # folio_put(): the gather still holds the pages, never the last ref
+                pins += 1
             cleared += i
-            # "nr_pages--; ... if (unlikely(nr_pages < nr_pages_req))": always true
-            addr += i
-            force_flush = True
-            break
-        if cleared:
             tlb.cleared_ptes = True
+            addr += i
+            # "nr_pages--; ... if (unlikely(nr_pages < nr_pages_req))": always true -> force_flush, break:
+            # tlb_flush_mmu_tlbonly() (PTEs were cleared: a flush) and tlb_batch_pages_flush() (pages gathered)
+            flushes += 1
+            tlb.cleared_ptes = tlb.freed_tables = False
+            gathered = tlb.entries
+            tlb.entries = []
+            release(gathered)
+            tlb.active_nr, tlb.active_max, tlb.batch_index = 0, MMU_GATHER_BUNDLE, 0
+            if addr < end:
+                ptl += 1  # re-entry on the same page table
+        c.ptl_acquisitions += ptl
+        c.tlb_flushes += flushes
+        c.gather_flushes += flushes
+        c.bad_pte += bad
+        c.refcount_atomics += 2 * pins  # the get and the put of each pinned span
+        if cleared:
             c.ptes_cleared += cleared
             self.rss_anon -= cleared
-        if force_flush:
-            # tlb_flush_mmu_tlbonly() under the PTL, then tlb_flush_mmu() after the unlock: one tlb_flush_mmu()
-            tlb.tlb_flush_mmu()
         return addr
 
     def folio_remove_rmap_range(self, f: int, pfn: int, nr: int, mapcounts: list[int]) -> None:
@@ -95,9 +131,7 @@ class V2(Base65P1):
             if left_one < 0:
                 c.stat_updates += 1
             return
-        left = [m - 1 for m in mapcounts]  # atomic_add_negative(-1, &page->_mapcount)
-        self.mapcount[pfn : pfn + nr] = left
-        nr_unmapped = 0 if min(left) >= 0 else nr if max(left) < 0 else sum(1 for m in left if m < 0)
+        nr_unmapped, _ = dec_mapcounts(self.mapcount, pfn, nr)  # atomic_add_negative(-1, &page->_mapcount)
         nrpm = self.f_nrpm
         nrpm[f] -= nr_unmapped  # atomic_sub_return_relaxed(nr_unmapped, mapped)
         c.nr_pages_mapped_atomics += 1
