@@ -27,9 +27,7 @@ class Up612(Up610):
     def folio_remove_rmap_ptes(self, f: int, pfn: int, nr_pages: int) -> None:
         """6.12+ ``__folio_remove_rmap(RMAP_LEVEL_PTE)`` with CONFIG_PAGE_MAPCOUNT."""
         c = self.counters
-        c.rmap_calls += 1
         mapcount = self.mapcount
-        c.mapcount_atomics += nr_pages
         if self.f_nr[f] == 1:
             mapcount[pfn] -= 1
             if mapcount[pfn] < 0:

@@ -55,7 +55,7 @@ class Up69(ZapEngine):
         gathered = tlb.entries
         active_nr, active_max = tlb.active_nr, tlb.active_max
         force_flush = False
-        cleared = bad = 0
+        cleared = bad = batches = 0
         while addr < end:
             ent = pte[addr]
             if ent == 0:
@@ -85,7 +85,8 @@ class Up69(ZapEngine):
             # zap_present_folio_ptes()
             pte[addr : addr + nr] = [0] * nr  # clear_full_ptes(); tlb_remove_tlb_entries()
             cleared += nr
-            folio_remove_rmap_ptes(f, pfn, nr)
+            folio_remove_rmap_ptes(f, pfn, nr)  # counted below: one call, nr _mapcount atomics
+            batches += 1
             if folio_mapcount_check:  # 6.15+: folio_mapcount(folio) < 0
                 if (f_lmc[f] if f_nr[f] > 1 else mapcount[pfn]) + 1 < 0:
                     bad += 1
@@ -103,6 +104,8 @@ class Up69(ZapEngine):
                 active_nr, active_max = tlb.active_nr, tlb.active_max
         tlb.active_nr = active_nr
         c.bad_pte += bad
+        c.rmap_calls += batches
+        c.mapcount_atomics += cleared
         if cleared:
             tlb.cleared_ptes = True
             c.ptes_cleared += cleared
@@ -115,9 +118,7 @@ class Up69(ZapEngine):
     def folio_remove_rmap_ptes(self, f: int, pfn: int, nr_pages: int) -> None:
         """6.9 ``__folio_remove_rmap(RMAP_LEVEL_PTE)``: per page ``_mapcount`` and ``_nr_pages_mapped``."""
         c = self.counters
-        c.rmap_calls += 1
         mapcount = self.mapcount
-        c.mapcount_atomics += nr_pages
         large = self.f_nr[f] > 1
         nr, _ = dec_mapcounts(mapcount, pfn, nr_pages)  # per page: atomic_add_negative(-1, &page->_mapcount)
         if nr and large:

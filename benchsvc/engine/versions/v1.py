@@ -12,7 +12,7 @@ Source: <20230717143110.260162-4-ryan.roberts@arm.com> and ...-3- (K§1.2).
 from __future__ import annotations
 
 from benchsvc.engine.gather import MmuGather
-from benchsvc.engine.model import ENTIRELY_MAPPED, count_bad_ptes, dec_mapcounts, pte_run
+from benchsvc.engine.model import ENTIRELY_MAPPED, NR_BITS, count_bad_ptes, dec_mapcounts, pte_run
 from benchsvc.engine.versions.base65_p1 import Base65P1
 
 
@@ -34,8 +34,10 @@ class V1(Base65P1):
         f_nr = self.f_nr
         f_emc = self.f_emc
         tlb_remove_pages = tlb.tlb_remove_pages
+        folio_remove_rmap_range = self.folio_remove_rmap_range
+        ident = self.ident
         force_flush = False
-        cleared = 0
+        cleared = spans = bad = 0
         while addr < end:
             ent = pte[addr]
             if ent == 0:
@@ -48,18 +50,30 @@ class V1(Base65P1):
             pfn = ent - 1
             f = page_folio[pfn]
             # calc_anon_folio_map_pgcount(): present PTEs with consecutive pfns, up to min(folio end, end)
-            n = pte_run(pte, addr, min(end, addr + f_head[f] + f_nr[f] - pfn), ent)
+            limit = min(end, addr + f_head[f] + f_nr[f] - pfn)
+            n = limit - addr
+            if not (pte[limit - 1] == ent + n - 1 and (n < 3 or pte[addr:limit] == ident[ent : ent + n])):
+                n = pte_run(pte, addr, limit, ent)
             # zap_anon_pte_range(): page by page, clear the PTE and gather the page (one slot each); stop
             # after the page that fills the gather
-            i, full = tlb_remove_pages(pfn, n)
+            if tlb.active_nr + n < tlb.active_max:  # they all fit, none fills the batch
+                tlb.entries.append(pfn << NR_BITS | n)
+                tlb.active_nr += n
+                i, full = n, False
+            else:
+                i, full = tlb_remove_pages(pfn, n)
             pte[addr : addr + i] = [0] * i
-            c.bad_pte += count_bad_ptes(mapcount[pfn : pfn + i], f_emc[f])  # checked before the rmap removal
-            self.folio_remove_rmap_range(f, pfn, i)
+            bad += count_bad_ptes(mapcount[pfn : pfn + i], f_emc[f])  # checked before the rmap removal
+            folio_remove_rmap_range(f, pfn, i)  # counted below: one call, i _mapcount atomics
+            spans += 1
             cleared += i
             addr += i
             if full:
                 force_flush = True
                 break
+        c.rmap_calls += spans
+        c.mapcount_atomics += cleared
+        c.bad_pte += bad
         if cleared:
             tlb.cleared_ptes = True
             c.ptes_cleared += cleared
@@ -72,9 +86,7 @@ class V1(Base65P1):
     def folio_remove_rmap_range(self, f: int, pfn: int, nr: int) -> None:
         """v1 2/3 ``folio_remove_rmap_range()``: one ``_nr_pages_mapped`` atomic per page that became unmapped."""
         c = self.counters
-        c.rmap_calls += 1
         mapcount = self.mapcount
-        c.mapcount_atomics += nr
         nr_unmapped = 0
         if self.f_nr[f] == 1:
             mapcount[pfn] -= 1

@@ -11,7 +11,7 @@ Source: <20230719135450.545227-4-ryan.roberts@arm.com> (3/3), ...-3- (2/3) (K§1
 from __future__ import annotations
 
 from benchsvc.engine.gather import MMU_GATHER_BUNDLE, MmuGather
-from benchsvc.engine.model import ENTIRELY_MAPPED, NR_BITS, count_bad_ptes, dec_mapcounts, pte_run
+from benchsvc.engine.model import ENTIRELY_MAPPED, NR_BITS, dec_mapcounts, pte_run
 from benchsvc.engine.versions.base65_p1 import Base65P1
 
 
@@ -41,13 +41,13 @@ class V2(Base65P1):
         f_ref = self.f_ref
         mapcount = self.mapcount
         batch_small, pin = self.batch_small_folios, self.pin_span
-        folio_remove_rmap_range = self.folio_remove_rmap_range
+        nrpm = self.f_nrpm
         tlb_remove_pages = tlb.tlb_remove_pages
         tlb_flush_mmu = tlb.tlb_flush_mmu
         release = tlb.release
         ident = self.ident
         ptl = 1
-        cleared = bad = pins = flushes = 0
+        cleared = bad = pins = flushes = small = nrpm_atomics = stat_updates = refs_put = 0
         while addr < end:
             ent = pte[addr]
             if ent == 0:
@@ -65,6 +65,7 @@ class V2(Base65P1):
                 addr, one, full = self.zap_ptes_one_by_one(tlb, addr, addr + 1)
                 if one:
                     cleared += one
+                    small += one  # counted by zap_ptes_one_by_one() itself
                     tlb.cleared_ptes = True
                 if full:  # the gather is full: flush, return, re-enter
                     tlb_flush_mmu()
@@ -89,10 +90,25 @@ class V2(Base65P1):
             else:
                 i, _ = tlb_remove_pages(pfn, n)
             pte[addr : addr + i] = [0] * i
-            mapcounts = mapcount[pfn : pfn + i]
-            if min(mapcounts) < -1 - f_emc[f]:  # checked before the rmap removal
-                bad += count_bad_ptes(mapcounts, f_emc[f])
-            folio_remove_rmap_range(f, pfn, i, mapcounts)
+            # page_mapcount(page) < 0 is checked on each page before its rmap removal: _mapcount < -1 -
+            # entire_mapcount before, i.e. < -2 - entire_mapcount after the decrement below
+            low = -2 - f_emc[f]
+            # 2/3 folio_remove_rmap_range() (counted below: one call, i _mapcount atomics), v2..v4: one
+            # _nr_pages_mapped atomic per call
+            if i == 1 and nr_folio == 1:
+                left_one = mapcount[pfn] = mapcount[pfn] - 1
+                stat_updates += left_one < 0
+                bad += left_one < low
+            else:
+                nr_unmapped, lowest = dec_mapcounts(mapcount, pfn, i)  # atomic_add_negative(-1, &_mapcount)
+                if lowest < low:
+                    bad += sum(1 for m in mapcount[pfn : pfn + i] if m < low)
+                nr_mapped = nrpm[f] = nrpm[f] - nr_unmapped  # atomic_sub_return_relaxed(nr_unmapped, mapped)
+                nrpm_atomics += 1
+                if nr_unmapped and nr_mapped < ENTIRELY_MAPPED:
+                    stat_updates += 1
+                    if nr_mapped:
+                        self.deferred_split_folio(f)
             if pin:
                 f_ref[f] -= 1  # folio_put(): the gather still holds the pages, never the last ref
                 pins += 1
@@ -105,40 +121,28 @@ class V2(Base65P1):
             tlb.cleared_ptes = tlb.freed_tables = False
             gathered = tlb.entries
             tlb.entries = []
-            release(gathered)
+            if len(gathered) == 1:  # release_pages() of this span's pages only: one folio_put per page
+                refs_put += i
+                if f_ref[f] == i:
+                    f_ref[f] = 0
+                    self.free_folio(f)
+                else:
+                    f_ref[f] -= i
+            else:
+                release(gathered)
             tlb.active_nr, tlb.active_max, tlb.batch_index = 0, MMU_GATHER_BUNDLE, 0
             if addr < end:
                 ptl += 1  # re-entry on the same page table
         c.ptl_acquisitions += ptl
+        c.nr_pages_mapped_atomics += nrpm_atomics
+        c.stat_updates += stat_updates
+        c.rmap_calls += flushes  # one folio_remove_rmap_range() per span, and each span ends in a flush
+        c.mapcount_atomics += cleared - small
         c.tlb_flushes += flushes
-        c.gather_flushes += flushes
+        c.gather_flushes += flushes  # every span gathered pages
         c.bad_pte += bad
-        c.refcount_atomics += 2 * pins  # the get and the put of each pinned span
+        c.refcount_atomics += 2 * pins + refs_put  # the get and the put of each pinned span; the page puts
         if cleared:
             c.ptes_cleared += cleared
             self.rss_anon -= cleared
         return addr
-
-    def folio_remove_rmap_range(self, f: int, pfn: int, nr: int, mapcounts: list[int]) -> None:
-        """v2..v4 2/3 ``folio_remove_rmap_range()``: one ``_nr_pages_mapped`` atomic per call.
-
-        ``mapcounts``: the pages' ``_mapcount`` values as the caller just read them."""
-        c = self.counters
-        c.rmap_calls += 1
-        c.mapcount_atomics += nr
-        if nr == 1 and self.f_nr[f] == 1:
-            self.mapcount[pfn] = left_one = mapcounts[0] - 1
-            if left_one < 0:
-                c.stat_updates += 1
-            return
-        nr_unmapped, _ = dec_mapcounts(self.mapcount, pfn, nr)  # atomic_add_negative(-1, &page->_mapcount)
-        nrpm = self.f_nrpm
-        nrpm[f] -= nr_unmapped  # atomic_sub_return_relaxed(nr_unmapped, mapped)
-        c.nr_pages_mapped_atomics += 1
-        nr_mapped = nrpm[f]
-        if nr_mapped >= ENTIRELY_MAPPED:
-            nr_unmapped = 0
-        if nr_unmapped:
-            c.stat_updates += 1
-            if nr_mapped:
-                self.deferred_split_folio(f)
