@@ -325,3 +325,20 @@ def test_up615_is_up612_with_the_large_mapcount_under_its_lock(text: str) -> Non
     assert a["large_mapcount_locks"] == 0
     rest = set(a) - {"large_mapcount_atomics", "large_mapcount_locks"}
     assert {k: a[k] for k in rest} == {k: b[k] for k in rest}
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(workload_toml())
+def test_inlined_rmap_counts_like_the_versions_rmap_function(text: str) -> None:
+    """The 6.9+ zap loop inlines ``__folio_remove_rmap(RMAP_LEVEL_PTE)`` for speed; with ``inline_rmap``
+    off it calls each version's ``folio_remove_rmap_ptes()`` instead. Both must count the same."""
+    spec = parse(text)
+    for vid in version_ids():
+        cls = get_version(vid)
+        if not hasattr(cls, "inline_rmap"):
+            continue
+        inlined = simulate(spec, vid).counters
+        reference = type("Reference", (cls,), {"inline_rmap": False, "id": ""})
+        engine = reference(spec)
+        engine.run()
+        assert engine.counters.as_dict() == inlined, vid

@@ -462,9 +462,8 @@ class ZapEngine:
         freed = []
         for e in entries:
             f = page_folio[e >> NR_BITS]
-            left = ref[f] - (e & NR_MASK)
-            ref[f] = left
-            if left == 0:
+            left = ref[f] = ref[f] - (e & NR_MASK)
+            if not left:
                 freed.append(f)
         self.counters.refcount_atomics += len(entries)
         for f in freed:

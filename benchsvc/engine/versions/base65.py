@@ -15,6 +15,7 @@ from benchsvc.engine.model import (
     HPAGE_PMD_NR,
     HPAGE_PMD_ORDER,
     NR_BITS,
+    ZERO_RUNS,
     ZapEngine,
     dec_mapcounts,
     pte_run,
@@ -83,13 +84,15 @@ class Base65(ZapEngine):
             f = page_folio[pfn]
             n = 1
             if f_nr[f] > 1:  # the run of PTEs mapping the next pages of this folio, up to its end or `end`
-                limit = min(end, addr + f_head[f] + f_nr[f] - pfn)
+                limit = addr + f_head[f] + f_nr[f] - pfn
+                if limit > end:
+                    limit = end
                 n = limit - addr
                 if not (pte[limit - 1] == ent + n - 1 and (n < 3 or pte[addr:limit] == ident[ent : ent + n])):
                     n = pte_run(pte, addr, limit, ent)
             if n >= room:
                 n = room  # __tlb_remove_page() reports the batch full on the page that takes its last slot
-            pte[addr : addr + n] = [0] * n  # ptep_get_and_clear_full(), page by page
+            pte[addr : addr + n] = ZERO_RUNS[n]  # ptep_get_and_clear_full(), page by page
             cleared += n  # tlb_remove_tlb_entry()
             addr += n
             # page_remove_rmap(): atomic_add_negative(-1, &page->_mapcount) on each page

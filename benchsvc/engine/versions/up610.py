@@ -9,8 +9,10 @@ Source: <20240502132852.862138-1-zi.yan@sent.com> (v6 of the fix) (K§1.7, K§2.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from benchsvc.engine.model import ENTIRELY_MAPPED, FOLIO_PAGES_MAPPED, HPAGE_PMD_NR, dec_mapcounts
-from benchsvc.engine.versions.up69 import Up69
+from benchsvc.engine.versions.up69 import RmapQueue, Up69
 
 
 class Up610(Up69):
@@ -20,6 +22,7 @@ class Up610(Up69):
     source = "<20240502132852.862138-1-zi.yan@sent.com>"
     date = "2024-05-12"
     has_large_mapcount = True
+    rmap_queue: ClassVar[RmapQueue] = "unqueued"
     batch_swap_entries = True
 
     def folio_remove_rmap_ptes(self, f: int, pfn: int, nr_pages: int) -> None:

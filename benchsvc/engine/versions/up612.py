@@ -11,7 +11,10 @@ Source: mm-stable-2024-09-20-02-31 (v6.12 merge window); 6.12+ mm/rmap.c, mm/hug
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from benchsvc.engine.model import ENTIRELY_MAPPED, FOLIO_PAGES_MAPPED, HPAGE_PMD_NR, dec_mapcounts
+from benchsvc.engine.versions.up69 import RmapQueue
 from benchsvc.engine.versions.up610 import Up610
 
 
@@ -23,6 +26,7 @@ class Up612(Up610):
     date = "2024-11-17"
     queue_pmd_thp_at_fault = True
     nr_pages_mapped_batched = True
+    rmap_queue: ClassVar[RmapQueue] = "unflagged"
 
     def folio_remove_rmap_ptes(self, f: int, pfn: int, nr_pages: int) -> None:
         """6.12+ ``__folio_remove_rmap(RMAP_LEVEL_PTE)`` with CONFIG_PAGE_MAPCOUNT."""

@@ -12,7 +12,7 @@ Source: <20230717143110.260162-4-ryan.roberts@arm.com> and ...-3- (K§1.2).
 from __future__ import annotations
 
 from benchsvc.engine.gather import MmuGather
-from benchsvc.engine.model import ENTIRELY_MAPPED, NR_BITS, count_bad_ptes, dec_mapcounts, pte_run
+from benchsvc.engine.model import ENTIRELY_MAPPED, NR_BITS, ZERO_RUNS, count_bad_ptes, dec_mapcounts, pte_run
 from benchsvc.engine.versions.base65_p1 import Base65P1
 
 
@@ -50,7 +50,9 @@ class V1(Base65P1):
             pfn = ent - 1
             f = page_folio[pfn]
             # calc_anon_folio_map_pgcount(): present PTEs with consecutive pfns, up to min(folio end, end)
-            limit = min(end, addr + f_head[f] + f_nr[f] - pfn)
+            limit = addr + f_head[f] + f_nr[f] - pfn
+            if limit > end:
+                limit = end
             n = limit - addr
             if not (pte[limit - 1] == ent + n - 1 and (n < 3 or pte[addr:limit] == ident[ent : ent + n])):
                 n = pte_run(pte, addr, limit, ent)
@@ -62,7 +64,7 @@ class V1(Base65P1):
                 i, full = n, False
             else:
                 i, full = tlb_remove_pages(pfn, n)
-            pte[addr : addr + i] = [0] * i
+            pte[addr : addr + i] = ZERO_RUNS[i]
             bad += count_bad_ptes(mapcount[pfn : pfn + i], f_emc[f])  # checked before the rmap removal
             folio_remove_rmap_range(f, pfn, i)  # counted below: one call, i _mapcount atomics
             spans += 1

@@ -11,7 +11,7 @@ Source: <20230719135450.545227-4-ryan.roberts@arm.com> (3/3), ...-3- (2/3) (K§1
 from __future__ import annotations
 
 from benchsvc.engine.gather import MMU_GATHER_BUNDLE, MmuGather
-from benchsvc.engine.model import ENTIRELY_MAPPED, NR_BITS, dec_mapcounts, pte_run
+from benchsvc.engine.model import ENTIRELY_MAPPED, NR_BITS, ZERO_RUNS, dec_mapcounts, pte_run
 from benchsvc.engine.versions.base65_p1 import Base65P1
 
 
@@ -75,7 +75,9 @@ class V2(Base65P1):
             # folio_nr_pages_cont_mapped(): 1 for a small folio, else the contiguous run up to min(folio end, end)
             n = 1
             if nr_folio > 1:
-                limit = min(end, addr + f_head[f] + nr_folio - pfn)
+                limit = addr + f_head[f] + nr_folio - pfn
+                if limit > end:
+                    limit = end
                 n = limit - addr
                 if not (pte[limit - 1] == ent + n - 1 and (n < 3 or pte[addr:limit] == ident[ent : ent + n])):
                     n = pte_run(pte, addr, limit, ent)
@@ -89,7 +91,7 @@ class V2(Base65P1):
                 i = n
             else:
                 i, _ = tlb_remove_pages(pfn, n)
-            pte[addr : addr + i] = [0] * i
+            pte[addr : addr + i] = ZERO_RUNS[i]
             # page_mapcount(page) < 0 is checked on each page before its rmap removal: _mapcount < -1 -
             # entire_mapcount before, i.e. < -2 - entire_mapcount after the decrement below
             low = -2 - f_emc[f]
