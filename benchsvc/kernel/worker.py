@@ -196,6 +196,8 @@ class _Run:
 
     def __init__(self, spec: WorkloadSpec, stats_root: str, trace_instance: str | None = None) -> None:
         self.tracer = ZapTracer(trace_instance) if trace_instance else None
+        #: the clock of the measured calls: wall time (default), or thread CPU time (engine_speed.py)
+        self.clock: Callable[[], int] = time.perf_counter_ns
         self.spec = spec
         self.libc = _Libc()
         self.folio_size = spec.single_folio_size or 0
@@ -272,7 +274,7 @@ class _Run:
     # ------------------------------------------------------------------ zap steps
     def zap_steps(self) -> dict[str, Any]:
         """Run the steps; stop before an exit step and describe it (the caller's parent finishes it)."""
-        spec, libc = self.spec, self.libc
+        spec, libc, clock = self.spec, self.libc, self.clock
         events = dict.fromkeys(EVENT_STATS, 0)
         zap_ns = 0
         calls = 0
@@ -296,9 +298,9 @@ class _Run:
             for lo, hi in ranges:
                 if traced is not None:
                     traced.on()
-                t0 = time.perf_counter_ns()
+                t0 = clock()
                 fn(base + lo, hi - lo)
-                step_ns += time.perf_counter_ns() - t0
+                step_ns += clock() - t0
                 if traced is not None:
                     traced.off()
             if before is not None:
@@ -510,18 +512,23 @@ def die_with_parent() -> None:
     _Libc().set_pdeathsig()
 
 
-def zap_once(spec: WorkloadSpec, stats_root: str) -> dict[str, Any]:
+def zap_once(spec: WorkloadSpec, stats_root: str, clock: Callable[[], int] | None = None) -> dict[str, Any]:
     """Build, check, zap and measure ``spec`` once from this process; :func:`summarize`'s dict.
 
     What a pyperf worker of ``benchsvc run --engine kernel`` does for every loop iteration: the region is
     built here (untimed), ``fork = true`` zaps in a forked child, and a workload that ends in ``exit``
     without ``fork`` is built and zapped in a forked owner that exits (its teardown timed up to the reap).
     The caller must hold the sysfs settings (:class:`~benchsvc.kernel.sysfs.MthpSettings`); raises
-    :class:`LayoutMismatch` when the kernel did not build the layout.
+    :class:`LayoutMismatch` when the kernel did not build the layout. ``clock`` (nanoseconds; default
+    ``time.perf_counter_ns``) times the munmap/madvise calls; ``time.thread_time_ns`` gives the CPU time the
+    calls took in the kernel, which a loaded machine does not stretch. An ``exit`` step is always wall time
+    (from before ``_exit`` to the reap).
     """
     if not spec.fork and spec.zaps and spec.zaps[-1].call == "exit":
         return _zap_in_owner_child(spec, stats_root)
     r, population = _build(spec, stats_root)
+    if clock is not None:
+        r.clock = clock
     try:
         r.run_test_hook("bench")
         zaps = _zap_in_forked_child(r) if spec.fork else r.zap_steps()
