@@ -84,19 +84,24 @@ class MmuGather:
 
         The pages that land in one batch are kept as one ``pfn << NR_BITS | n`` entry: still one slot per page
         (``active_nr``), and ``release_pages()`` puts each page in turn."""
-        if self.active_nr + nr < self.active_max:  # all of them fit in the current batch, none fills it
+        room = self.active_max - self.active_nr
+        if nr < room:  # all of them fit in the current batch, none fills it
             self.entries.append(pfn << NR_BITS | nr)
             self.active_nr += nr
             return nr, False
         done = 0
-        while done < nr:
-            take = min(nr - done, self.active_max - self.active_nr)
-            self.entries.append((pfn + done) << NR_BITS | take)
-            self.active_nr += take
-            done += take
-            if self.active_nr == self.active_max and not self.tlb_next_batch():
+        while True:  # the pages up to the one that takes the batch's last slot, then the next batch
+            self.entries.append((pfn + done) << NR_BITS | room)
+            done += room
+            self.active_nr = self.active_max
+            if not self.tlb_next_batch():
                 return done, True
-        return done, False
+            room = self.active_max
+            if nr - done < room:
+                if done < nr:
+                    self.entries.append((pfn + done) << NR_BITS | (nr - done))
+                    self.active_nr = nr - done
+                return nr, False
 
     def tlb_remove_folio_pages(self, entry: int, nr_pages: int) -> bool:
         """6.9+ ``__tlb_remove_folio_pages_size()``: one slot for a single page, two for page + nr."""

@@ -11,7 +11,15 @@ Source: <20230719135450.545227-4-ryan.roberts@arm.com> (3/3), ...-3- (2/3) (K§1
 from __future__ import annotations
 
 from benchsvc.engine.gather import MMU_GATHER_BUNDLE, MmuGather
-from benchsvc.engine.model import ENTIRELY_MAPPED, NR_BITS, ZERO_RUNS, dec_mapcounts, pte_run
+from benchsvc.engine.model import (
+    ENTIRELY_MAPPED,
+    NEG_RUNS,
+    NR_BITS,
+    ONE_RUNS,
+    ZERO_RUNS,
+    dec_mapcounts,
+    pte_run,
+)
 from benchsvc.engine.versions.base65_p1 import Base65P1
 
 
@@ -85,8 +93,9 @@ class V2(Base65P1):
             if pin:
                 f_ref[f] += 1  # folio_get()
             # page by page: clear the PTE and gather the page (one slot each), stop after the one that fills it
+            gathered = tlb.entries
             if tlb.active_nr + n < tlb.active_max:  # they all fit, none fills the batch
-                tlb.entries.append(pfn << NR_BITS | n)
+                gathered.append(pfn << NR_BITS | n)
                 tlb.active_nr += n
                 i = n
             else:
@@ -102,7 +111,16 @@ class V2(Base65P1):
                 stat_updates += left_one < 0
                 bad += left_one < low
             else:
-                nr_unmapped, lowest = dec_mapcounts(mapcount, pfn, i)  # atomic_add_negative(-1, &_mapcount)
+                # atomic_add_negative(-1, &page->_mapcount) on each page
+                seg = mapcount[pfn : pfn + i]
+                if seg == ONE_RUNS[i]:  # each page mapped twice (fork): none becomes unmapped
+                    mapcount[pfn : pfn + i] = ZERO_RUNS[i]
+                    nr_unmapped, lowest = 0, 0
+                elif seg == ZERO_RUNS[i]:  # each page mapped once: each becomes unmapped
+                    mapcount[pfn : pfn + i] = NEG_RUNS[i]
+                    nr_unmapped, lowest = i, -1
+                else:
+                    nr_unmapped, lowest = dec_mapcounts(mapcount, pfn, i)
                 if lowest < low:
                     bad += sum(1 for m in mapcount[pfn : pfn + i] if m < low)
                 nr_mapped = nrpm[f] = nrpm[f] - nr_unmapped  # atomic_sub_return_relaxed(nr_unmapped, mapped)
@@ -115,12 +133,12 @@ class V2(Base65P1):
                 f_ref[f] -= 1  # folio_put(): the gather still holds the pages, never the last ref
                 pins += 1
             cleared += i
-            tlb.cleared_ptes = True
             addr += i
             # "nr_pages--; ... if (unlikely(nr_pages < nr_pages_req))": always true -> force_flush, break:
-            # tlb_flush_mmu_tlbonly() (PTEs were cleared: a flush) and tlb_batch_pages_flush() (pages gathered)
+            # tlb_flush_mmu_tlbonly() (PTEs were cleared: a flush; freed_tables is never set while PTEs are
+            # zapped) and tlb_batch_pages_flush() (pages gathered)
             flushes += 1
-            tlb.cleared_ptes = tlb.freed_tables = False
+            tlb.cleared_ptes = False
             gathered = tlb.entries
             tlb.entries = []
             if len(gathered) == 1:  # release_pages() of this span's pages only: one folio_put per page
