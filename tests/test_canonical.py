@@ -187,7 +187,7 @@ def munmap_common(d: Dims) -> Expect:
 def tables(d: Dims) -> int:
     """TLB flushes forced by the page-table batch of a munmap: freeing the T page tables fills a batch of
     TABLE_BATCH = 509 (MMU_GATHER_RCU_TABLE_FREE) floor(T / 509) times, and ``tlb_table_flush()`` flushes the
-    TLB before handing a full batch to RCU (K§3 disagrees: see docs/engine-notes.md; the live kernel showed
+    TLB before handing a full batch to RCU (see docs/engine-notes.md; the live kernel showed
     5 flushes, not 4, for 1 GiB in 6.18)."""
     return d.T // TABLE_BATCH
 
@@ -578,7 +578,8 @@ def test_gather_capacities() -> None:
 
 # spec §5: the headline numbers of (a) at 1 GiB of 64 KiB folios (P = 262144, N = 16384, T = 512)
 HEADLINE = {
-    # tlb_flushes: spec §5's numbers + 1, the flush of the full page-table batch (512 tables > 509)
+    # tlb_flushes: one more than the page-table-blind derivation, the flush of the full page-table batch
+    # (512 tables > 509)
     "base65": (262144, 0, 0, 29, 539),
     "base65-p1": (262144, 16384, 32768, 29, 539),
     "v1": (16408, 24, 48, 29, 539),

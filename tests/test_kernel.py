@@ -65,7 +65,7 @@ def test_measurement_1_first_page_munmap_of_each_folio(sysfs_unchanged: object) 
         'size = "64MiB"\nfolios = { "64KiB" = 1.0 }',
         '[[zap]]\ncall = "munmap"\nlength = "4KiB"\nevery = "64KiB"',
     )
-    result = run_on_kernel(spec)
+    result = run_on_kernel(spec, trace=False)  # the stats only (tracepoints: tests/test_trace.py)
     assert result.stats_population["anon_fault_alloc"] == 1024
     assert result.stats_zap["split_deferred"] == 1024
     assert result.stats_zap["nr_anon_partially_mapped"] == 1024
@@ -83,7 +83,7 @@ def test_measurement_2_mremap_32k_then_munmap(sysfs_unchanged: object) -> None:
         'size = "64MiB"\nva_offset = "32KiB"\nfolios = { "64KiB" = 1.0 }',
         '[[zap]]\ncall = "munmap"',
     )
-    result = run_on_kernel(spec)
+    result = run_on_kernel(spec, trace=False)  # the stats only (tracepoints: tests/test_trace.py)
     assert result.stats_zap["split_deferred"] == 32
     assert result.stats_zap["nr_anon_partially_mapped"] == 0
     assert result.stats_zap["nr_anon"] == -1024  # everything was freed by the one munmap
@@ -107,7 +107,7 @@ def test_measurement_2_mremap_32k_then_munmap(sysfs_unchanged: object) -> None:
 )
 def test_shipped_workload_kernel_matches_up612(name: str, sysfs_unchanged: object) -> None:
     spec = load_workload(WORKLOADS / f"{name}.toml")
-    result = run_on_kernel(spec)
+    result = run_on_kernel(spec, trace=False)  # the stats only (tracepoints: tests/test_trace.py)
     assert result.stats_population["anon_fault_alloc"] == result.folios
     assert result.counters == _up612(spec), f"{name}: kernel {result.counters} vs up612 {_up612(spec)}"
 
@@ -120,7 +120,7 @@ def test_exit_step_is_measured_after_the_owner_is_reaped(fork: bool, sysfs_uncha
         f'size = "16MiB"\nfolios = {{ "64KiB" = 1.0 }}\nfork = {str(fork).lower()}',
         '[[zap]]\ncall = "madvise_dontneed"\nlength = "4KiB"\nevery = "64KiB"\n[[zap]]\ncall = "exit"',
     )
-    result = run_on_kernel(spec)
+    result = run_on_kernel(spec, trace=False)  # the stats only (tracepoints: tests/test_trace.py)
     assert result.zap_calls == 256 + 1
     # without fork the exit frees every folio (the flag goes with them); with fork the parent keeps them
     assert result.stats_zap["nr_anon"] == (0 if fork else -256)

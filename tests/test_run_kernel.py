@@ -240,7 +240,8 @@ def test_signal_in_the_middle_of_a_kernel_pyperf_run_restores_sysfs_and_resume_f
     paused = tmp_path / "paused"
     env = _env(**{TEST_HOOK_ENV: f"pause-bench:{paused}"})
     proc = bench.spawn("run", "--engine", "kernel", "--mode", "debug", "-w", "a-munmap-aligned", env=env)
-    bench.poll(paused.exists, "a pyperf worker to build its region and pause", proc=proc)
+    # the hook creates the file, then writes its pid: wait for the pid
+    bench.poll(lambda: paused.exists() and paused.read_text() != "", "a pyperf worker to pause", proc=proc)
     worker_pid = int(paused.read_text())
     during = enabled_snapshot()
     assert during["hugepages-64kB/enabled"] == "madvise"  # changed while the kernel was measured ...

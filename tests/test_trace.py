@@ -25,7 +25,7 @@ from benchsvc.errors import KernelUnavailable
 from benchsvc.kernel import KernelRunError, enabled_snapshot, run_on_kernel, unavailable_reason
 from benchsvc.kernel import trace as tr
 from benchsvc.kernel.worker import TEST_HOOK_ENV
-from benchsvc.workload import PAGE_SIZE, PMD_SIZE, WorkloadSpec, resolve
+from benchsvc.workload import PAGE_SIZE, PMD_SIZE, WorkloadSpec, parse_workload, resolve
 
 KIB, MIB = 1024, 1024 * 1024
 REASON = unavailable_reason() or tr.trace_unavailable_reason()
@@ -183,6 +183,29 @@ def test_traced_counters_of_the_canonical_workloads(name: str, left_as_found: ob
         assert result.traced.folios_freed_by_order == {order: expected["folios_freed"]}
     sim = simulate(spec, sim_version()).counters
     assert {k: sim[k] for k in tr.TRACED_COUNTERS} == expected
+
+
+@pytest.mark.kernel
+@live
+@pytest.mark.parametrize("fork", [False, True])
+def test_an_exit_step_is_traced_until_the_reap(fork: bool, left_as_found: object) -> None:
+    """The exiting process switches recording on before ``_exit``, its reaper switches it off: the exit frees
+    every folio (16 MiB of 64 KiB: 256) unless a forked parent still maps them."""
+    text = (
+        'description = "x"\n[layout]\nsize = "16MiB"\nfolios = { "64KiB" = 1.0 }\n'
+        f"fork = {str(fork).lower()}\n"
+        '[[zap]]\ncall = "madvise_dontneed"\nlength = "4KiB"\nevery = "64KiB"\n[[zap]]\ncall = "exit"\n'
+    )
+    spec = parse_workload(text.encode(), name=f"exit-traced-{str(fork).lower()}")
+    result = run_on_kernel(spec, trace=True)
+    assert result.traced is not None
+    n = 16 * MIB // (64 * KIB)
+    assert (result.traced.folios_freed, result.traced.pages_freed) == ((0, 0) if fork else (n, n * 16))
+    sim = simulate(spec, sim_version()).counters
+    assert (sim["folios_freed"], sim["pages_freed"]) == (
+        result.traced.folios_freed,
+        result.traced.pages_freed,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- every way out
