@@ -27,7 +27,7 @@ from benchsvc.crosscheck import (
 )
 from benchsvc.engine import simulate
 from benchsvc.errors import KernelUnavailable, LayoutNotReproduced
-from benchsvc.kernel import KernelResult, enabled_snapshot, unavailable_reason
+from benchsvc.kernel import KernelResult, settled_snapshot, unavailable_reason
 from benchsvc.workload import PMD_SIZE, WorkloadSpec, resolve
 
 KIB = 1024
@@ -158,10 +158,10 @@ def test_cli_not_expressible_workload_is_skipped_with_its_reason() -> None:
 @pytest.mark.kernel
 @live
 def test_cli_four_workloads_agree_on_the_live_kernel() -> None:
-    before = enabled_snapshot()
+    before = settled_snapshot()
     names = ["a-munmap-aligned", "c-straddle-munmap", "b-dontneed-first-page", "f-fork-child-munmap"]
     proc = _cli(*names, "--format", "json")
-    assert enabled_snapshot() == before, "per-size mTHP sysfs values were not restored"
+    assert settled_snapshot() == before, "per-size mTHP sysfs values were not restored"
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(proc.stdout)
     assert [(r["workload"], r["counter"]) for r in rows] == [
@@ -191,9 +191,9 @@ def test_cli_four_workloads_agree_on_the_live_kernel() -> None:
 @pytest.mark.kernel
 @live
 def test_cli_every_shipped_workload_the_kernel_can_express_agrees_at_16k_64k_and_2m() -> None:
-    before = enabled_snapshot()
+    before = settled_snapshot()
     proc = _cli("--format", "json")  # no argument: every shipped workload
-    assert enabled_snapshot() == before, "per-size mTHP sysfs values were not restored"
+    assert settled_snapshot() == before, "per-size mTHP sysfs values were not restored"
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(proc.stdout)
     skipped = {r["workload"] for r in rows if r["status"] == SKIPPED}

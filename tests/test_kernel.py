@@ -24,6 +24,7 @@ from benchsvc.kernel import (
     enabled_snapshot,
     oracle,
     run_on_kernel,
+    settled_snapshot,
     sysfs,
     time_zap_on_kernel,
     unavailable_reason,
@@ -52,9 +53,9 @@ def _up612(spec: WorkloadSpec) -> dict[str, int]:
 @pytest.fixture
 def sysfs_unchanged() -> object:
     """Snapshot every hugepages-*/enabled and the top-level enabled; assert they are the same afterwards."""
-    before = enabled_snapshot()
+    before = settled_snapshot()
     yield before
-    assert enabled_snapshot() == before
+    assert settled_snapshot() == before
 
 
 # ---------------------------------------------------------------------------------------------- spec §6
@@ -226,7 +227,7 @@ def test_sysfs_restored_when_the_run_fails_midway(
         run_on_kernel(load_workload(WORKLOADS / "a-munmap-aligned.toml"))
     assert seen["hugepages-64kB/enabled"] == "madvise"  # it really was changed while the run was going
     assert seen["hugepages-2048kB/enabled"] == "never"
-    assert enabled_snapshot() == sysfs_unchanged
+    assert settled_snapshot() == sysfs_unchanged
 
 
 @live
@@ -236,7 +237,7 @@ def test_sysfs_restored_when_the_worker_fails_after_population(
     monkeypatch.setenv(TEST_HOOK_ENV, "fail:populate")
     with pytest.raises(KernelRunError, match="injected failure after population"):
         run_on_kernel(load_workload(WORKLOADS / "b-dontneed-first-page.toml"))
-    assert enabled_snapshot() == sysfs_unchanged
+    assert settled_snapshot() == sysfs_unchanged
 
 
 @live
@@ -281,7 +282,7 @@ def test_sysfs_restored_on_signal_midway(sig: int, tmp_path: Path, sysfs_unchang
             proc.wait()
     assert proc.returncode != 0
     assert proc.returncode == -sig or b"KeyboardInterrupt" in err, err.decode()
-    assert enabled_snapshot() == sysfs_unchanged
+    assert settled_snapshot() == sysfs_unchanged
     assert not Path(f"/proc/{worker_pid}").exists()  # the worker was killed and reaped
 
 

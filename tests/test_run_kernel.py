@@ -19,7 +19,13 @@ from pathlib import Path
 import pytest
 from test_run import Bench, _env, _one_error_line
 
-from benchsvc.kernel import STORED_COUNTERS, enabled_snapshot, unavailable_reason, version_id
+from benchsvc.kernel import (
+    STORED_COUNTERS,
+    enabled_snapshot,
+    settled_snapshot,
+    unavailable_reason,
+    version_id,
+)
 from benchsvc.kernel.trace import trace_unavailable_reason
 from benchsvc.kernel.worker import TEST_HOOK_ENV
 from benchsvc.runner.matrix import MODES, MatrixItem, RunError, measure, plan_engines, pyperf_args
@@ -36,9 +42,9 @@ FOLIOS_64M_64K = 64 * MIB // (64 * KIB)  # the 64 MiB regions of 64 KiB folios o
 
 @pytest.fixture
 def sysfs_unchanged() -> Iterator[dict[str, str]]:
-    before = enabled_snapshot()
+    before = settled_snapshot()
     yield before
-    assert enabled_snapshot() == before, "per-size mTHP sysfs values were not restored"
+    assert settled_snapshot() == before, "per-size mTHP sysfs values were not restored"
 
 
 def _kernel_results(bench: Bench, run_id: int = 1) -> dict[str, dict[str, object]]:
@@ -250,7 +256,7 @@ def test_signal_in_the_middle_of_a_kernel_pyperf_run_restores_sysfs_and_resume_f
     rc, _, err = bench.finish(proc)
     assert rc == 130, err
     assert "interrupted: the run is marked interrupted" in err
-    assert enabled_snapshot() == sysfs_unchanged  # ... and put back by the interrupted run
+    assert settled_snapshot() == sysfs_unchanged  # ... and put back by the interrupted run
     assert bench.runs()[1]["status"] == "interrupted"
     deadline = time.monotonic() + 10
     while _alive(worker_pid):  # the paused pyperf worker dies with its master (PR_SET_PDEATHSIG)

@@ -22,7 +22,7 @@ import pytest
 from benchsvc.crosscheck import sim_version
 from benchsvc.engine import simulate
 from benchsvc.errors import KernelUnavailable
-from benchsvc.kernel import KernelRunError, enabled_snapshot, run_on_kernel, unavailable_reason
+from benchsvc.kernel import KernelRunError, enabled_snapshot, run_lock, run_on_kernel, unavailable_reason
 from benchsvc.kernel import trace as tr
 from benchsvc.kernel.worker import TEST_HOOK_ENV
 from benchsvc.workload import PAGE_SIZE, PMD_SIZE, WorkloadSpec, parse_workload, resolve
@@ -75,7 +75,8 @@ def test_refuses_in_one_line_when_an_event_is_missing(
     )
     if REASON is not None:
         pytest.skip(f"kernel tracepoints unavailable: {REASON}")
-    before = _tracing_state()
+    with run_lock():
+        before = _tracing_state()
     monkeypatch.setattr(tr, "EVENTS", (*tr.EVENTS, "kmem/no_such_event"))
     reason = tr.trace_unavailable_reason()
     assert (
@@ -85,7 +86,8 @@ def test_refuses_in_one_line_when_an_event_is_missing(
         pytest.fail("entered without the event")
     assert str(err.value) == f"the kernel's tracepoints cannot be used: {reason}"
     assert "\n" not in str(err.value)
-    assert _tracing_state() == before
+    with run_lock():
+        assert _tracing_state() == before
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -109,10 +111,12 @@ def _tracing_state() -> dict[str, object]:
 @pytest.fixture
 def left_as_found() -> Iterator[dict[str, object]]:
     """Tracing state and per-size mTHP sysfs values before the test; both must read back equal after it."""
-    before, sysfs = _tracing_state(), enabled_snapshot()
+    with run_lock():  # no other kernel run (another checkout's tests) between changing and restoring
+        before, sysfs = _tracing_state(), enabled_snapshot()
     yield before
-    assert _tracing_state() == before
-    assert enabled_snapshot() == sysfs
+    with run_lock():
+        assert _tracing_state() == before
+        assert enabled_snapshot() == sysfs
 
 
 # ---------------------------------------------------------------------------------------------- derivations

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -406,3 +407,37 @@ def _default_state_dir() -> Path:
     if os.access(DEFAULT_STATE_DIR.parent, os.W_OK):
         return DEFAULT_STATE_DIR
     return Path("/tmp") / "benchsvc-kernel"
+
+
+@contextlib.contextmanager
+def run_lock(state_dir: Path | None = None, timeout: float = 600.0) -> Iterator[None]:
+    """Hold the lock every kernel run holds while its sysfs (and tracing) changes are in place. Inside it no
+    run of this or another checkout is between changing and restoring values, so a before/after comparison
+    (the tests' "left as found" checks) does not see another run's changes. Not re-entrant: never call a
+    kernel run inside it."""
+    import fcntl
+
+    d = state_dir if state_dir is not None else _default_state_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise KernelUnavailable(
+                        f"another kernel run holds {d / 'lock'} (waited {timeout:g}s)"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def settled_snapshot(root: Path = THP_ROOT) -> dict[str, str]:
+    """:func:`enabled_snapshot` read under :func:`run_lock` (no other run's changes in it)."""
+    with run_lock():
+        return enabled_snapshot(root)
