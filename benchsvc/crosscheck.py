@@ -1,18 +1,23 @@
-"""Cross-check of the up612 simulation against the live kernel: counter by counter, per workload.
+"""Cross-check of the simulation against the live kernel: counter by counter, per workload.
 
 See docs/kernel-oracle.md.
 
 Library only (no printing): :func:`crosscheck` returns a :class:`CrosscheckReport` of plain dataclasses;
-``benchsvc crosscheck`` renders it. Compared per workload the kernel can express:
+``benchsvc crosscheck`` renders it. The simulated version is the one that models the running kernel's release
+(:func:`sim_version`: ``up615`` from 6.15, ``up612`` for 6.12-6.14). Compared per workload the kernel can
+express:
 
-* ``split_deferred`` and ``partially_mapped_after``: ``simulate(spec, "up612").counters`` against
+* ``split_deferred`` and ``partially_mapped_after`` (per-size mTHP stats): the simulated counters against
   :attr:`KernelResult.counters`;
 * ``anon_fault_alloc``: the number of folios of the layout against the kernel's population delta of that
-  stat (the check that the kernel built the layout the simulation assumes).
+  stat (the check that the kernel built the layout the simulation assumes);
+* with tracing (the default), ``tlb_flushes``, ``folios_freed`` and ``pages_freed`` from the zapping task's
+  tracepoints (:mod:`benchsvc.kernel.trace`; ``tlb_flushes`` not for a workload with an ``exit`` step, whose
+  teardown flushes the whole interpreter's address space).
 
 A workload the kernel cannot express is ``skipped`` (with the reason), not a failure. A kernel that fell
 back to other folio sizes (:class:`~benchsvc.errors.LayoutNotReproduced`) gives ``layout not reproduced``,
-which is a failure: nothing could be compared. A kernel that cannot serve at all raises
+which is a failure: nothing could be compared. A kernel (or tracefs) that cannot serve at all raises
 :class:`~benchsvc.errors.KernelUnavailable` before anything runs.
 """
 
@@ -28,13 +33,15 @@ from benchsvc.workload import WorkloadSpec
 if TYPE_CHECKING:
     from benchsvc.kernel import KernelResult
 
-#: the version the kernel is compared against
-SIM_VERSION = "up612"
-#: engine counters compared with :attr:`KernelResult.counters` (same names)
+#: the simulated version of each kernel release the oracle can run on, newest first: (first release, version)
+RELEASE_VERSIONS = (((6, 15), "up615"), ((6, 12), "up612"))
+#: engine counters compared with the per-size stats of :attr:`KernelResult.counters` (same names)
 ENGINE_COUNTERS = ("split_deferred", "partially_mapped_after")
 #: the population stat compared with the number of folios of the layout
 FAULT_COUNTER = "anon_fault_alloc"
 COUNTERS = (*ENGINE_COUNTERS, FAULT_COUNTER)
+#: engine counters compared with the kernel's tracepoint counters, when the kernel result was traced
+TRACED_COUNTERS = ("tlb_flushes", "folios_freed", "pages_freed")
 
 AGREE = "agree"
 DISAGREE = "disagree"
@@ -72,6 +79,8 @@ class WorkloadCheck:
 @dataclass(frozen=True)
 class CrosscheckReport:
     workloads: tuple[WorkloadCheck, ...] = field(default_factory=tuple)
+    #: the simulated version the kernel was compared with
+    version: str = ""
 
     @property
     def ok(self) -> bool:
@@ -116,6 +125,21 @@ class CrosscheckReport:
         return out
 
 
+def sim_version(release: str | None = None) -> str:
+    """The simulated version that models kernel ``release`` (default: the running kernel's ``uname -r``):
+    ``up615`` from 6.15 (CONFIG_MM_ID, set by every THP kernel from 6.15), ``up612`` for 6.12-6.14."""
+    import os
+    import re
+
+    release = release or os.uname().release
+    m = re.match(r"^(\d+)\.(\d+)", release)
+    version = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    for first, vid in RELEASE_VERSIONS:
+        if version >= first:
+            return vid
+    return RELEASE_VERSIONS[-1][1]  # older kernels cannot serve (sysfs.MIN_KERNEL); the oldest model
+
+
 def layout_folios(spec: WorkloadSpec) -> int:
     """The number of folios the layout has (what ``anon_fault_alloc`` must count on the kernel)."""
     return sum(n for _, n in spec.folio_counts())
@@ -129,6 +153,14 @@ def compare(spec: WorkloadSpec, sim_counters: Mapping[str, int], kernel: KernelR
     checks.append(
         CounterCheck(FAULT_COUNTER, layout_folios(spec), kernel.stats_population.get(FAULT_COUNTER))
     )
+    if kernel.traced is not None:
+        has_exit = any(step.call == "exit" for step in spec.zaps)
+        traced = kernel.traced.counters()
+        checks.extend(
+            CounterCheck(name, int(sim_counters[name]), traced.get(name))
+            for name in TRACED_COUNTERS
+            if not (has_exit and name == "tlb_flushes")
+        )
     bad = [c.counter for c in checks if not c.agree]
     if bad:
         return WorkloadCheck(spec.name, DISAGREE, f"disagree on {', '.join(bad)}", tuple(checks))
@@ -136,9 +168,13 @@ def compare(spec: WorkloadSpec, sim_counters: Mapping[str, int], kernel: KernelR
 
 
 def check_workload(
-    spec: WorkloadSpec, run: Callable[[WorkloadSpec], KernelResult] | None = None
+    spec: WorkloadSpec,
+    run: Callable[[WorkloadSpec], KernelResult] | None = None,
+    version: str | None = None,
+    trace: bool = True,
 ) -> WorkloadCheck:
-    """Run ``spec`` on the kernel (``run``, default :func:`benchsvc.kernel.run_on_kernel`) and on up612."""
+    """Run ``spec`` on the kernel (``run``, default :func:`benchsvc.kernel.run_on_kernel`, traced unless
+    ``trace`` is false) and on ``version`` (default: :func:`sim_version` of the running kernel)."""
     from benchsvc.engine import simulate
     from benchsvc.kernel import expressible_reason, run_on_kernel
 
@@ -146,15 +182,17 @@ def check_workload(
     if reason is not None:
         return WorkloadCheck(spec.name, SKIPPED, f"not expressible on the kernel: {reason}")
     try:
-        result = (run or run_on_kernel)(spec)
+        result = run(spec) if run is not None else run_on_kernel(spec, trace=trace)
     except LayoutNotReproduced as exc:
         return WorkloadCheck(spec.name, LAYOUT_NOT_REPRODUCED, str(exc))
-    return compare(spec, simulate(spec, SIM_VERSION).counters, result)
+    return compare(spec, simulate(spec, version or sim_version()).counters, result)
 
 
-def check_kernel_available(specs: Iterable[WorkloadSpec]) -> None:
-    """Raise :class:`KernelUnavailable` if the kernel cannot serve a folio size that an expressible spec uses."""
+def check_kernel_available(specs: Iterable[WorkloadSpec], trace: bool = False) -> None:
+    """Raise :class:`KernelUnavailable` if the kernel cannot serve a folio size that an expressible spec uses
+    (or, with ``trace``, if its tracepoints cannot be used)."""
     from benchsvc.kernel import expressible_reason, unavailable_reason
+    from benchsvc.kernel.trace import check_trace_available
 
     sizes = sorted(
         {
@@ -167,12 +205,20 @@ def check_kernel_available(specs: Iterable[WorkloadSpec]) -> None:
         reason = unavailable_reason(size)
         if reason is not None:
             raise KernelUnavailable(f"the live kernel cannot be used: {reason}")
+    if sizes and trace:
+        check_trace_available()
 
 
 def crosscheck(
-    specs: Sequence[WorkloadSpec], run: Callable[[WorkloadSpec], KernelResult] | None = None
+    specs: Sequence[WorkloadSpec],
+    run: Callable[[WorkloadSpec], KernelResult] | None = None,
+    version: str | None = None,
+    trace: bool = True,
 ) -> CrosscheckReport:
-    """Cross-check every spec. Availability is checked up front (only when ``run`` is the live kernel)."""
+    """Cross-check every spec against ``version`` (default: :func:`sim_version` of the running kernel), with
+    the tracepoint counters unless ``trace`` is false. Availability (of the tracepoints too) is checked up
+    front, only when ``run`` is the live kernel."""
     if run is None:
-        check_kernel_available(specs)
-    return CrosscheckReport(tuple(check_workload(s, run) for s in specs))
+        check_kernel_available(specs, trace)
+    vid = version or sim_version()
+    return CrosscheckReport(tuple(check_workload(s, run, vid, trace) for s in specs), vid)

@@ -7,6 +7,7 @@ skips with the reason from :func:`benchsvc.kernel.unavailable_reason` where the 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -18,13 +19,15 @@ from benchsvc.crosscheck import (
     DISAGREE,
     LAYOUT_NOT_REPRODUCED,
     SKIPPED,
+    TRACED_COUNTERS,
     compare,
     crosscheck,
     layout_folios,
+    sim_version,
 )
 from benchsvc.engine import simulate
 from benchsvc.errors import KernelUnavailable, LayoutNotReproduced
-from benchsvc.kernel import KernelResult, enabled_snapshot, unavailable_reason
+from benchsvc.kernel import KernelResult, settled_snapshot, unavailable_reason
 from benchsvc.workload import PMD_SIZE, WorkloadSpec, resolve
 
 KIB = 1024
@@ -108,6 +111,27 @@ def test_crosscheck_core_fails_on_a_disagreement_and_skips_the_inexpressible() -
     assert crosscheck([good, mixed], run=fake_run).ok
 
 
+@pytest.mark.parametrize(
+    ("release", "version"),
+    [
+        ("6.12.0", "up612"),
+        ("6.14.11-generic", "up612"),
+        ("6.15.0", "up615"),
+        ("6.18.44-fc-v1045", "up615"),
+        ("7.0.1", "up615"),
+    ],
+)
+def test_the_version_compared_is_the_one_that_models_the_release(release: str, version: str) -> None:
+    assert sim_version(release) == version
+
+
+def test_crosscheck_compares_with_the_running_kernels_version() -> None:
+    spec = resolve("a-munmap-aligned")
+    report = crosscheck([spec], run=lambda s: _fake_result(s, _up612(s)))
+    assert report.version == sim_version(os.uname().release)
+    assert crosscheck([spec], run=lambda s: _fake_result(s, _up612(s)), version="up612").version == "up612"
+
+
 def test_layout_not_reproduced_is_a_failure() -> None:
     spec = resolve("a-munmap-aligned")
 
@@ -134,13 +158,15 @@ def test_cli_not_expressible_workload_is_skipped_with_its_reason() -> None:
 @pytest.mark.kernel
 @live
 def test_cli_four_workloads_agree_on_the_live_kernel() -> None:
-    before = enabled_snapshot()
+    before = settled_snapshot()
     names = ["a-munmap-aligned", "c-straddle-munmap", "b-dontneed-first-page", "f-fork-child-munmap"]
     proc = _cli(*names, "--format", "json")
-    assert enabled_snapshot() == before, "per-size mTHP sysfs values were not restored"
+    assert settled_snapshot() == before, "per-size mTHP sysfs values were not restored"
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(proc.stdout)
-    assert [(r["workload"], r["counter"]) for r in rows] == [(n, c) for n in names for c in COUNTERS]
+    assert [(r["workload"], r["counter"]) for r in rows] == [
+        (n, c) for n in names for c in (*COUNTERS, *TRACED_COUNTERS)
+    ]
     assert all(r["agree"] is True and r["status"] == AGREE for r in rows), rows
     got = {(r["workload"], r["counter"]): (r["sim"], r["kernel"]) for r in rows}
 
@@ -153,14 +179,21 @@ def test_cli_four_workloads_agree_on_the_live_kernel() -> None:
     assert got[("b-dontneed-first-page", "split_deferred")] == (folios, folios) == (1024, 1024)
     for n in names:
         assert got[(n, "anon_fault_alloc")] == (folios, folios)
+    # the tracepoints: a and c free every folio in one munmap (one flush); b flushes once per MADV_DONTNEED
+    # call and frees nothing; f's child frees nothing (the parent maps every folio)
+    assert got[("a-munmap-aligned", "folios_freed")] == (folios, folios)
+    assert got[("c-straddle-munmap", "pages_freed")] == (64 * MIB // 4096,) * 2
+    assert got[("b-dontneed-first-page", "tlb_flushes")] == (folios, folios)
+    assert got[("f-fork-child-munmap", "tlb_flushes")] == (1, 1)
+    assert got[("f-fork-child-munmap", "folios_freed")] == (0, 0)
 
 
 @pytest.mark.kernel
 @live
 def test_cli_every_shipped_workload_the_kernel_can_express_agrees_at_16k_64k_and_2m() -> None:
-    before = enabled_snapshot()
+    before = settled_snapshot()
     proc = _cli("--format", "json")  # no argument: every shipped workload
-    assert enabled_snapshot() == before, "per-size mTHP sysfs values were not restored"
+    assert settled_snapshot() == before, "per-size mTHP sysfs values were not restored"
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(proc.stdout)
     skipped = {r["workload"] for r in rows if r["status"] == SKIPPED}
@@ -191,6 +224,9 @@ def test_cli_every_shipped_workload_the_kernel_can_express_agrees_at_16k_64k_and
     for name, values in expected.items():
         for counter, value in zip(COUNTERS, values, strict=True):
             assert got[(name, counter)] == (value, value), (name, counter)
+    # every expressible workload also compared its tracepoint counters
+    compared_names = {r["workload"] for r in compared}
+    assert {(n, c) for n in compared_names for c in TRACED_COUNTERS} <= set(got)
 
 
 def test_unavailable_kernel_raises_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,3 +237,21 @@ def test_unavailable_kernel_raises_before_anything_runs(monkeypatch: pytest.Monk
         crosscheck([resolve("e-mixed-order0-large"), resolve("a-munmap-aligned")])
     # nothing expressible asked for: the kernel is not needed, so its absence is no error
     assert crosscheck([resolve("e-mixed-order0-large")]).ok
+
+
+def test_traced_counters_are_compared_and_an_exit_step_leaves_tlb_flushes_out() -> None:
+    from dataclasses import replace
+
+    from benchsvc.kernel.trace import TracedZap
+
+    spec = resolve("a-munmap-aligned")
+    sim = simulate(spec, "up615").counters
+    traced = TracedZap(tlb_flushes=sim["tlb_flushes"] + 1, folios_freed=1024, pages_freed=16384)
+    kernel = replace(_fake_result(spec, _up612(spec)), traced=traced)
+    check = compare(spec, sim, kernel)
+    assert [c.counter for c in check.checks] == [*COUNTERS, *TRACED_COUNTERS]
+    assert check.status == DISAGREE and check.reason == "disagree on tlb_flushes"
+    # a workload that ends in exit: the teardown flushes the whole interpreter, so no tlb_flushes row
+    exit_spec = replace(spec, zaps=(*spec.zaps, replace(spec.zaps[0], call="exit")))
+    rows = [c.counter for c in compare(exit_spec, sim, kernel).checks]
+    assert "tlb_flushes" not in rows and "folios_freed" in rows

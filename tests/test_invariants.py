@@ -312,3 +312,33 @@ def test_invariants_larger_layouts(name: str) -> None:
         vid: (c["pages_freed"], c["folios_freed"]) for vid in version_ids() for c in [check_state(vid, spec)]
     }
     assert len(set(freed.values())) == 1, freed
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(workload_toml())
+def test_up615_is_up612_with_the_large_mapcount_under_its_lock(text: str) -> None:
+    """6.15 (CONFIG_MM_ID) changes how ``_large_mapcount`` is updated, not when: every atomic of up612 on it
+    is one lock acquisition in up615, and every other counter is the same."""
+    spec = parse(text)
+    a, b = simulate(spec, "up612").counters, simulate(spec, "up615").counters
+    assert (b["large_mapcount_atomics"], b["large_mapcount_locks"]) == (0, a["large_mapcount_atomics"])
+    assert a["large_mapcount_locks"] == 0
+    rest = set(a) - {"large_mapcount_atomics", "large_mapcount_locks"}
+    assert {k: a[k] for k in rest} == {k: b[k] for k in rest}
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(workload_toml())
+def test_inlined_rmap_counts_like_the_versions_rmap_function(text: str) -> None:
+    """The 6.9+ zap loop inlines ``__folio_remove_rmap(RMAP_LEVEL_PTE)`` for speed; with ``inline_rmap``
+    off it calls each version's ``folio_remove_rmap_ptes()`` instead. Both must count the same."""
+    spec = parse(text)
+    for vid in version_ids():
+        cls = get_version(vid)
+        if not hasattr(cls, "inline_rmap"):
+            continue
+        inlined = simulate(spec, vid).counters
+        reference = type("Reference", (cls,), {"inline_rmap": False, "id": ""})
+        engine = reference(spec)
+        engine.run()
+        assert engine.counters.as_dict() == inlined, vid

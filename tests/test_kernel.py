@@ -24,6 +24,7 @@ from benchsvc.kernel import (
     enabled_snapshot,
     oracle,
     run_on_kernel,
+    settled_snapshot,
     sysfs,
     time_zap_on_kernel,
     unavailable_reason,
@@ -52,9 +53,9 @@ def _up612(spec: WorkloadSpec) -> dict[str, int]:
 @pytest.fixture
 def sysfs_unchanged() -> object:
     """Snapshot every hugepages-*/enabled and the top-level enabled; assert they are the same afterwards."""
-    before = enabled_snapshot()
+    before = settled_snapshot()
     yield before
-    assert enabled_snapshot() == before
+    assert settled_snapshot() == before
 
 
 # ------------------------------------------------------------------------------- measured on the live kernel
@@ -65,7 +66,7 @@ def test_measurement_1_first_page_munmap_of_each_folio(sysfs_unchanged: object) 
         'size = "64MiB"\nfolios = { "64KiB" = 1.0 }',
         '[[zap]]\ncall = "munmap"\nlength = "4KiB"\nevery = "64KiB"',
     )
-    result = run_on_kernel(spec)
+    result = run_on_kernel(spec, trace=False)  # the stats only (tracepoints: tests/test_trace.py)
     assert result.stats_population["anon_fault_alloc"] == 1024
     assert result.stats_zap["split_deferred"] == 1024
     assert result.stats_zap["nr_anon_partially_mapped"] == 1024
@@ -83,7 +84,7 @@ def test_measurement_2_mremap_32k_then_munmap(sysfs_unchanged: object) -> None:
         'size = "64MiB"\nva_offset = "32KiB"\nfolios = { "64KiB" = 1.0 }',
         '[[zap]]\ncall = "munmap"',
     )
-    result = run_on_kernel(spec)
+    result = run_on_kernel(spec, trace=False)  # the stats only (tracepoints: tests/test_trace.py)
     assert result.stats_zap["split_deferred"] == 32
     assert result.stats_zap["nr_anon_partially_mapped"] == 0
     assert result.stats_zap["nr_anon"] == -1024  # everything was freed by the one munmap
@@ -107,7 +108,7 @@ def test_measurement_2_mremap_32k_then_munmap(sysfs_unchanged: object) -> None:
 )
 def test_shipped_workload_kernel_matches_up612(name: str, sysfs_unchanged: object) -> None:
     spec = load_workload(WORKLOADS / f"{name}.toml")
-    result = run_on_kernel(spec)
+    result = run_on_kernel(spec, trace=False)  # the stats only (tracepoints: tests/test_trace.py)
     assert result.stats_population["anon_fault_alloc"] == result.folios
     assert result.counters == _up612(spec), f"{name}: kernel {result.counters} vs up612 {_up612(spec)}"
 
@@ -120,7 +121,7 @@ def test_exit_step_is_measured_after_the_owner_is_reaped(fork: bool, sysfs_uncha
         f'size = "16MiB"\nfolios = {{ "64KiB" = 1.0 }}\nfork = {str(fork).lower()}',
         '[[zap]]\ncall = "madvise_dontneed"\nlength = "4KiB"\nevery = "64KiB"\n[[zap]]\ncall = "exit"',
     )
-    result = run_on_kernel(spec)
+    result = run_on_kernel(spec, trace=False)  # the stats only (tracepoints: tests/test_trace.py)
     assert result.zap_calls == 256 + 1
     # without fork the exit frees every folio (the flag goes with them); with fork the parent keeps them
     assert result.stats_zap["nr_anon"] == (0 if fork else -256)
@@ -215,7 +216,9 @@ def test_sysfs_restored_when_the_run_fails_midway(
 ) -> None:
     seen: dict[str, str] = {}
 
-    def failing_worker(spec: WorkloadSpec, root: Path) -> dict[str, object]:
+    def failing_worker(
+        spec: WorkloadSpec, root: Path, trace_instance: str | None = None
+    ) -> dict[str, object]:
         seen.update(enabled_snapshot())
         raise RuntimeError("injected failure after sysfs was changed")
 
@@ -224,7 +227,7 @@ def test_sysfs_restored_when_the_run_fails_midway(
         run_on_kernel(load_workload(WORKLOADS / "a-munmap-aligned.toml"))
     assert seen["hugepages-64kB/enabled"] == "madvise"  # it really was changed while the run was going
     assert seen["hugepages-2048kB/enabled"] == "never"
-    assert enabled_snapshot() == sysfs_unchanged
+    assert settled_snapshot() == sysfs_unchanged
 
 
 @live
@@ -234,7 +237,7 @@ def test_sysfs_restored_when_the_worker_fails_after_population(
     monkeypatch.setenv(TEST_HOOK_ENV, "fail:populate")
     with pytest.raises(KernelRunError, match="injected failure after population"):
         run_on_kernel(load_workload(WORKLOADS / "b-dontneed-first-page.toml"))
-    assert enabled_snapshot() == sysfs_unchanged
+    assert settled_snapshot() == sysfs_unchanged
 
 
 @live
@@ -279,7 +282,7 @@ def test_sysfs_restored_on_signal_midway(sig: int, tmp_path: Path, sysfs_unchang
             proc.wait()
     assert proc.returncode != 0
     assert proc.returncode == -sig or b"KeyboardInterrupt" in err, err.decode()
-    assert enabled_snapshot() == sysfs_unchanged
+    assert settled_snapshot() == sysfs_unchanged
     assert not Path(f"/proc/{worker_pid}").exists()  # the worker was killed and reaped
 
 

@@ -19,23 +19,32 @@ from pathlib import Path
 import pytest
 from test_run import Bench, _env, _one_error_line
 
-from benchsvc.kernel import STORED_COUNTERS, enabled_snapshot, unavailable_reason, version_id
+from benchsvc.kernel import (
+    STORED_COUNTERS,
+    enabled_snapshot,
+    settled_snapshot,
+    unavailable_reason,
+    version_id,
+)
+from benchsvc.kernel.trace import trace_unavailable_reason
 from benchsvc.kernel.worker import TEST_HOOK_ENV
 from benchsvc.runner.matrix import MODES, MatrixItem, RunError, measure, plan_engines, pyperf_args
 from benchsvc.workload import resolve
 
 KIB, MIB = 1024, 1024 * 1024
-REASON = unavailable_reason()
-live = pytest.mark.skipif(REASON is not None, reason=f"live kernel unavailable: {REASON}")
+REASON = unavailable_reason() or trace_unavailable_reason()
+live = pytest.mark.skipif(
+    REASON is not None, reason=f"live kernel (or its tracepoints) unavailable: {REASON}"
+)
 KERNEL = version_id()
 FOLIOS_64M_64K = 64 * MIB // (64 * KIB)  # the 64 MiB regions of 64 KiB folios of (a), (b), (f)
 
 
 @pytest.fixture
 def sysfs_unchanged() -> Iterator[dict[str, str]]:
-    before = enabled_snapshot()
+    before = settled_snapshot()
     yield before
-    assert enabled_snapshot() == before, "per-size mTHP sysfs values were not restored"
+    assert settled_snapshot() == before, "per-size mTHP sysfs values were not restored"
 
 
 def _kernel_results(bench: Bench, run_id: int = 1) -> dict[str, dict[str, object]]:
@@ -133,19 +142,27 @@ def test_run_engine_kernel_stores_the_stat_deltas_under_the_kernel_version(
     got = _kernel_results(bench)
     assert set(got) == {"a-munmap-aligned", "b-dontneed-first-page"}
     n = FOLIOS_64M_64K
-    # (a): every folio unmapped whole and freed -> nothing queued, nothing left partially mapped
+    # (a): every folio unmapped whole and freed -> nothing queued, nothing left partially mapped; one munmap,
+    # fewer page+nr entries than the gather holds -> one TLB flush (the tracepoint counters, engine names)
     assert got["a-munmap-aligned"]["counters"] == {
         "split_deferred": 0,
-        "nr_anon_partially_mapped": 0,
+        "partially_mapped_after": 0,
         "nr_anon": -n,
         "anon_fault_alloc": n,
+        "tlb_flushes": 1,
+        "folios_freed": n,
+        "pages_freed": n * 16,
     }
-    # (b): the first page of every folio dropped -> every folio queued and partially mapped
+    # (b): the first page of every folio dropped -> every folio queued and partially mapped; one MADV_DONTNEED
+    # call (and flush) per folio, nothing freed
     assert got["b-dontneed-first-page"]["counters"] == {
         "split_deferred": n,
-        "nr_anon_partially_mapped": n,
+        "partially_mapped_after": n,
         "nr_anon": 0,
         "anon_fault_alloc": n,
+        "tlb_flushes": n,
+        "folios_freed": 0,
+        "pages_freed": 0,
     }
     for r in got.values():
         assert r["version"] == KERNEL == f"kernel-{os.uname().release}"
@@ -195,7 +212,9 @@ def test_run_engine_all_measures_sim_and_kernel_side_by_side(bench: Bench, sysfs
     sim, kern = results[("sim", "f-fork-child-munmap")], results[("kernel", "f-fork-child-munmap")]
     # (f): the parent keeps every folio mapped, so the child's munmap queues and frees nothing
     assert sim["counters"]["split_deferred"] == kern["counters"]["split_deferred"] == 0
-    assert sim["counters"]["partially_mapped_after"] == kern["counters"]["nr_anon_partially_mapped"] == 0
+    assert sim["counters"]["partially_mapped_after"] == kern["counters"]["partially_mapped_after"] == 0
+    for name in ("tlb_flushes", "folios_freed", "pages_freed"):  # the tracepoint counters, row by row
+        assert sim["counters"][name] == kern["counters"][name], name
     assert kern["counters"]["nr_anon"] == 0
     assert kern["counters"]["anon_fault_alloc"] == FOLIOS_64M_64K
     shown = json.loads(bench.cli("show", "1", "--format", "json").stdout)
@@ -227,7 +246,8 @@ def test_signal_in_the_middle_of_a_kernel_pyperf_run_restores_sysfs_and_resume_f
     paused = tmp_path / "paused"
     env = _env(**{TEST_HOOK_ENV: f"pause-bench:{paused}"})
     proc = bench.spawn("run", "--engine", "kernel", "--mode", "debug", "-w", "a-munmap-aligned", env=env)
-    bench.poll(paused.exists, "a pyperf worker to build its region and pause", proc=proc)
+    # the hook creates the file, then writes its pid: wait for the pid
+    bench.poll(lambda: paused.exists() and paused.read_text() != "", "a pyperf worker to pause", proc=proc)
     worker_pid = int(paused.read_text())
     during = enabled_snapshot()
     assert during["hugepages-64kB/enabled"] == "madvise"  # changed while the kernel was measured ...
@@ -236,7 +256,7 @@ def test_signal_in_the_middle_of_a_kernel_pyperf_run_restores_sysfs_and_resume_f
     rc, _, err = bench.finish(proc)
     assert rc == 130, err
     assert "interrupted: the run is marked interrupted" in err
-    assert enabled_snapshot() == sysfs_unchanged  # ... and put back by the interrupted run
+    assert settled_snapshot() == sysfs_unchanged  # ... and put back by the interrupted run
     assert bench.runs()[1]["status"] == "interrupted"
     deadline = time.monotonic() + 10
     while _alive(worker_pid):  # the paused pyperf worker dies with its master (PR_SET_PDEATHSIG)

@@ -1,4 +1,4 @@
-"""``benchsvc crosscheck``: the up612 simulation against the live kernel, counter by counter.
+"""``benchsvc crosscheck``: the simulated version of the running release against the live kernel.
 
 See docs/kernel-oracle.md.
 """
@@ -21,19 +21,28 @@ def crosscheck(
         typer.Argument(help="Workload files or names of shipped workloads (default: every shipped one)."),
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    trace: Annotated[
+        bool,
+        typer.Option(
+            "--trace/--no-trace",
+            help="Also compare tlb_flushes, folios_freed and pages_freed from the kernel's tracepoints "
+            "(tracefs is mounted for the run if needed, and left as found).",
+        ),
+    ] = True,
 ) -> None:
-    """Run each workload the kernel can express on up612 and on the live kernel; compare counter by counter.
+    """Run each workload the kernel can express on the live kernel and on the simulated version of its
+    release (up615 from 6.15, up612 for 6.12-6.14); compare counter by counter.
 
-    Compared: split_deferred, partially_mapped_after, and anon_fault_alloc (kernel) against the number of
-    folios of the layout. Workloads the kernel cannot express are skipped with the reason. Exits 1 on any
-    disagreement, when the kernel did not reproduce a layout, or when the kernel cannot be used here.
+    Compared: split_deferred, partially_mapped_after, anon_fault_alloc (kernel) against the number of
+    folios of the layout, and with tracing tlb_flushes, folios_freed and pages_freed. Workloads the kernel
+    cannot express are skipped with the reason. Exits 1 on any disagreement, when the kernel did not
+    reproduce a layout, or when the kernel (or its tracepoints) cannot be used here.
     """
-    from benchsvc.crosscheck import SIM_VERSION
     from benchsvc.crosscheck import crosscheck as run_crosscheck
     from benchsvc.workload import discover, load_workload, resolve
 
     specs = [resolve(w) for w in workloads] if workloads else [load_workload(p) for p in discover()]
-    report = run_crosscheck(specs)
+    report = run_crosscheck(specs, trace=trace)
     rows = report.rows()
     if fmt is Format.json:
         render(rows, JSON_COLUMNS, fmt)
@@ -47,7 +56,7 @@ def crosscheck(
             }
             for r in rows
         ]
-        render(table_rows, COLUMNS, fmt, title=f"{SIM_VERSION} (sim) vs the live kernel")
+        render(table_rows, COLUMNS, fmt, title=f"{report.version} (sim) vs the live kernel")
     failures = report.failures
     if failures:
         listed = ", ".join(f"{w.workload} ({w.status})" for w in failures)

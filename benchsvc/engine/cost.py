@@ -29,6 +29,11 @@ DEFAULT_COEFFICIENTS_DOC: dict[str, tuple[float, str]] = {
     "mapcount_atomics": (8.0, "uncontended atomic RMW, ~20 cycles at 2.5 GHz (assumption)"),
     "nr_pages_mapped_atomics": (8.0, "as mapcount_atomics"),
     "large_mapcount_atomics": (8.0, "as mapcount_atomics"),
+    "large_mapcount_locks": (
+        10.0,
+        "folio_lock_large_mapcount(): one test_and_set_bit_lock() (an atomic RMW) plus the unlock's release "
+        "store; the atomic_read()/atomic_set() inside are plain accesses; assumption",
+    ),
     "refcount_atomics": (8.0, "as mapcount_atomics"),
     "stat_updates": (20.0, "__lruvec_stat_mod_folio(): memcg + node per-cpu stats; assumption"),
     "ds_calls": (3.0, "deferred_split_folio() entry and lockless list_empty() probe; assumption"),

@@ -12,6 +12,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "mapcount_atomics",
     "nr_pages_mapped_atomics",
     "large_mapcount_atomics",
+    "large_mapcount_locks",
     "refcount_atomics",
     "stat_updates",
     "ds_calls",
@@ -40,6 +41,7 @@ class Counters:
     mapcount_atomics: int
     nr_pages_mapped_atomics: int
     large_mapcount_atomics: int
+    large_mapcount_locks: int
     refcount_atomics: int
     stat_updates: int
     ds_calls: int

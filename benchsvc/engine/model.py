@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from benchsvc.engine.counters import Counters
-from benchsvc.engine.gather import MmuGather
+from benchsvc.engine.gather import NR_BITS, MmuGather
 from benchsvc.workload import PAGE_SIZE, WorkloadSpec, ZapStep
 
 PTRS_PER_PTE = 512
@@ -38,9 +38,34 @@ HPAGE_PMD_NR = 512
 ENTIRELY_MAPPED = 0x800000  # COMPOUND_MAPPED before 6.8
 FOLIO_PAGES_MAPPED = ENTIRELY_MAPPED - 1
 SWAP_PTE = -1
-#: 6.9+ gather entries are ``pfn << NR_BITS | nr`` (a batch never exceeds 512 pages)
-NR_BITS = 10
+#: gather entries are ``pfn << NR_BITS | nr``: 6.9+ page + nr entries, and up to 6.8 runs of pages that
+#: took one slot each (a batch never exceeds 512 pages)
 NR_MASK = (1 << NR_BITS) - 1
+
+
+#: runs of equal ``_mapcount`` values, for comparing and assigning a run of pages in one list operation
+ZERO_RUNS = [[0] * n for n in range(HPAGE_PMD_NR + 1)]
+NEG_RUNS = [[-1] * n for n in range(HPAGE_PMD_NR + 1)]
+ONE_RUNS = [[1] * n for n in range(HPAGE_PMD_NR + 1)]
+
+
+def dec_mapcounts(mapcount: list[int], pfn: int, n: int) -> tuple[int, int]:
+    """``atomic_add_negative(-1, &page->_mapcount)`` on pages ``pfn .. pfn + n - 1`` (n ≤ 512), each in turn;
+    returns how many became unmapped (now below 0) and the lowest new value.
+
+    Each page's value is checked: runs of pages mapped once (0 -> -1) or twice (1 -> 0) are recognised by one
+    comparison with a run of equal values and written with one slice assignment; anything else page by
+    page."""
+    seg = mapcount[pfn : pfn + n]
+    if seg == ZERO_RUNS[n]:
+        mapcount[pfn : pfn + n] = NEG_RUNS[n]
+        return n, -1
+    if seg == ONE_RUNS[n]:
+        mapcount[pfn : pfn + n] = ZERO_RUNS[n]
+        return 0, 0
+    left = [m - 1 for m in seg]
+    mapcount[pfn : pfn + n] = left
+    return sum(1 for m in left if m < 0), min(left)
 
 
 def pte_run(pte: list[int], addr: int, limit: int, ent: int) -> int:
@@ -118,6 +143,8 @@ class ZapEngine:
         self.f_order: list[int] = []
         total_pfns = sum(sizes) * 2 + PTRS_PER_PTE
         self.page_folio: list[int] = [-1] * total_pfns
+        #: ``ident[k] == k``: a slice of it is the run of PTE values that map consecutive pages
+        self.ident: list[int] = list(range(total_pfns + 1))
         self.mapcount: list[int] = [-1] * total_pfns
         pte = self.pte
         pfn = 0
@@ -298,7 +325,7 @@ class ZapEngine:
             i, j = self._overlapping(t_lo, t_hi)
             if i == j:  # no remaining VMA uses the table
                 self.pt_present[t] = False
-                tlb.freed_tables = True
+                tlb.tlb_remove_table()
 
     def _end_of_call(self) -> None:
         nrpm = self.f_nrpm
@@ -368,7 +395,7 @@ class ZapEngine:
         full = (
             tlb.tlb_remove_folio_pages(head << NR_BITS | 1, 1)
             if self.gather_entries_are_batches
-            else tlb.tlb_remove_page(head)
+            else tlb.tlb_remove_page(head << NR_BITS | 1)
         )
         if full:  # tlb_remove_page_size(): flush at once
             tlb.tlb_flush_mmu()
@@ -386,45 +413,62 @@ class ZapEngine:
             mapcount[pfn] += 1
         c.mapcount_atomics += HPAGE_PMD_NR
         self.f_nrpm[f] += HPAGE_PMD_NR
-        c.nr_pages_mapped_atomics += 1
+        # up to 6.7 page_add_anon_rmap() per page, 6.8-6.11 folio_add_anon_rmap_ptes() with a per-page
+        # atomic_inc_return_relaxed(); from 6.12 one atomic_add_return_relaxed() for the batch
+        c.nr_pages_mapped_atomics += 1 if self.nr_pages_mapped_batched else HPAGE_PMD_NR
         self.f_ref[f] += HPAGE_PMD_NR - 1  # page_ref_add(): one reference per PTE mapping
         c.refcount_atomics += 1
         if self.f_lmc[f] >= 0 and self.has_large_mapcount:
             self.f_lmc[f] += HPAGE_PMD_NR
-            c.large_mapcount_atomics += 1
+            if self.large_mapcount_locked:
+                c.large_mapcount_locks += 1
+            else:
+                c.large_mapcount_atomics += 1
         c.tlb_flushes += 1  # pmdp_invalidate() flushes the PMD's TLB range itself
         self.pt_present[t] = True
         self.remove_rmap_pmd(f)
 
     has_large_mapcount: ClassVar[bool] = False
+    #: 6.12+: adding PTE mappings updates ``_nr_pages_mapped`` once per batch, not once per page
+    nr_pages_mapped_batched: ClassVar[bool] = False
+    #: 6.15+ with CONFIG_MM_ID: ``_large_mapcount`` is read and ``atomic_set()`` under
+    #: ``folio_lock_large_mapcount()`` (counted in ``large_mapcount_locks``, not ``large_mapcount_atomics``)
+    large_mapcount_locked: ClassVar[bool] = False
+    #: 6.15+: the bad-PTE check after the rmap removal reads ``folio_mapcount()``, not ``page_mapcount()``
+    bad_pte_reads_folio_mapcount: ClassVar[bool] = False
 
     def release_pages(self, entries: list[int]) -> None:
-        """≤6.8 ``release_pages()``: one ``folio_put_testzero()`` per gathered page."""
+        """≤6.8 ``release_pages()``: one ``folio_put_testzero()`` per gathered page.
+
+        An entry is a run of ``nr`` pages of one folio (``pfn << NR_BITS | nr``): their puts are made in one
+        step, and the folio can reach zero only on the last of them (each mapped page holds a reference)."""
         page_folio = self.page_folio
         ref = self.f_ref
         freed = []
-        for pfn in entries:
-            f = page_folio[pfn]
-            left = ref[f] - 1
+        pages = 0
+        for e in entries:
+            nr = e & NR_MASK
+            f = page_folio[e >> NR_BITS]
+            left = ref[f] - nr
             ref[f] = left
+            pages += nr
             if left == 0:
                 freed.append(f)
-        self.counters.refcount_atomics += len(entries)
+        self.counters.refcount_atomics += pages
         for f in freed:
             self.free_folio(f)
 
     def release_batched(self, entries: list[int]) -> None:
         """6.9+ ``folios_put_refs()``: one ``folio_ref_sub_and_test(folio, nr)`` per gathered entry.
 
-        An entry is encoded as ``pfn << NR_BITS | nr`` (see :func:`gather_entry`)."""
+        An entry is encoded as ``pfn << NR_BITS | nr``."""
         page_folio = self.page_folio
         ref = self.f_ref
         freed = []
         for e in entries:
             f = page_folio[e >> NR_BITS]
-            left = ref[f] - (e & NR_MASK)
-            ref[f] = left
-            if left == 0:
+            left = ref[f] = ref[f] - (e & NR_MASK)
+            if not left:
                 freed.append(f)
         self.counters.refcount_atomics += len(entries)
         for f in freed:

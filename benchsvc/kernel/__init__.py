@@ -27,6 +27,8 @@ from benchsvc.kernel.sysfs import (
     SysfsRestoreError,
     check_available,
     enabled_snapshot,
+    run_lock,
+    settled_snapshot,
     unavailable_reason,
 )
 
@@ -44,7 +46,9 @@ __all__ = [
     "expressible_reason",
     "kernel_session",
     "run_in_session",
+    "run_lock",
     "run_on_kernel",
+    "settled_snapshot",
     "time_zap_on_kernel",
     "unavailable_reason",
     "version_id",

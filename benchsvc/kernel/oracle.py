@@ -26,13 +26,22 @@ import benchsvc
 from benchsvc.errors import BenchsvcError, LayoutNotReproduced
 from benchsvc.kernel import worker
 from benchsvc.kernel.sysfs import THP_ROOT, MthpSettings, check_available, read_stats
+from benchsvc.kernel.trace import (
+    TRACED_COUNTERS,
+    TracedZap,
+    TraceSession,
+    ZapTracer,
+    trace_unavailable_reason,
+)
 from benchsvc.records import EngineKind
 from benchsvc.workload import PAGE_SIZE, WorkloadSpec, format_size
 
 #: the engine name of results measured on the live kernel (docs/design.md#engines)
 ENGINE = EngineKind.KERNEL
-#: the per-size stat deltas a kernel result stores as its counters (see :meth:`KernelResult.stored_counters`)
-STORED_COUNTERS = ("split_deferred", "nr_anon_partially_mapped", "nr_anon", "anon_fault_alloc")
+#: what a kernel result stores as its counters, under the engine's names where the engine has one (see
+#: :meth:`KernelResult.stored_counters`); the traced ones only when the tracepoints could be used
+STAT_COUNTERS = ("split_deferred", "partially_mapped_after", "nr_anon", "anon_fault_alloc")
+STORED_COUNTERS = (*STAT_COUNTERS, *TRACED_COUNTERS)
 
 #: seconds a worker may take before the run is abandoned (population of 4 GiB takes a few seconds)
 WORKER_TIMEOUT = 900.0
@@ -67,15 +76,25 @@ class KernelResult:
     zap_ns: int
     zap_calls: int
     sysfs_changes: list[tuple[str, str, str]] = field(default_factory=list)
+    #: the tracepoint counters of the measured zap calls (None: not traced)
+    traced: TracedZap | None = None
 
     def stored_counters(self) -> dict[str, int]:
-        """The counters ``benchsvc run --engine kernel`` stores, under the sysfs stat names: over the measured
-        zap calls ``split_deferred`` (events), ``nr_anon_partially_mapped`` and ``nr_anon`` (gauges, end minus
-        start); ``anon_fault_alloc`` is the population's (the folios built, checked equal to N)."""
-        return {
-            name: (self.stats_population if name == "anon_fault_alloc" else self.stats_zap)[name]
-            for name in STORED_COUNTERS
+        """The counters ``benchsvc run --engine kernel`` stores, under the engine's names so that they sit
+        beside the simulated versions' rows: over the measured zap calls ``split_deferred`` (stat events) and
+        ``partially_mapped_after`` (the ``nr_anon_partially_mapped`` gauge, end minus start), and when traced
+        ``tlb_flushes``, ``folios_freed`` and ``pages_freed``; ``nr_anon`` (gauge, end minus start) and
+        ``anon_fault_alloc`` (the population's: the folios built, checked equal to N) have no engine
+        counter and keep the stat names."""
+        out = {
+            "split_deferred": self.stats_zap["split_deferred"],
+            "partially_mapped_after": self.stats_zap["nr_anon_partially_mapped"],
+            "nr_anon": self.stats_zap["nr_anon"],
+            "anon_fault_alloc": self.stats_population["anon_fault_alloc"],
         }
+        if self.traced is not None:
+            out.update(self.traced.counters())
+        return out
 
     @property
     def zap_seconds(self) -> float:
@@ -93,6 +112,7 @@ class KernelResult:
             "stats_zap": self.stats_zap,
             "zap_ns": self.zap_ns,
             "zap_calls": self.zap_calls,
+            "traced": None if self.traced is None else self.traced.as_json(),
         }
 
 
@@ -131,7 +151,7 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def _run_worker(spec: WorkloadSpec, root: Path) -> dict[str, Any]:
+def _run_worker(spec: WorkloadSpec, root: Path, trace_instance: str | None = None) -> dict[str, Any]:
     """Run ``spec`` in a fresh child interpreter; return :func:`worker.summarize`'s dict.
 
     The child is killed on every way out of here (exception, KeyboardInterrupt, the sysfs guard's signal
@@ -153,7 +173,7 @@ def _run_worker(spec: WorkloadSpec, root: Path) -> dict[str, Any]:
     try:
         assert proc.stdin is not None
         try:
-            proc.stdin.write(pickle.dumps((spec, str(root))))
+            proc.stdin.write(pickle.dumps((spec, str(root), trace_instance)))
             proc.stdin.close()
         except BrokenPipeError:
             pass  # the child died at start-up: reported below as "no result"
@@ -166,8 +186,10 @@ def _run_worker(spec: WorkloadSpec, root: Path) -> dict[str, Any]:
             )
         kind, payload = pickle.loads(data)
         if kind == "exit":  # the worker owned the mapping and exited: it is reaped, read the stats now
+            if trace_instance is not None:
+                ZapTracer(trace_instance).stop()
             zaps = worker.finish_exit(payload["zaps"], reaped_ns, _stats(spec, root))
-            return worker.summarize(payload["population"], zaps)
+            return {**worker.summarize(payload["population"], zaps), "region_heads": payload["region_heads"]}
         if kind == "ok":
             return dict(payload)
         if kind == "layout":
@@ -203,7 +225,9 @@ def _stats(spec: WorkloadSpec, root: Path) -> dict[str, int]:
     return read_stats(spec.single_folio_size, root)
 
 
-def _result(spec: WorkloadSpec, raw: dict[str, Any], settings: MthpSettings) -> KernelResult:
+def _result(
+    spec: WorkloadSpec, raw: dict[str, Any], settings: MthpSettings, traced: TracedZap | None = None
+) -> KernelResult:
     zap = raw["zap"]
     return KernelResult(
         workload=spec.name,
@@ -213,12 +237,14 @@ def _result(spec: WorkloadSpec, raw: dict[str, Any], settings: MthpSettings) -> 
         counters={
             "split_deferred": zap["split_deferred"],
             "partially_mapped_after": zap["nr_anon_partially_mapped"],
+            **(traced.counters() if traced is not None else {}),
         },
         stats_population=dict(raw["population"]),
         stats_zap=dict(zap),
         zap_ns=int(raw["zap_ns"]),
         zap_calls=int(raw["calls"]),
         sysfs_changes=[(c.path, c.original, c.ours) for c in settings.changes],
+        traced=traced,
     )
 
 
@@ -239,19 +265,33 @@ def kernel_session(spec: WorkloadSpec, *, root: Path = THP_ROOT) -> Iterator[Mth
         yield settings
 
 
-def run_in_session(spec: WorkloadSpec, settings: MthpSettings) -> KernelResult:
-    """One run of ``spec`` in a fresh child, inside a :func:`kernel_session` for it."""
-    return _result(spec, _run_worker(spec, settings.root), settings)
+def run_in_session(spec: WorkloadSpec, settings: MthpSettings, *, trace: bool | None = None) -> KernelResult:
+    """One run of ``spec`` in a fresh child, inside a :func:`kernel_session` for it.
+
+    ``trace``: record the zapping task's tracepoints over the measured calls
+    (:class:`~benchsvc.kernel.trace.TraceSession`); None = when they can be used here, True = required
+    (:class:`~benchsvc.errors.KernelUnavailable` with the reason if they cannot), False = never."""
+    if trace is None:
+        trace = trace_unavailable_reason() is None
+    if not trace:
+        return _result(spec, _run_worker(spec, settings.root), settings)
+    with TraceSession() as session:
+        raw = _run_worker(spec, settings.root, str(session.instance))
+        heads = raw.get("region_heads")
+        order = ((spec.single_folio_size or PAGE_SIZE) // PAGE_SIZE).bit_length() - 1
+        traced = session.take(None if heads is None else set(heads), order)
+    return _result(spec, raw, settings, traced)
 
 
-def run_on_kernel(spec: WorkloadSpec, *, root: Path = THP_ROOT) -> KernelResult:
-    """Run ``spec`` on the live kernel once (see the module docstring); sysfs is restored on every path.
+def run_on_kernel(spec: WorkloadSpec, *, root: Path = THP_ROOT, trace: bool | None = None) -> KernelResult:
+    """Run ``spec`` on the live kernel once (see the module docstring); sysfs (and tracing, see
+    :func:`run_in_session`) is restored on every path.
 
     Raises :class:`NotExpressibleOnKernel`, :class:`~benchsvc.errors.KernelUnavailable`,
     :class:`~benchsvc.errors.LayoutNotReproduced` or :class:`KernelRunError`.
     """
     with kernel_session(spec, root=root) as settings:
-        return run_in_session(spec, settings)
+        return run_in_session(spec, settings, trace=trace)
 
 
 def time_zap_on_kernel(spec: WorkloadSpec, repeat: int = 5, *, root: Path = THP_ROOT) -> list[float]:
@@ -267,6 +307,7 @@ def time_zap_on_kernel(spec: WorkloadSpec, repeat: int = 5, *, root: Path = THP_
 
 __all__ = [
     "ENGINE",
+    "STAT_COUNTERS",
     "STORED_COUNTERS",
     "KernelResult",
     "KernelRunError",

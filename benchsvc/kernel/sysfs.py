@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -160,9 +161,13 @@ class _Interrupted(BaseException):
 
 
 class _SignalGuard:
-    """Handlers for SIGINT/SIGTERM/SIGHUP that raise, except inside a critical section (then: deferred)."""
+    """Handlers for SIGINT/SIGTERM/SIGHUP that raise, except inside a critical section (then: deferred).
 
-    def __init__(self) -> None:
+    ``codes``: the code objects (a context's ``__enter__``/``__exit__``) inside which a signal is deferred even
+    before their first statement has set the critical flag (default: :class:`MthpSettings`'s)."""
+
+    def __init__(self, codes: frozenset[Any] | None = None) -> None:
+        self.codes = codes
         self.previous: dict[int, Any] = {}
         self.critical = False
         self.pending: int | None = None
@@ -178,7 +183,7 @@ class _SignalGuard:
             signal.signal(sig, self._handler)
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.critical or _inside_entry_or_exit(frame):
+        if self.critical or _inside_entry_or_exit(frame, self.codes):
             self.pending = signum  # honoured once the values are written or restored
             return
         raise _Interrupted(signum)
@@ -385,11 +390,11 @@ class MthpSettings:
         self.journal_path.unlink()
 
 
-def _inside_entry_or_exit(frame: FrameType | None) -> bool:
+def _inside_entry_or_exit(frame: FrameType | None, codes: frozenset[Any] | None = None) -> bool:
     """True while ``MthpSettings.__enter__``/``__exit__`` is on the stack (even before its first statement
     has set the critical flag): raising there could skip the restore."""
     while frame is not None:
-        if frame.f_code in _CRITICAL_CODES:
+        if frame.f_code in (_CRITICAL_CODES if codes is None else codes):
             return True
         frame = frame.f_back
     return False
@@ -402,3 +407,37 @@ def _default_state_dir() -> Path:
     if os.access(DEFAULT_STATE_DIR.parent, os.W_OK):
         return DEFAULT_STATE_DIR
     return Path("/tmp") / "benchsvc-kernel"
+
+
+@contextlib.contextmanager
+def run_lock(state_dir: Path | None = None, timeout: float = 600.0) -> Iterator[None]:
+    """Hold the lock every kernel run holds while its sysfs (and tracing) changes are in place. Inside it no
+    run of this or another checkout is between changing and restoring values, so a before/after comparison
+    (the tests' "left as found" checks) does not see another run's changes. Not re-entrant: never call a
+    kernel run inside it."""
+    import fcntl
+
+    d = state_dir if state_dir is not None else _default_state_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise KernelUnavailable(
+                        f"another kernel run holds {d / 'lock'} (waited {timeout:g}s)"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def settled_snapshot(root: Path = THP_ROOT) -> dict[str, str]:
+    """:func:`enabled_snapshot` read under :func:`run_lock` (no other run's changes in it)."""
+    with run_lock():
+        return enabled_snapshot(root)

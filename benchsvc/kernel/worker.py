@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchsvc.kernel.sysfs import EVENT_STATS, GAUGE_STATS, PMD_SIZE, STAT_NAMES, read_stats
+from benchsvc.kernel.trace import ZapTracer
 from benchsvc.workload import PAGE_SIZE, WorkloadSpec
 
 #: test hook, read in the child: ``pause:<file>`` = create <file> after population and sleep;
@@ -37,6 +38,7 @@ MAP_ANONYMOUS = 0x20
 MAP_NORESERVE = 0x4000
 MADV_DONTNEED = 4
 MADV_HUGEPAGE = 14
+MADV_POPULATE_WRITE = 23
 MREMAP_MAYMOVE = 1
 MREMAP_FIXED = 2
 PR_SET_PDEATHSIG = 1
@@ -173,10 +175,29 @@ def _folios_in_region(base: int, size: int, folio_size: int) -> int | None:
         os.close(flags_fd)
 
 
-class _Run:
-    """One workload in this process: the region's address and the stats reader."""
+def _region_heads(base: int, size: int, folio_size: int) -> list[int] | None:
+    """The head pfns of the region's folios (present pages whose pfn is aligned to the folio size), from
+    ``/proc/self/pagemap``; None when pfns cannot be read (not root)."""
+    per = folio_size // PAGE_SIZE
+    try:
+        with open("/proc/self/pagemap", "rb") as pm:
+            pm.seek(base // PAGE_SIZE * 8)
+            raw = pm.read(size // PAGE_SIZE * 8)
+    except OSError:
+        return None
+    pfns = [e & PAGEMAP_PFN_MASK for e in memoryview(raw).cast("Q") if e & PAGEMAP_PRESENT]
+    if not any(pfns):
+        return None
+    return [p for p in pfns if p % per == 0]
 
-    def __init__(self, spec: WorkloadSpec, stats_root: str) -> None:
+
+class _Run:
+    """One workload in this process: the region's address, the stats reader and (when traced) the tracer."""
+
+    def __init__(self, spec: WorkloadSpec, stats_root: str, trace_instance: str | None = None) -> None:
+        self.tracer = ZapTracer(trace_instance) if trace_instance else None
+        #: the clock of the measured calls: wall time (default), or thread CPU time (engine_speed.py)
+        self.clock: Callable[[], int] = time.perf_counter_ns
         self.spec = spec
         self.libc = _Libc()
         self.folio_size = spec.single_folio_size or 0
@@ -253,25 +274,35 @@ class _Run:
     # ------------------------------------------------------------------ zap steps
     def zap_steps(self) -> dict[str, Any]:
         """Run the steps; stop before an exit step and describe it (the caller's parent finishes it)."""
-        spec, libc = self.spec, self.libc
+        spec, libc, clock = self.spec, self.libc, self.clock
         events = dict.fromkeys(EVENT_STATS, 0)
         zap_ns = 0
         calls = 0
         start = self.stats()
         out: dict[str, Any] = {"start": start, "events": events, "calls": calls}
+        tracer = self.tracer
+        if tracer is not None:
+            tracer.arm()  # the events of this process only, from here on
         for step in spec.zaps:
             if step.call == "exit":  # always the last step
                 out["pending_exit"] = {"before": self.stats(), "measure": step.measure}
+                if tracer is not None and step.measure:
+                    tracer.on()  # the reaper switches it off (the teardown is this process's last work)
                 break
             fn: Callable[[int, int], None] = libc.munmap if step.call == "munmap" else self._dontneed
             before = self.stats() if step.measure else None
             base = self.base
             step_ns = 0
             ranges = step.ranges(spec.size_bytes)
+            traced = tracer if step.measure else None
             for lo, hi in ranges:
-                t0 = time.perf_counter_ns()
+                if traced is not None:
+                    traced.on()
+                t0 = clock()
                 fn(base + lo, hi - lo)
-                step_ns += time.perf_counter_ns() - t0
+                step_ns += clock() - t0
+                if traced is not None:
+                    traced.off()
             if before is not None:
                 after = self.stats()
                 for k in EVENT_STATS:
@@ -283,6 +314,19 @@ class _Run:
         out["zap_ns"] = zap_ns
         out["calls"] = calls
         return out
+
+    def unshare_interpreter_memory(self) -> None:
+        """In a forked child: break copy-on-write now on every writable private mapping but the region
+        (``MADV_POPULATE_WRITE``), so that the interpreter's own first writes during the measured calls take
+        no COW fault, whose ``ptep_clear_flush()`` would be one more TLB flush of this mm in the trace."""
+        lo, hi = self.base, self.base + self.spec.size_bytes
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if fields[1] != "rw-p" or (start < hi and end > lo):
+                continue
+            # not every mapping can be populated (e.g. VM_PFNMAP); those take no COW faults either
+            self.libc.lib.madvise(start, end - start, MADV_POPULATE_WRITE)
 
     def _dontneed(self, addr: int, length: int) -> None:
         try:
@@ -378,11 +422,15 @@ def _zap_in_forked_child(run: _Run) -> dict[str, Any]:
 
     def work() -> tuple[dict[str, Any], dict[str, Any] | None]:
         run.libc.set_pdeathsig()
+        if run.tracer is not None:
+            run.unshare_interpreter_memory()
         zaps = run.zap_steps()
         return zaps, zaps.get("pending_exit")
 
     result, reaped_ns, stats = _fork_and_report("forked child", work, run.stats)
     if "pending_exit" in result:
+        if run.tracer is not None:
+            run.tracer.stop()
         result = finish_exit(result, reaped_ns, stats)
     return result
 
@@ -394,16 +442,19 @@ def _send(fd: int, msg: tuple[str, dict[str, Any]]) -> None:
         view = view[os.write(fd, view) :]
 
 
-def run(spec: WorkloadSpec, stats_root: str, result_fd: int) -> None:
+def run(spec: WorkloadSpec, stats_root: str, result_fd: int, trace_instance: str | None = None) -> None:
     """Build, zap and measure ``spec``; write exactly one pickled ``(kind, dict)`` message to ``result_fd``.
 
     ``kind`` is ``ok``, ``exit`` (this process owns the mapping and exits right after the message: the
     parent reaps it, reads the stats and completes the result with :func:`finish_exit`), ``layout`` or
-    ``error``.
+    ``error``. With ``trace_instance`` (a trace instance set up by the caller,
+    :class:`~benchsvc.kernel.trace.TraceSession`) the zapping process records its events there around every
+    measured call, and the message carries the region's folio head pfns (``region_heads``).
     """
     try:
         die_with_parent()
-        r, population = _build(spec, stats_root, pages=True)
+        r, population = _build(spec, stats_root, pages=True, trace_instance=trace_instance)
+        heads = _region_heads(r.base, spec.size_bytes, r.folio_size) if trace_instance else None
         r.run_test_hook()
         if spec.fork:
             zaps = _zap_in_forked_child(r)
@@ -411,10 +462,11 @@ def run(spec: WorkloadSpec, stats_root: str, result_fd: int) -> None:
             zaps = r.zap_steps()
             if "pending_exit" in zaps:
                 zaps["pending_exit"]["t0_ns"] = time.perf_counter_ns()
-                _send(result_fd, ("exit", {"population": population, "zaps": zaps}))
+                msg = {"population": population, "zaps": zaps, "region_heads": heads}
+                _send(result_fd, ("exit", msg))
                 os._exit(0)  # the exit step: the kernel tears the whole mm down
         r.cleanup()
-        _send(result_fd, ("ok", summarize(population, zaps)))
+        _send(result_fd, ("ok", {**summarize(population, zaps), "region_heads": heads}))
     except LayoutMismatch as exc:
         _send(result_fd, ("layout", {"what": str(exc), "expected": exc.expected, "got": exc.got}))
     except BaseException as exc:
@@ -422,10 +474,12 @@ def run(spec: WorkloadSpec, stats_root: str, result_fd: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- in process
-def _build(spec: WorkloadSpec, stats_root: str, *, pages: bool = False) -> tuple[_Run, dict[str, int]]:
+def _build(
+    spec: WorkloadSpec, stats_root: str, *, pages: bool = False, trace_instance: str | None = None
+) -> tuple[_Run, dict[str, int]]:
     """Build the region in this process and check its layout (page by page too with ``pages``); return the
     run and the population deltas."""
-    r = _Run(spec, stats_root)
+    r = _Run(spec, stats_root, trace_instance)
     before = r.stats()
     try:
         r.populate()
@@ -458,18 +512,23 @@ def die_with_parent() -> None:
     _Libc().set_pdeathsig()
 
 
-def zap_once(spec: WorkloadSpec, stats_root: str) -> dict[str, Any]:
+def zap_once(spec: WorkloadSpec, stats_root: str, clock: Callable[[], int] | None = None) -> dict[str, Any]:
     """Build, check, zap and measure ``spec`` once from this process; :func:`summarize`'s dict.
 
     What a pyperf worker of ``benchsvc run --engine kernel`` does for every loop iteration: the region is
     built here (untimed), ``fork = true`` zaps in a forked child, and a workload that ends in ``exit``
     without ``fork`` is built and zapped in a forked owner that exits (its teardown timed up to the reap).
     The caller must hold the sysfs settings (:class:`~benchsvc.kernel.sysfs.MthpSettings`); raises
-    :class:`LayoutMismatch` when the kernel did not build the layout.
+    :class:`LayoutMismatch` when the kernel did not build the layout. ``clock`` (nanoseconds; default
+    ``time.perf_counter_ns``) times the munmap/madvise calls; ``time.thread_time_ns`` gives the CPU time the
+    calls took in the kernel, which a loaded machine does not stretch. An ``exit`` step is always wall time
+    (from before ``_exit`` to the reap).
     """
     if not spec.fork and spec.zaps and spec.zaps[-1].call == "exit":
         return _zap_in_owner_child(spec, stats_root)
     r, population = _build(spec, stats_root)
+    if clock is not None:
+        r.clock = clock
     try:
         r.run_test_hook("bench")
         zaps = _zap_in_forked_child(r) if spec.fork else r.zap_steps()
@@ -479,8 +538,9 @@ def zap_once(spec: WorkloadSpec, stats_root: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    """``python -c 'from benchsvc.kernel.worker import main; main()' <fd>``: pickled (spec, root) on stdin."""
+    """``python -c 'from benchsvc.kernel.worker import main; main()' <fd>``: pickled (spec, root, trace
+    instance or None) on stdin."""
     result_fd = int(sys.argv[1])
-    spec, stats_root = pickle.loads(sys.stdin.buffer.read())
-    run(spec, stats_root, result_fd)
+    spec, stats_root, trace_instance = pickle.loads(sys.stdin.buffer.read())
+    run(spec, stats_root, result_fd, trace_instance)
     os.close(result_fd)

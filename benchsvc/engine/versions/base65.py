@@ -14,7 +14,11 @@ from benchsvc.engine.model import (
     FOLIO_PAGES_MAPPED,
     HPAGE_PMD_NR,
     HPAGE_PMD_ORDER,
+    NR_BITS,
+    ZERO_RUNS,
     ZapEngine,
+    dec_mapcounts,
+    pte_run,
 )
 
 
@@ -45,9 +49,12 @@ class Base65(ZapEngine):
         ``page_remove_rmap(page, vma, false)``, check ``page_mapcount() < 0`` and gather the page (one slot);
         stop after the page that fills the gather. Returns (next address, PTEs cleared, gather full).
 
-        Every page is still handled on its own, in order; only the per-page function calls are folded into
-        this loop (``page_remove_rmap()`` and ``__tlb_remove_page()``, whose slot accounting is kept in
-        ``room`` and written back), and the counters are summed locally and added once at the end.
+        Every page is still handled on its own, in order; what is folded is Python's per-page overhead: a run
+        of PTEs that map consecutive pages of one folio is handled as one list operation per step (each page's
+        ``_mapcount`` decremented, the pages that became unmapped counted, each taking its
+        ``_nr_pages_mapped`` decrement, stat update and deferred-split call in turn), the run being cut at
+        the page that fills the gather. The gathered pages of a run are kept as one ``pfn << NR_BITS | n``
+        entry (still one slot per page); the counters are summed locally and added once at the end.
         """
         c = self.counters
         pte = self.pte
@@ -55,16 +62,17 @@ class Base65(ZapEngine):
         page_folio = self.page_folio
         f_emc = self.f_emc
         f_nr = self.f_nr
+        f_head = self.f_head
         nrpm = self.f_nrpm
         f_order = self.f_order
         f_queued = self.f_queued
         ds_min_order = self.ds_min_order
         deferred_split_folio = self.deferred_split_folio
+        ident = self.ident
         gathered = tlb.entries
         room = tlb.active_max - tlb.active_nr
         cleared = nrpm_atomics = stat_updates = ds_early = bad = 0
         full = False
-        f = large = eligible = low = -1  # the folio of the previous page, and what depends only on it
         while addr < end:
             ent = pte[addr]
             if ent <= 0:
@@ -73,35 +81,43 @@ class Base65(ZapEngine):
                 addr += 1
                 continue
             pfn = ent - 1
-            pte[addr] = 0  # ptep_get_and_clear_full()
-            cleared += 1  # tlb_remove_tlb_entry()
-            addr += 1
-            if page_folio[pfn] != f:
-                f = page_folio[pfn]
-                large = f_nr[f] > 1
-                eligible = f_order[f] >= ds_min_order  # folio_test_{pmd_mappable,large} && folio_test_anon
-                low = -2 - f_emc[f]  # page_mapcount() = _mapcount + 1 + entire_mapcount + 1 < 0
-            # page_remove_rmap(): atomic_add_negative(-1, &page->_mapcount) ...
-            left = mapcount[pfn] - 1
-            mapcount[pfn] = left
-            if left < 0:  # ... true: the page is no longer mapped anywhere
-                mapped = 0
-                if large:
-                    mapped = nrpm[f] - 1  # atomic_dec_return_relaxed(&folio->_nr_pages_mapped)
-                    nrpm[f] = mapped
-                    nrpm_atomics += 1
-                if mapped < ENTIRELY_MAPPED:  # else still PMD-mapped: nothing more to do
-                    stat_updates += 1  # __lruvec_stat_mod_folio(NR_ANON_MAPPED, -1)
-                    if eligible:
-                        if f_queued[f]:  # deferred_split_folio(): the lockless list_empty() early return
-                            ds_early += 1
-                        else:
-                            deferred_split_folio(f)
-            if left < low:  # page_mapcount(page) < 0
-                bad += 1
+            f = page_folio[pfn]
+            n = 1
+            if f_nr[f] > 1:  # the run of PTEs mapping the next pages of this folio, up to its end or `end`
+                limit = addr + f_head[f] + f_nr[f] - pfn
+                if limit > end:
+                    limit = end
+                n = limit - addr
+                if not (pte[limit - 1] == ent + n - 1 and (n < 3 or pte[addr:limit] == ident[ent : ent + n])):
+                    n = pte_run(pte, addr, limit, ent)
+            if n >= room:
+                n = room  # __tlb_remove_page() reports the batch full on the page that takes its last slot
+            pte[addr : addr + n] = ZERO_RUNS[n]  # ptep_get_and_clear_full(), page by page
+            cleared += n  # tlb_remove_tlb_entry()
+            addr += n
+            # page_remove_rmap(): atomic_add_negative(-1, &page->_mapcount) on each page
+            unmapped, lowest = dec_mapcounts(mapcount, pfn, n)
+            if unmapped:  # those pages are no longer mapped anywhere
+                if f_nr[f] > 1:
+                    # atomic_dec_return_relaxed(&folio->_nr_pages_mapped) for each, in turn; the ones that leave
+                    # it below ENTIRELY_MAPPED (not still PMD-mapped) go on
+                    before = nrpm[f]
+                    nrpm[f] = before - unmapped
+                    nrpm_atomics += unmapped
+                    unmapped -= min(unmapped, max(0, before - ENTIRELY_MAPPED))
+                if unmapped:
+                    stat_updates += unmapped  # __lruvec_stat_mod_folio(NR_ANON_MAPPED, -1) per page
+                    if f_order[f] >= ds_min_order:  # folio_test_{pmd_mappable,large} && folio_test_anon
+                        if not f_queued[f]:
+                            deferred_split_folio(f)  # the first of them queues it ...
+                            unmapped -= 1
+                        ds_early += unmapped  # ... the others take the lockless list_empty() early return
+            low = -2 - f_emc[f]  # page_mapcount() = _mapcount + 1 + entire_mapcount + 1 < 0
+            if lowest < low:
+                bad += sum(1 for m in mapcount[pfn : pfn + n] if m < low)
             # __tlb_remove_page(): one slot per page
-            gathered.append(pfn)
-            room -= 1
+            gathered.append(pfn << NR_BITS | n)
+            room -= n
             if room == 0:
                 tlb.active_nr = tlb.active_max
                 if not tlb.tlb_next_batch():

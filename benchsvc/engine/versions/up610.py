@@ -9,8 +9,10 @@ Source: <20240502132852.862138-1-zi.yan@sent.com> (v6 of the fix) (docs/kernel-h
 
 from __future__ import annotations
 
-from benchsvc.engine.model import ENTIRELY_MAPPED, FOLIO_PAGES_MAPPED, HPAGE_PMD_NR
-from benchsvc.engine.versions.up69 import Up69
+from typing import ClassVar
+
+from benchsvc.engine.model import ENTIRELY_MAPPED, FOLIO_PAGES_MAPPED, HPAGE_PMD_NR, dec_mapcounts
+from benchsvc.engine.versions.up69 import RmapQueue, Up69
 
 
 class Up610(Up69):
@@ -20,14 +22,13 @@ class Up610(Up69):
     source = "<20240502132852.862138-1-zi.yan@sent.com>"
     date = "2024-05-12"
     has_large_mapcount = True
+    rmap_queue: ClassVar[RmapQueue] = "unqueued"
     batch_swap_entries = True
 
     def folio_remove_rmap_ptes(self, f: int, pfn: int, nr_pages: int) -> None:
         """6.10 ``__folio_remove_rmap(RMAP_LEVEL_PTE)``."""
         c = self.counters
-        c.rmap_calls += 1
         mapcount = self.mapcount
-        c.mapcount_atomics += nr_pages
         if self.f_nr[f] == 1:
             mapcount[pfn] -= 1
             if mapcount[pfn] < 0:
@@ -36,14 +37,12 @@ class Up610(Up69):
         self.f_lmc[f] -= nr_pages  # atomic_sub(nr_pages, &folio->_large_mapcount)
         c.large_mapcount_atomics += 1
         nrpm = self.f_nrpm
-        nr = 0
-        for p in range(pfn, pfn + nr_pages):
-            mapcount[p] -= 1
-            if mapcount[p] < 0:
-                nrpm[f] -= 1
-                c.nr_pages_mapped_atomics += 1
-                if nrpm[f] < ENTIRELY_MAPPED:
-                    nr += 1
+        nr, _ = dec_mapcounts(mapcount, pfn, nr_pages)
+        if nr:  # per page that became unmapped, in turn: atomic_dec_return_relaxed(mapped)
+            before = nrpm[f]
+            nrpm[f] = before - nr
+            c.nr_pages_mapped_atomics += nr
+            nr -= min(nr, max(0, before - ENTIRELY_MAPPED))
         if nr:
             c.stat_updates += 1
             if nrpm[f] and not self.f_queued[f]:  # partially_mapped && list_empty(&folio->_deferred_list)

@@ -1,4 +1,4 @@
-"""up612: upstream v6.12 ... 6.18 (CONFIG_PAGE_MAPCOUNT=y, as on this project's machines).
+"""up612: upstream v6.12 ... 6.14 (CONFIG_PAGE_MAPCOUNT=y; 6.15+ with CONFIG_MM_ID is ``up615``).
 
 ``__folio_remove_rmap()`` updates ``_nr_pages_mapped`` once per batch (David Hildenbrand, "mm/rmap: minimize
 folio->_nr_pages_mapped updates when batching PTE (un)mapping"), and ``deferred_split_folio(folio, true)`` is
@@ -11,36 +11,40 @@ Source: mm-stable-2024-09-20-02-31 (v6.12 merge window); 6.12+ mm/rmap.c, mm/hug
 
 from __future__ import annotations
 
-from benchsvc.engine.model import ENTIRELY_MAPPED, FOLIO_PAGES_MAPPED, HPAGE_PMD_NR
+from typing import ClassVar
+
+from benchsvc.engine.model import ENTIRELY_MAPPED, FOLIO_PAGES_MAPPED, HPAGE_PMD_NR, dec_mapcounts
+from benchsvc.engine.versions.up69 import RmapQueue
 from benchsvc.engine.versions.up610 import Up610
 
 
 class Up612(Up610):
     id = "up612"
     parent = "up610"
-    title = "upstream v6.12-6.18: partially-mapped flag, per-size stats"
-    source = "mm-stable-2024-09-20-02-31 (v6.12); checked against this machine's 6.18 kernel"
+    title = "upstream v6.12-6.14: partially-mapped flag, per-size stats"
+    source = "mm-stable-2024-09-20-02-31 (v6.12)"
     date = "2024-11-17"
     queue_pmd_thp_at_fault = True
+    nr_pages_mapped_batched = True
+    rmap_queue: ClassVar[RmapQueue] = "unflagged"
 
     def folio_remove_rmap_ptes(self, f: int, pfn: int, nr_pages: int) -> None:
         """6.12+ ``__folio_remove_rmap(RMAP_LEVEL_PTE)`` with CONFIG_PAGE_MAPCOUNT."""
         c = self.counters
-        c.rmap_calls += 1
         mapcount = self.mapcount
-        c.mapcount_atomics += nr_pages
         if self.f_nr[f] == 1:
             mapcount[pfn] -= 1
             if mapcount[pfn] < 0:
                 c.stat_updates += 1
             return
         self.f_lmc[f] -= nr_pages  # folio_sub_large_mapcount()
-        c.large_mapcount_atomics += 1
-        last = 0
-        for p in range(pfn, pfn + nr_pages):
-            mapcount[p] -= 1
-            if mapcount[p] < 0:
-                last += 1
+        if self.large_mapcount_locked:
+            c.large_mapcount_locks += 1
+        else:
+            c.large_mapcount_atomics += 1
+        last, _ = dec_mapcounts(
+            mapcount, pfn, nr_pages
+        )  # per page: atomic_add_negative(-1, &page->_mapcount)
         nr = 0
         if last:
             self.f_nrpm[f] -= last  # atomic_sub_return_relaxed(last, mapped)
@@ -55,8 +59,11 @@ class Up612(Up610):
     def remove_rmap_pmd(self, f: int) -> None:
         c = self.counters
         c.rmap_calls += 1
-        self.f_lmc[f] -= 1
-        c.large_mapcount_atomics += 1
+        self.f_lmc[f] -= 1  # folio_dec_large_mapcount()
+        if self.large_mapcount_locked:
+            c.large_mapcount_locks += 1
+        else:
+            c.large_mapcount_atomics += 1
         self.f_emc[f] -= 1
         c.mapcount_atomics += 1
         if self.f_emc[f] >= 0:

@@ -12,7 +12,7 @@ Source: <20230717143110.260162-4-ryan.roberts@arm.com> and ...-3- (docs/kernel-h
 from __future__ import annotations
 
 from benchsvc.engine.gather import MmuGather
-from benchsvc.engine.model import ENTIRELY_MAPPED, count_bad_ptes, pte_run
+from benchsvc.engine.model import ENTIRELY_MAPPED, NR_BITS, ZERO_RUNS, dec_mapcounts, pte_run
 from benchsvc.engine.versions.base65_p1 import Base65P1
 
 
@@ -34,32 +34,73 @@ class V1(Base65P1):
         f_nr = self.f_nr
         f_emc = self.f_emc
         tlb_remove_pages = tlb.tlb_remove_pages
+        nrpm = self.f_nrpm
+        deferred_split_folio = self.deferred_split_folio
+        ident = self.ident
         force_flush = False
-        cleared = 0
+        cleared = spans = bad = nrpm_atomics = stat_updates = 0
         while addr < end:
             ent = pte[addr]
-            if ent == 0:
-                addr += 1
-                continue
-            if ent < 0:
-                self.zap_nonpresent(addr)
+            if ent <= 0:
+                if ent < 0:
+                    self.zap_nonpresent(addr)
                 addr += 1
                 continue
             pfn = ent - 1
             f = page_folio[pfn]
+            nf = f_nr[f]
             # calc_anon_folio_map_pgcount(): present PTEs with consecutive pfns, up to min(folio end, end)
-            n = pte_run(pte, addr, min(end, addr + f_head[f] + f_nr[f] - pfn), ent)
+            limit = addr + f_head[f] + nf - pfn
+            if limit > end:
+                limit = end
+            n = limit - addr
+            if not (pte[limit - 1] == ent + n - 1 and (n < 3 or pte[addr:limit] == ident[ent : ent + n])):
+                n = pte_run(pte, addr, limit, ent)
             # zap_anon_pte_range(): page by page, clear the PTE and gather the page (one slot each); stop
             # after the page that fills the gather
-            i, full = tlb_remove_pages(pfn, n)
-            pte[addr : addr + i] = [0] * i
-            c.bad_pte += count_bad_ptes(mapcount[pfn : pfn + i], f_emc[f])  # checked before the rmap removal
-            self.folio_remove_rmap_range(f, pfn, i)
+            if tlb.active_nr + n < tlb.active_max:  # they all fit, none fills the batch
+                tlb.entries.append(pfn << NR_BITS | n)
+                tlb.active_nr += n
+                i, full = n, False
+            else:
+                i, full = tlb_remove_pages(pfn, n)
+            pte[addr : addr + i] = ZERO_RUNS[i]
+            # 2/3 folio_remove_rmap_range(f, page, i) (counted below: one call, i _mapcount atomics); the
+            # caller's page_mapcount() < 0 check on each page before it (_mapcount < -1 - entire_mapcount) is
+            # made on the new values (< -2 - entire_mapcount)
+            spans += 1
+            low = -2 - f_emc[f]
+            if nf == 1:
+                left = mapcount[pfn] = mapcount[pfn] - 1
+                nr_unmapped = 1 if left < 0 else 0
+                nr_mapped = 0
+                bad += left < low
+            else:
+                nr_mapped = nr_unmapped = 0
+                unmapped, lowest = dec_mapcounts(mapcount, pfn, i)  # atomic_add_negative(-1, &_mapcount)
+                if lowest < low:
+                    bad += sum(1 for m in mapcount[pfn : pfn + i] if m < low)
+                if unmapped:
+                    # each page no longer mapped: atomic_dec_return_relaxed(&folio->_nr_pages_mapped), in
+                    # turn; those that leave it below ENTIRELY_MAPPED count as unmapped
+                    before = nrpm[f]
+                    nr_mapped = nrpm[f] = before - unmapped
+                    nrpm_atomics += unmapped
+                    nr_unmapped = unmapped - min(unmapped, max(0, before - ENTIRELY_MAPPED))
+            if nr_unmapped:
+                stat_updates += 1
+                if nf > 1 and nr_mapped:
+                    deferred_split_folio(f)
             cleared += i
             addr += i
             if full:
                 force_flush = True
                 break
+        c.rmap_calls += spans
+        c.mapcount_atomics += cleared
+        c.nr_pages_mapped_atomics += nrpm_atomics
+        c.stat_updates += stat_updates
+        c.bad_pte += bad
         if cleared:
             tlb.cleared_ptes = True
             c.ptes_cleared += cleared
@@ -68,31 +109,3 @@ class V1(Base65P1):
             # tlb_flush_mmu_tlbonly() under the PTL, then tlb_flush_mmu() after the unlock: one tlb_flush_mmu()
             tlb.tlb_flush_mmu()
         return addr
-
-    def folio_remove_rmap_range(self, f: int, pfn: int, nr: int) -> None:
-        """v1 2/3 ``folio_remove_rmap_range()``: one ``_nr_pages_mapped`` atomic per page that became unmapped."""
-        c = self.counters
-        c.rmap_calls += 1
-        mapcount = self.mapcount
-        c.mapcount_atomics += nr
-        nr_unmapped = 0
-        if self.f_nr[f] == 1:
-            mapcount[pfn] -= 1
-            nr_unmapped = 1 if mapcount[pfn] < 0 else 0
-            nr_mapped = 0
-        else:
-            nrpm = self.f_nrpm
-            nr_mapped = 0
-            left = [m - 1 for m in mapcount[pfn : pfn + nr]]  # atomic_add_negative(-1, &page->_mapcount)
-            mapcount[pfn : pfn + nr] = left
-            for m in left:
-                if m < 0:  # the page is no longer mapped: atomic_dec_return_relaxed(&folio->_nr_pages_mapped)
-                    nr_mapped = nrpm[f] - 1
-                    nrpm[f] = nr_mapped
-                    c.nr_pages_mapped_atomics += 1
-                    if nr_mapped < ENTIRELY_MAPPED:
-                        nr_unmapped += 1
-        if nr_unmapped:
-            c.stat_updates += 1
-            if self.f_nr[f] > 1 and nr_mapped:
-                self.deferred_split_folio(f)
