@@ -289,10 +289,12 @@ def test_publishing_keeps_unchanged_files_and_other_files(db: Path, tmp_path: Pa
 
 
 def test_interrupted_publishing_leaves_the_previous_site(db: Path, tmp_path: Path) -> None:
-    """Ctrl-C while the new site is being written (sent as soon as its temporary directory appears): the site
-    is the previous one byte for byte, or, when the interrupt came too late, the whole new one; never a mix,
-    and no temporary directory is left."""
+    """Ctrl-C while the new site is being written: the site is the previous one byte for byte, or, when the
+    interrupt came too late, the whole new one; never a mix, and no temporary directory is left. The first
+    two attempts are interrupted halfway through writing (the publisher waits there for the test, through
+    BENCHSVC_TEST_PUBLISH_HOLD); the third as soon as its temporary directory appears, wherever it then is."""
     import json
+    import os
     import shutil
     import signal
     import time
@@ -308,12 +310,16 @@ def test_interrupted_publishing_leaves_the_previous_site(db: Path, tmp_path: Pat
     for attempt in range(3):
         note = f"attempt-{attempt}"  # the new site differs from the previous one in the lineage view
         assert _cli("regressions", "ack", str(regression), "--note", note, "--db", str(copy)).returncode == 0
+        hold = tmp_path / f"hold-{attempt}"
+        env = dict(os.environ, BENCHSVC_TEST_PUBLISH_HOLD=str(hold)) if attempt < 2 else None
         proc = subprocess.Popen(
             [sys.executable, "-m", "benchsvc", "report", "--db", str(copy), "--out", str(out)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
-        while proc.poll() is None:
-            if any(p.name.startswith(".site.new-") for p in tmp_path.iterdir()):
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            started = any(p.name.startswith(".site.new-") for p in tmp_path.iterdir())
+            if hold.exists() if env else started:
                 proc.send_signal(signal.SIGINT)
                 break
             time.sleep(0.0005)
@@ -323,7 +329,8 @@ def test_interrupted_publishing_leaves_the_previous_site(db: Path, tmp_path: Pat
         if site == previous:
             caught += proc.returncode != 0
         else:
+            assert env is None, "interrupted halfway, yet the new site was published"
             assert note.encode() in site["lineage.html"]
             previous = site
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary directory
-    assert caught, "never interrupted while publishing"
+    assert caught >= 2, "never interrupted while publishing"

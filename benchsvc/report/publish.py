@@ -21,6 +21,7 @@ import signal
 import stat
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,7 +203,10 @@ def publish_site(files: dict[str, str], out: Path, option: str = "--out") -> tup
         try:
             if previous is not None:
                 os.chmod(new, stat.S_IMODE(os.stat(previous).st_mode))
-            for rel, text in sorted(files.items()):
+            hold_at = len(files) // 2
+            for i, (rel, text) in enumerate(sorted(files.items())):
+                if i == hold_at:
+                    _test_hold()
                 _check_rel(rel)
                 data = text.encode("utf-8")
                 dst = new / rel
@@ -230,6 +234,18 @@ def publish_site(files: dict[str, str], out: Path, option: str = "--out") -> tup
         with _signals_deferred():
             shutil.rmtree(old, ignore_errors=True)
     return written, unchanged
+
+
+def _test_hold() -> None:
+    """Test hook: with ``BENCHSVC_TEST_PUBLISH_HOLD=<file>``, halfway through writing the new site, create that
+    file and wait (up to a minute) for a signal, so that a test interrupts publishing at a known point."""
+    marker = os.environ.get("BENCHSVC_TEST_PUBLISH_HOLD")
+    if not marker:
+        return
+    Path(marker).touch()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 @contextlib.contextmanager
