@@ -51,8 +51,9 @@ def noise_floor(results: pd.DataFrame, samples: pd.DataFrame) -> NoiseFloor:
     from benchsvc.analysis.lineage import PRIMARY, compare_lineage
 
     pair = results[results["version"].isin(AA_PAIR) & (results["engine"] == "sim")]
+    pair_samples = samples[samples["result_id"].isin(pair["result_id"])] if not samples.empty else samples
     aa = (
-        compare_lineage(pair, samples, base=AA_PAIR[1], metrics=["time"])
+        compare_lineage(pair, pair_samples, base=AA_PAIR[1], metrics=["time"])
         if not pair.empty
         else pd.DataFrame()
     )
