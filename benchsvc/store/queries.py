@@ -40,6 +40,18 @@ def frame(session: Session, stmt: Executable) -> pd.DataFrame:
     return pd.DataFrame.from_records([tuple(row) for row in result.fetchall()], columns=columns)
 
 
+def plain_frame(session: Session, stmt: Executable) -> pd.DataFrame:
+    """:func:`frame` for a statement whose columns SQLAlchemy does not convert (strings, integers, floats, and
+    timestamps coerced to strings): the driver's rows go to pandas as they are, without a result row object
+    each (a third of the time of a machine's year of history)."""
+    result = session.connection().execute(stmt)
+    try:
+        columns = list(result.keys())
+        return pd.DataFrame.from_records(result.cursor.fetchall(), columns=columns)
+    finally:
+        result.close()
+
+
 def find_workload(session: Session, name: str, content_hash: str) -> Workload | None:
     """The stored workload of this name and content hash (a workload's natural key), or None."""
     return session.scalar(
@@ -434,7 +446,7 @@ def run_histories(session: Session, run: Run, *, since: dt.datetime | None = Non
     )
     if since is not None:
         stmt = stmt.where(Run.started_at >= since)
-    df = frame(session, stmt)
+    df = plain_frame(session, stmt)
     df["started_at"] = pd.to_datetime(df["started_at"], format="ISO8601")
     return df
 
