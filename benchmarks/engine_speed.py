@@ -31,7 +31,7 @@ from benchsvc.engine.versions import version_ids
 from benchsvc.errors import BenchsvcError
 from benchsvc.kernel import expressible_reason, kernel_session
 from benchsvc.kernel.sysfs import THP_ROOT
-from benchsvc.kernel.worker import zap_once
+from benchsvc.kernel.worker import LayoutMismatch, zap_once
 from benchsvc.workload import WorkloadSpec, discover, format_size, load_workload, resolve
 
 TARGET_RATIO = 10.0
@@ -88,6 +88,8 @@ def main() -> None:
                 kernel_s = statistics.median(kernel_times(spec, args.runs, args.clock))
             except BenchsvcError as exc:
                 note = f"kernel unavailable: {exc}"
+            except LayoutMismatch as exc:  # the per-size stats are system-wide: another job's faults count
+                note = f"kernel layout not reproduced ({exc}: expected {exc.expected}, got {exc.got}); run it again"
         sim_s = {v: statistics.median(sim_times(spec, v, args.runs, args.clock)) for v in versions}
         ptes = simulate(spec, "up612").counters["ptes_cleared"]
         rows.append((spec, ptes, kernel_s, sim_s, note))
