@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -193,6 +193,31 @@ class _SignalGuard:
             signal.signal(sig, prev)
         self.previous.clear()
 
+    def leave(
+        self,
+        restore: Callable[[], None],
+        exc: BaseException | None,
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        """A guarded context's way out: ``restore`` with signals deferred, put the previous handlers back,
+        ``release``, then re-deliver a caught or deferred signal (the previous handler decides: a
+        KeyboardInterrupt for SIGINT, termination for a default SIGTERM)."""
+        self.critical = True
+        try:
+            restore()
+        finally:
+            self.uninstall()
+            self.critical = False
+            if release is not None:
+                release()
+        signum = exc.signum if isinstance(exc, _Interrupted) else self.pending
+        self.pending = None
+        if signum is not None:
+            try:
+                signal.raise_signal(signum)
+            except BaseException as raised:
+                raise raised from None  # hide the private _Interrupted it replaces
+
 
 # ---------------------------------------------------------------------------------------------- the context
 @dataclass(frozen=True)
@@ -297,21 +322,7 @@ class MthpSettings:
 
     def _leave(self, exc: BaseException | None) -> None:
         """Restore, put the previous signal handlers back, unlock, then re-deliver a caught signal."""
-        self._guard.critical = True
-        try:
-            self.restore()
-        finally:
-            self._guard.uninstall()
-            self._guard.critical = False
-            self._release_lock()
-        signum = exc.signum if isinstance(exc, _Interrupted) else self._guard.pending
-        self._guard.pending = None
-        if signum is not None:
-            # the previous handler decides: KeyboardInterrupt for SIGINT, termination for a default SIGTERM
-            try:
-                signal.raise_signal(signum)
-            except BaseException as raised:
-                raise raised from None  # hide the private _Interrupted it replaces
+        self._guard.leave(self.restore, exc, self._release_lock)
 
     def restore(self) -> None:
         """Put back every value this context changed (last change first); keep the journal on failure."""

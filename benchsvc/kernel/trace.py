@@ -367,21 +367,7 @@ class TraceSession:
             raise KeyboardInterrupt(str(exc)) from None
 
     def _leave(self, exc: BaseException | None) -> None:
-        self._guard.critical = True
-        try:
-            self.restore()
-        finally:
-            self._guard.uninstall()
-            self._guard.critical = False
-        signum = exc.signum if isinstance(exc, _Interrupted) else self._guard.pending
-        self._guard.pending = None
-        if signum is not None:
-            import signal
-
-            try:
-                signal.raise_signal(signum)
-            except BaseException as raised:
-                raise raised from None
+        self._guard.leave(self.restore, exc)
 
     def restore(self) -> None:
         """Remove the instance, unmount if mounted here, and check the top-level settings read back as found."""
