@@ -59,10 +59,31 @@ DEFAULT_COEFFICIENTS_DOC: dict[str, tuple[float, str]] = {
 
 @dataclass(frozen=True)
 class CostModel:
-    """Nanoseconds per counted event; counters not named cost nothing."""
+    """Nanoseconds per counted event; counters not named cost nothing.
+
+    ``kind`` says which model priced a cost: ``"reference"`` (the shipped coefficients, not fitted to any
+    machine's kernel) or ``"calibrated"`` (fitted by ``benchsvc calibrate`` on one machine's live kernel).
+    A calibrated model carries its hold-out error (relative error of predicted against measured kernel time
+    on layouts left out of the fit: median and worst) and its provenance (machine, kernel release, date,
+    suite hash). Every cost shown to a reader names its model through :meth:`label`.
+    """
 
     coefficients: Mapping[str, float] = field(default_factory=dict)
     source: str = "default"
+    kind: str = "reference"
+    holdout_median: float | None = None
+    holdout_worst: float | None = None
+    provenance: Mapping[str, str] = field(default_factory=dict)
+
+    def label(self) -> str:
+        """One line naming the model that priced a cost, and how well it predicts the kernel."""
+        if self.kind != "calibrated":
+            return f"reference model ({self.source}; not fitted to this machine's kernel)"
+        where = ", ".join(f"{k} {v}" for k, v in self.provenance.items() if k in ("machine", "kernel", "date"))
+        err = ""
+        if self.holdout_median is not None and self.holdout_worst is not None:
+            err = f"; hold-out error {self.holdout_median:.0%} median, {self.holdout_worst:.0%} worst"
+        return f"calibrated model ({where}{err})"
 
     @classmethod
     def default(cls) -> CostModel:

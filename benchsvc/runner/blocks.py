@@ -67,6 +67,17 @@ SAMPLING: dict[str, Sampling] = {
     "rigorous": Sampling(processes=12, values=8, warmups=1, loops=6),
     "debug": Sampling(processes=1, values=1, warmups=0, loops=1),
 }
+#: modes whose sampling supports timing intervals, timing findings and machine events. A run of any other
+#: mode stores its timings and counters, and its counters are analysed, but no timing interval is drawn
+#: and no timing finding or machine event is recorded from it (docs/measurement.md).
+TIMING_INFERENCE_MODES: frozenset[str] = frozenset({"default", "rigorous"})
+
+
+def supports_timing_inference(mode: str) -> bool:
+    """Whether a run of ``mode`` is sampled enough for timing intervals, timing findings and machine events."""
+    return mode in TIMING_INFERENCE_MODES
+
+
 #: extra worker processes of a confirmation re-measurement, per mode
 CONFIRM_PROCESSES: dict[str, int] = {"quick": 3, "default": 4, "rigorous": 8, "debug": 1}
 
