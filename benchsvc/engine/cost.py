@@ -79,7 +79,9 @@ class CostModel:
         """One line naming the model that priced a cost, and how well it predicts the kernel."""
         if self.kind != "calibrated":
             return f"reference model ({self.source}; not fitted to this machine's kernel)"
-        where = ", ".join(f"{k} {v}" for k, v in self.provenance.items() if k in ("machine", "kernel", "date"))
+        where = ", ".join(
+            f"{k} {v}" for k, v in self.provenance.items() if k in ("machine", "kernel", "date")
+        )
         err = ""
         if self.holdout_median is not None and self.holdout_worst is not None:
             err = f"; hold-out error {self.holdout_median:.0%} median, {self.holdout_worst:.0%} worst"
