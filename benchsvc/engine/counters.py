@@ -27,6 +27,15 @@ COUNTER_NAMES: tuple[str, ...] = (
     "folios_freed",
     "bad_pte",
     "partially_mapped_after",
+    # beyond the zap loop: what a call costs around it (docs/cost-model.md#counters-beyond-the-zap-loop)
+    "syscalls",
+    "mmap_lock_acquisitions",
+    "vma_splits",
+    "vmas_removed",
+    "pt_pages_freed",
+    "pmd_zaps",
+    "pmd_splits",
+    "puts_without_free",
 )
 
 
@@ -56,6 +65,14 @@ class Counters:
     folios_freed: int
     bad_pte: int
     partially_mapped_after: int
+    syscalls: int
+    mmap_lock_acquisitions: int
+    vma_splits: int
+    vmas_removed: int
+    pt_pages_freed: int
+    pmd_zaps: int
+    pmd_splits: int
+    puts_without_free: int
 
     def __init__(self) -> None:
         for name in COUNTER_NAMES:

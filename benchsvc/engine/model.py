@@ -236,6 +236,11 @@ class ZapEngine:
             base = self.base
             for start, end in step.ranges(self.spec.size_bytes):
                 lo, hi = base + start // PAGE_SIZE, base + end // PAGE_SIZE
+                c = self.counters
+                c.syscalls += 1
+                # munmap: mmap_write_lock (downgraded, one round trip); MADV_DONTNEED: the VMA read lock when
+                # the range stays in one VMA (6.16+), else mmap_read_lock; exit_mmap: read, then write
+                c.mmap_lock_acquisitions += 2 if step.call == "exit" else 1
                 if step.call == "munmap":
                     self.do_munmap(lo, hi)
                 elif step.call == "madvise_dontneed":
@@ -284,11 +289,15 @@ class ZapEngine:
             self.unmap_page_range(tlb, s, e)
         i, j = self._overlapping(lo, hi)
         remaining: list[tuple[int, int]] = []
+        c = self.counters
+        c.vmas_removed += j - i  # after the splits, each VMA inside the range is detached and freed
         for s, e in self.vmas[i:j]:
-            if s < lo:
+            if s < lo:  # __split_vma() at the start
                 remaining.append((s, lo))
-            if e > hi:
+                c.vma_splits += 1
+            if e > hi:  # __split_vma() at the end
                 remaining.append((hi, e))
+                c.vma_splits += 1
         self.vmas[i:j] = remaining  # the VMAs around the unmapped range are split, the rest untouched
         self.free_pgtables(tlb, lo, hi)
         tlb.tlb_finish_mmu()
@@ -310,6 +319,7 @@ class ZapEngine:
         for s, e in self.vmas:
             self.unmap_page_range(tlb, s, e)
         ends = [(s, e) for s, e in self.vmas]
+        self.counters.vmas_removed += len(ends)
         self.vmas = []
         for s, e in ends:
             self.free_pgtables(tlb, s, e)
@@ -325,6 +335,7 @@ class ZapEngine:
             i, j = self._overlapping(t_lo, t_hi)
             if i == j:  # no remaining VMA uses the table
                 self.pt_present[t] = False
+                self.counters.pt_pages_freed += 1
                 tlb.tlb_remove_table()
 
     def _end_of_call(self) -> None:
@@ -388,6 +399,7 @@ class ZapEngine:
         """``zap_huge_pmd()``: clear the PMD, remove the compound rmap, gather the head page once."""
         f = self.pmd_folio[t]
         self.pmd_folio[t] = -1
+        self.counters.pmd_zaps += 1  # under pmd_lock(); frees the deposited page table (zap_deposited_table)
         tlb.cleared_ptes = True  # tlb_remove_pmd_tlb_entry(): cleared_pmds
         self.rss_anon -= HPAGE_PMD_NR
         self.remove_rmap_pmd(f)
@@ -405,6 +417,7 @@ class ZapEngine:
         c = self.counters
         f = self.pmd_folio[t]
         self.pmd_folio[t] = -1
+        c.pmd_splits += 1  # pmd_lock(), pmdp_invalidate(), the deposited table withdrawn and filled
         head = self.f_head[f]
         a0 = t * PTRS_PER_PTE
         self.pte[a0 : a0 + HPAGE_PMD_NR] = range(head + 1, head + HPAGE_PMD_NR + 1)
@@ -446,6 +459,7 @@ class ZapEngine:
         ref = self.f_ref
         freed = []
         pages = 0
+        kept = 0
         for e in entries:
             nr = e & NR_MASK
             f = page_folio[e >> NR_BITS]
@@ -454,7 +468,11 @@ class ZapEngine:
             pages += nr
             if left == 0:
                 freed.append(f)
+                kept += nr - 1
+            else:
+                kept += nr
         self.counters.refcount_atomics += pages
+        self.counters.puts_without_free += kept
         for f in freed:
             self.free_folio(f)
 
@@ -471,6 +489,7 @@ class ZapEngine:
             if not left:
                 freed.append(f)
         self.counters.refcount_atomics += len(entries)
+        self.counters.puts_without_free += len(entries) - len(freed)
         for f in freed:
             self.free_folio(f)
 
