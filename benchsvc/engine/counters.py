@@ -36,6 +36,8 @@ COUNTER_NAMES: tuple[str, ...] = (
     "pmd_zaps",
     "pmd_splits",
     "puts_without_free",
+    "measured_steps",
+    "forked_children",
 )
 
 
@@ -73,6 +75,8 @@ class Counters:
     pmd_zaps: int
     pmd_splits: int
     puts_without_free: int
+    measured_steps: int
+    forked_children: int
 
     def __init__(self) -> None:
         for name in COUNTER_NAMES:

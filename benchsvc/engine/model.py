@@ -218,6 +218,13 @@ class ZapEngine:
     def run(self, timer: Callable[[], float] | None = None) -> float:
         """Run every zap step; return the time spent in measured steps (0.0 without a timer)."""
         elapsed = 0.0
+        c = self.counters
+        measured = sum(1 for step in self.spec.zaps if step.measure)
+        # each measured step starts cold (its first call after the population or the previous step), and
+        # the measured calls of a fork workload run in a freshly forked child, whose first writes of its own
+        # memory take copy-on-write faults (docs/cost-model.md#counters-beyond-the-zap-loop)
+        c.measured_steps += measured
+        c.forked_children += 1 if self.spec.fork and measured else 0
         for step in self.spec.zaps:
             if timer is not None and step.measure:
                 t0 = timer()

@@ -224,3 +224,30 @@ class RunLock(Base):
     acquired_at: Mapped[dt.datetime] = mapped_column(DateTime)
     #: refreshed by the holder after every committed block and on a timer (a dead host's run goes stale)
     heartbeat_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class CostModelRow(Base):
+    """A cost model fitted by ``benchsvc calibrate`` on one machine's live kernel (docs/cost-model.md): the
+    machine (hostname), its kernel release, when, the suite it measured (hash), the coefficients with their
+    bootstrap intervals, the fit quality and the leave-one-layout-out (hold-out) errors."""
+
+    __tablename__ = "cost_models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255), index=True)
+    kernel_release: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    suite_hash: Mapped[str] = mapped_column(String(64))
+    #: the simulated version whose counters were fitted (the one that models the kernel)
+    version: Mapped[str] = mapped_column(String(64))
+    #: counter -> ns per event
+    coefficients: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: counter -> [5th, 95th percentile] over the bootstrap
+    intervals: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: in-sample and hold-out medians and worsts, the number of layouts, merged groups, seconds, load
+    quality: Mapped[dict[str, Any]] = mapped_column(JSON)
+    holdout_median: Mapped[float] = mapped_column(Float)
+    holdout_worst: Mapped[float] = mapped_column(Float)
+    #: layout -> leave-one-out relative error
+    holdout_errors: Mapped[dict[str, Any]] = mapped_column(JSON)
+    benchsvc_version: Mapped[str] = mapped_column(String(64))
