@@ -19,7 +19,7 @@ import socket
 import statistics
 from dataclasses import dataclass
 
-from benchsvc.calibration.fit import FitResult, fit
+from benchsvc.calibration.fitting import FitResult, fit
 from benchsvc.calibration.measure import Measurements, Progress, env_description, measure
 from benchsvc.calibration.suite import holdout, suite, suite_hash
 from benchsvc.engine.cost import CostModel

@@ -14,6 +14,7 @@ import typer
 from benchsvc import __version__
 from benchsvc.cli import (
     analysis_cmds,
+    calibrate_cmds,
     crosscheck_cmds,
     db_cmds,
     engine_cmds,
@@ -62,6 +63,7 @@ app.command("report")(report_cmds.report)
 app.command("versions")(engine_cmds.versions)
 app.command("simulate")(engine_cmds.simulate)
 app.command("crosscheck")(crosscheck_cmds.crosscheck)
+app.command("calibrate")(calibrate_cmds.calibrate)
 app.add_typer(workloads_cmds.app, name="workloads")
 app.add_typer(db_cmds.app, name="db")
 app.command("export")(exchange_cmds.export)

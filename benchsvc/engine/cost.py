@@ -85,7 +85,19 @@ class CostModel:
         err = ""
         if self.holdout_median is not None and self.holdout_worst is not None:
             err = f"; hold-out error {self.holdout_median:.0%} median, {self.holdout_worst:.0%} worst"
-        return f"calibrated model ({where}{err})"
+        stale = ""
+        if self.stale:
+            stale = (
+                f"; STALE: fitted on kernel {self.provenance.get('kernel', '?')}, running "
+                f"{self.provenance.get('running_kernel', '?')} (run benchsvc calibrate)"
+            )
+        return f"calibrated model ({where}{err}{stale})"
+
+    @property
+    def stale(self) -> bool:
+        """A calibrated model fitted on another (older) kernel release than the one running now: set by
+        :func:`benchsvc.store.cost_models.cost_model_for` as ``provenance["stale"] == "yes"``."""
+        return self.kind == "calibrated" and self.provenance.get("stale") == "yes"
 
     @classmethod
     def default(cls) -> CostModel:
