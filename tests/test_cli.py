@@ -82,7 +82,7 @@ def test_simulate_json_single_version_is_an_object():
     result = runner.invoke(app, ["simulate", "a-munmap-aligned", "--version", "up612", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert set(doc) == {"workload", "version", "counters", "modeled_ns"}
+    assert set(doc) == {"workload", "version", "counters", "modeled_ns", "cost_model"}
     assert doc["workload"] == "a-munmap-aligned" and doc["version"] == "up612"
     assert list(doc["counters"]) == list(COUNTER_NAMES)
     assert all(isinstance(v, int) for v in doc["counters"].values())

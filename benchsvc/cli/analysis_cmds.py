@@ -61,13 +61,20 @@ def compare(
     """The version lineage of one run (of one machine): each version against its parent (or --base), per
     workload and metric.
 
-    Counters and modelled cost: exact differences. Time: a ratio with a 95% interval over worker processes,
-    paired trial by trial where the versions were measured interleaved (benchsvc run); significant when it
-    excludes 1, the effect is at least 3%, and a confirmation re-measurement (when the run made one) agrees.
-    The table is headed by the run's noise floor (its v3/v2 A/A intervals and the canary's spread).
+    Counters and modelled kernel cost: exact differences. The modelled cost (modeled_ns) of every simulated
+    version is priced at display time from its stored counters with the machine's latest cost model
+    (benchsvc calibrate; the shipped reference model without one), named in the header with its hold-out
+    error, and the differences are ranked by it: the (workload, version) with the largest cost change
+    first. Time: a ratio with a 95% interval over worker processes, paired trial by trial where the
+    versions were measured interleaved (benchsvc run); significant when it excludes 1, the effect is at
+    least 3%, and a confirmation re-measurement (when the run made one) agrees. For simulated versions it
+    is the simulator's CPU time (sim_cpu_time in the table), not kernel time; where it and the modelled
+    cost disagree in direction, one line says so. The table is headed by the run's noise floor (its v3/v2
+    A/A intervals and the canary's spread).
     """
     from benchsvc.analysis.lineage import compare_lineage
     from benchsvc.analysis.noise import noise_floor
+    from benchsvc.store.cost_models import cost_model_for, reprice
     from benchsvc.store.db import read_session
     from benchsvc.store.machines import latest_run_id, machine_ids
     from benchsvc.store.queries import get_run, run_results, run_samples
@@ -78,10 +85,13 @@ def compare(
     with read_session(engine) as s:
         run = get_run(s, latest_run_id(s, machine_ids(s, machine)) if machine is not None else run_ref)
         host = run.machine.hostname
-        results, samples = run_results(s, run.id), run_samples(s, run.id)
+        model = cost_model_for(s, host)
+        results, samples = reprice(run_results(s, run.id), model), run_samples(s, run.id)
         _check_compare_args(run.id, results, base, metric)
         df = compare_lineage(results, samples, base=base, metrics=metric)
         floor = noise_floor(results, samples)
+    disagreements = _direction_disagreements(df)
+    df = _rank_by_cost(df)
     if changed:
         df = df[df["significant"]]
     rows = df.to_dict("records")
@@ -103,18 +113,77 @@ def compare(
         "delta",
         "ratio",
     ]
+    label = model.label()
     if fmt is Format.table:
         typer.echo(f"run {run.id} on {host}: {len(rows)} {'changes' if changed else 'comparisons'}")
         typer.echo(floor.describe())
+        typer.echo(
+            f"modeled_ns: modelled kernel cost, priced by the {label}; ranked by it, largest change first. "
+            "sim_cpu_time: the simulator's CPU time, not kernel time"
+        )
+        for line in disagreements:
+            typer.echo(line)
+        for r in rows:
+            if r["metric"] == "time" and r["engine"] == "sim":
+                r["metric"] = "sim_cpu_time"
         render(rows, [*cols, "interval"], fmt)
     else:
         for r in rows:
             r["machine"] = host
+            r["priced_by"] = label if r["metric"] == "modeled_ns" and r["engine"] == "sim" else ""
         render(
             rows,
-            [*cols, "ci_low", "ci_high", "significant", "kind", "engine", "workload_hash", "machine"],
+            [
+                *cols,
+                "ci_low",
+                "ci_high",
+                "significant",
+                "kind",
+                "engine",
+                "workload_hash",
+                "machine",
+                "priced_by",
+            ],
             fmt,
         )
+
+
+def _rank_by_cost(df: Any) -> Any:
+    """The lineage rows ordered by the size of the modelled-cost change of their (workload, version,
+    baseline), largest first; inside one, the modelled cost first, then the other metrics as they came."""
+    if df.empty:
+        return df
+    key = ["workload", "version", "baseline"]
+    cost = df[df["metric"] == "modeled_ns"].copy()
+    cost["cost_change"] = cost["delta"].abs()
+    ranked = df.merge(cost[[*key, "cost_change"]], on=key, how="left")
+    ranked["cost_change"] = ranked["cost_change"].fillna(-1.0)
+    ranked["cost_first"] = ranked["metric"] != "modeled_ns"
+    ranked["order"] = range(len(ranked))
+    ranked = ranked.sort_values(
+        ["cost_change", "workload", "version", "cost_first", "order"],
+        ascending=[False, True, True, True, True],
+        kind="stable",
+    )
+    return ranked.drop(columns=["cost_change", "cost_first", "order"]).reset_index(drop=True)
+
+
+def _direction_disagreements(df: Any) -> list[str]:
+    """One line per simulated (workload, version) whose significant simulator-time change and modelled-cost
+    change point in opposite directions (the simulator's time is not a kernel cost)."""
+    out: list[str] = []
+    if df.empty:
+        return out
+    sim = df[(df["engine"] == "sim") & df["significant"]]
+    for (workload, version, baseline), g in sim.groupby(["workload", "version", "baseline"], sort=False):
+        time = g[g["metric"] == "time"]["direction"].tolist()
+        cost = g[g["metric"] == "modeled_ns"]["direction"].tolist()
+        if time and cost and {time[0], cost[0]} == {"worse", "better"}:
+            out.append(
+                f"note: {workload} {version} vs {baseline}: simulator CPU time {time[0]}, modelled kernel cost "
+                f"{cost[0]} — the simulator's time is not a kernel cost"
+            )
+    return out
 
 
 def _check_compare_args(run_id: int, results: Any, base: str | None, metrics: list[str] | None) -> None:

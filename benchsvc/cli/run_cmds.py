@@ -431,16 +431,23 @@ def show(
     ] = Format.table,
     db: DbOption = None,
 ) -> None:
-    """Show one run's results: counters, modelled cost, timing mean ± std dev, pyperf warnings, and the run's
-    noise floor (its v3/v2 A/A intervals and the canary's spread; the canary is not listed as a result)."""
+    """Show one run's results: counters, modelled kernel cost, timing mean ± std dev, pyperf warnings, and the
+    run's noise floor (its v3/v2 A/A intervals and the canary's spread; the canary is not listed as a result).
+
+    The modelled cost of each simulated version is priced at display time from its stored counters with the
+    machine's latest cost model (benchsvc calibrate; the shipped reference model without one), named in the
+    header. The simulated engine's time is the simulator's CPU time (sim_cpu_ms), not kernel time; the
+    kernel engine's is kernel_ms."""
     from benchsvc.analysis.noise import noise_floor
+    from benchsvc.store.cost_models import STORED_PRICE, cost_model_for, reprice
     from benchsvc.store.db import read_session
     from benchsvc.store.queries import CANARY_ENGINE, get_run, run_results, run_samples
 
     engine = open_db(db, create=False)
     with read_session(engine) as s:
         run = get_run(s, run_ref)
-        df = run_results(s, run.id)
+        model = cost_model_for(s, run.machine.hostname)
+        df = reprice(run_results(s, run.id), model)
         floor = noise_floor(df, run_samples(s, run.id))
         df = df[df["engine"] != CANARY_ENGINE]
         header = (
@@ -453,14 +460,31 @@ def show(
         row["warnings"] = len(r["warnings"] or [])
         row["warning_text"] = "; ".join(r["warnings"] or [])
         if fmt is Format.table:
-            row["time_ms"] = _timing_ms(row["mean_s"], row["stdev_s"])
-            row["modeled_us"] = None if row["modeled_ns"] is None else round(row["modeled_ns"] / 1e3, 1)
+            timing = _timing_ms(row["mean_s"], row["stdev_s"])
+            row["sim_cpu_ms"] = timing if row["engine"] == "sim" else ""
+            row["kernel_ms"] = timing if row["engine"] == "kernel" else ""
+            row["cost_us"] = None if row["modeled_ns"] is None else round(row["modeled_ns"] / 1e3, 1)
             row.update({c: row.get(f"c_{c}") for c in SHOW_COUNTERS})
         records.append(row)
     if fmt is Format.table:
         typer.echo(header)
         typer.echo(floor.describe())
-        cols = ["workload", "version", "status", "time_ms", "modeled_us", *SHOW_COUNTERS, "warnings"]
+        typer.echo(
+            "sim_cpu_ms: the simulator's CPU time (Python), not kernel time; kernel_ms: the live kernel's; "
+            f"cost_us: modelled kernel cost, priced by the {model.label()}"
+        )
+        if STORED_PRICE in set(df["priced_by"]):
+            typer.echo(f"note: some costs are {STORED_PRICE}")
+        cols = [
+            "workload",
+            "version",
+            "status",
+            "sim_cpu_ms",
+            "kernel_ms",
+            "cost_us",
+            *SHOW_COUNTERS,
+            "warnings",
+        ]
         render(records, cols, fmt)
         return
     counter_cols = sorted(c for c in df.columns if c.startswith("c_"))
@@ -477,6 +501,7 @@ def show(
         "median_s",
         "stdev_s",
         "modeled_ns",
+        "priced_by",
         *counter_cols,
         "warning_text",
     ]

@@ -13,6 +13,7 @@ import re
 import socket
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -120,3 +121,39 @@ def list_rows(session: Session, hostname: str | None = None) -> list[CostModelRo
     if hostname:
         q = q.where(CostModelRow.hostname == hostname)
     return list(session.scalars(q))
+
+
+#: ``priced_by`` of a simulated result whose stored counters lack one the model prices (recorded before the
+#: counter existed): its ``modeled_ns`` stays the one stored at run time, with the reference coefficients
+STORED_PRICE = "stored at run time (reference model; the run predates counters this model prices)"
+
+
+def reprice(df: pd.DataFrame, model: CostModel) -> pd.DataFrame:
+    """``df`` (rows of results with ``engine``, ``modeled_ns`` and ``c_<counter>`` columns) with the
+    ``modeled_ns`` of every simulated result recomputed from its stored counters with ``model``, and a
+    ``priced_by`` column naming the model (``model.label()``; :data:`STORED_PRICE` where the stored counters
+    cannot be re-priced; empty for kernel and canary rows, which have no modelled cost)."""
+    out = df.copy()
+    if out.empty:
+        out["priced_by"] = []
+        return out
+    priced = [name for name, ns in model.coefficients.items() if ns]
+    sim = out["engine"] == "sim"
+    label = model.label()
+    values: list[Any] = []
+    by: list[str] = []
+    for is_sim, (_, row) in zip(sim, out.iterrows(), strict=True):
+        if not is_sim:
+            values.append(row.get("modeled_ns"))
+            by.append("")
+            continue
+        counts = [row.get(f"c_{name}") for name in priced]
+        if any(c is None or pd.isna(c) for c in counts):
+            values.append(row.get("modeled_ns"))
+            by.append(STORED_PRICE)
+            continue
+        values.append(float(sum(model.coefficients[n] * int(c) for n, c in zip(priced, counts, strict=True))))
+        by.append(label)
+    out["modeled_ns"] = pd.array(values, dtype="Float64").astype(float)
+    out["priced_by"] = by
+    return out

@@ -118,6 +118,8 @@ CSV_COLUMNS = (
     "started_at",
     "finished_at",
     "modeled_ns",
+    "priced_ns",
+    "priced_by",
     "n_processes",
     "n_values",
     "mean_s",
@@ -261,8 +263,12 @@ def _csv_cell(value: Any) -> Any:
 def export_csv(session: Session, flt: ExportFilter, out: TextIO) -> int:
     """Write the selected results as CSV: one row per result, summary columns, then one ``c_<name>``
     column per counter (sorted by name; empty where a result lacks it). No raw values."""
+    from benchsvc.engine.cost import CostModel
+    from benchsvc.store.cost_models import STORED_PRICE, cost_model_for
+
     results = select_results(session, flt)
     counter_names = sorted({c.name for r in results for c in r.counters})
+    models: dict[str, CostModel] = {}
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*CSV_COLUMNS, *(COUNTER_PREFIX + name for name in counter_names)])
     for r in results:
@@ -289,6 +295,8 @@ def export_csv(session: Session, flt: ExportFilter, out: TextIO) -> int:
             "started_at": format_timestamp(r.started_at),
             "finished_at": format_timestamp(r.finished_at),
             "modeled_ns": r.modeled_ns,
+            "priced_ns": None,
+            "priced_by": "",
             "n_processes": len(r.samples),
             "n_values": r.n_values,
             "mean_s": r.mean_s,
@@ -299,6 +307,16 @@ def export_csv(session: Session, flt: ExportFilter, out: TextIO) -> int:
             "warnings": "; ".join(str(w) for w in (r.warnings or [])),
         }
         counters = {c.name: int(c.value) for c in r.counters}
+        if r.engine == "sim" and r.status == "ok":
+            host = run.machine.hostname
+            if host not in models:
+                models[host] = cost_model_for(session, host)
+            model = models[host]
+            if all(n in counters for n, ns in model.coefficients.items() if ns):
+                row["priced_ns"] = model.modeled_ns(counters)
+                row["priced_by"] = model.label()
+            else:
+                row["priced_ns"], row["priced_by"] = r.modeled_ns, STORED_PRICE
         writer.writerow(
             [_csv_cell(row[c]) for c in CSV_COLUMNS] + [_csv_cell(counters.get(n)) for n in counter_names]
         )
