@@ -13,7 +13,14 @@ express:
   stat (the check that the kernel built the layout the simulation assumes);
 * with tracing (the default), ``tlb_flushes``, ``folios_freed`` and ``pages_freed`` from the zapping task's
   tracepoints (:mod:`benchsvc.kernel.trace`; ``tlb_flushes`` not for a workload with an ``exit`` step, whose
-  teardown flushes the whole interpreter's address space).
+  teardown flushes the whole interpreter's address space);
+* when every step is measured and none is ``exit``: ``vma_count_change`` (the engine's ``vma_splits`` minus
+  ``vmas_removed`` against the change of the number of VMAs overlapping the region in ``/proc/self/maps``)
+  and ``pmd_splits`` (against ``thp_split_pmd`` of ``/proc/vmstat``, system-wide, like ``anon_fault_alloc``).
+
+Beside the counters, each compared workload carries its time: the kernel's measured wall time of the zap
+calls (one traced run: the tracepoints add their own cost) and the time the cost model predicts from the
+simulated counters (:class:`TimeCheck`; informative, never a failure).
 
 A workload the kernel cannot express is ``skipped`` (with the reason), not a failure. A kernel that fell
 back to other folio sizes (:class:`~benchsvc.errors.LayoutNotReproduced`) gives ``layout not reproduced``,
@@ -31,6 +38,7 @@ from benchsvc.errors import KernelUnavailable, LayoutNotReproduced
 from benchsvc.workload import WorkloadSpec
 
 if TYPE_CHECKING:
+    from benchsvc.engine.cost import CostModel
     from benchsvc.kernel import KernelResult
 
 #: the simulated version of each kernel release the oracle can run on, newest first: (first release, version)
@@ -42,6 +50,9 @@ FAULT_COUNTER = "anon_fault_alloc"
 COUNTERS = (*ENGINE_COUNTERS, FAULT_COUNTER)
 #: engine counters compared with the kernel's tracepoint counters, when the kernel result was traced
 TRACED_COUNTERS = ("tlb_flushes", "folios_freed", "pages_freed")
+#: mm-level checks (KernelResult.mm): the name of the check, and the kernel's key
+VMA_CHECK = "vma_count_change"
+MM_CHECKS = ((VMA_CHECK, "region_vmas"), ("pmd_splits", "thp_split_pmd"))
 
 AGREE = "agree"
 DISAGREE = "disagree"
@@ -63,6 +74,20 @@ class CounterCheck:
 
 
 @dataclass(frozen=True)
+class TimeCheck:
+    """The kernel's measured time of a workload's zap calls against the cost model's prediction."""
+
+    predicted_ns: float
+    measured_ns: float
+    model: str  # the label of the model that predicted
+
+    @property
+    def ratio(self) -> float:
+        """measured / predicted (inf when nothing was predicted)."""
+        return self.measured_ns / self.predicted_ns if self.predicted_ns else float("inf")
+
+
+@dataclass(frozen=True)
 class WorkloadCheck:
     """The outcome for one workload: ``status`` is one of agree, disagree, skipped, layout not reproduced."""
 
@@ -70,6 +95,7 @@ class WorkloadCheck:
     status: str
     reason: str | None = None
     checks: tuple[CounterCheck, ...] = ()
+    time: TimeCheck | None = None
 
     @property
     def ok(self) -> bool:
@@ -90,6 +116,19 @@ class CrosscheckReport:
     @property
     def failures(self) -> list[WorkloadCheck]:
         return [w for w in self.workloads if not w.ok]
+
+    def time_rows(self) -> list[dict[str, object]]:
+        """One dict per compared workload: workload, predicted_ns, measured_ns, ratio (measured/predicted)."""
+        return [
+            {
+                "workload": w.workload,
+                "predicted_ns": w.time.predicted_ns,
+                "measured_ns": w.time.measured_ns,
+                "ratio": w.time.ratio,
+            }
+            for w in self.workloads
+            if w.time is not None
+        ]
 
     def rows(self) -> list[dict[str, object]]:
         """One dict per (workload, counter); one per skipped or not reproduced workload (counter None).
@@ -161,6 +200,13 @@ def compare(spec: WorkloadSpec, sim_counters: Mapping[str, int], kernel: KernelR
             for name in TRACED_COUNTERS
             if not (has_exit and name == "tlb_flushes")
         )
+    mm = getattr(kernel, "mm", None)
+    if mm is not None:
+        sim_mm = {
+            VMA_CHECK: int(sim_counters["vma_splits"]) - int(sim_counters["vmas_removed"]),
+            "pmd_splits": int(sim_counters["pmd_splits"]),
+        }
+        checks.extend(CounterCheck(name, sim_mm[name], mm.get(key)) for name, key in MM_CHECKS)
     bad = [c.counter for c in checks if not c.agree]
     if bad:
         return WorkloadCheck(spec.name, DISAGREE, f"disagree on {', '.join(bad)}", tuple(checks))
@@ -172,10 +218,14 @@ def check_workload(
     run: Callable[[WorkloadSpec], KernelResult] | None = None,
     version: str | None = None,
     trace: bool = True,
+    cost: CostModel | None = None,
 ) -> WorkloadCheck:
     """Run ``spec`` on the kernel (``run``, default :func:`benchsvc.kernel.run_on_kernel`, traced unless
-    ``trace`` is false) and on ``version`` (default: :func:`sim_version` of the running kernel)."""
-    from benchsvc.engine import simulate
+    ``trace`` is false) and on ``version`` (default: :func:`sim_version` of the running kernel); the time
+    predicted by ``cost`` (default: the reference model) beside the kernel's."""
+    from dataclasses import replace
+
+    from benchsvc.engine import CostModel, simulate
     from benchsvc.kernel import expressible_reason, run_on_kernel
 
     reason = expressible_reason(spec)
@@ -185,7 +235,10 @@ def check_workload(
         result = run(spec) if run is not None else run_on_kernel(spec, trace=trace)
     except LayoutNotReproduced as exc:
         return WorkloadCheck(spec.name, LAYOUT_NOT_REPRODUCED, str(exc))
-    return compare(spec, simulate(spec, version or sim_version()).counters, result)
+    model = cost or CostModel.default()
+    sim = simulate(spec, version or sim_version(), model)
+    check = compare(spec, sim.counters, result)
+    return replace(check, time=TimeCheck(sim.modeled_ns, float(result.zap_ns), model.label()))
 
 
 def check_kernel_available(specs: Iterable[WorkloadSpec], trace: bool = False) -> None:
@@ -214,11 +267,12 @@ def crosscheck(
     run: Callable[[WorkloadSpec], KernelResult] | None = None,
     version: str | None = None,
     trace: bool = True,
+    cost: CostModel | None = None,
 ) -> CrosscheckReport:
     """Cross-check every spec against ``version`` (default: :func:`sim_version` of the running kernel), with
-    the tracepoint counters unless ``trace`` is false. Availability (of the tracepoints too) is checked up
-    front, only when ``run`` is the live kernel."""
+    the tracepoint counters unless ``trace`` is false, and the time ``cost`` predicts beside the kernel's.
+    Availability (of the tracepoints too) is checked up front, only when ``run`` is the live kernel."""
     if run is None:
         check_kernel_available(specs, trace)
     vid = version or sim_version()
-    return CrosscheckReport(tuple(check_workload(s, run, vid, trace) for s in specs), vid)
+    return CrosscheckReport(tuple(check_workload(s, run, vid, trace, cost) for s in specs), vid)

@@ -55,7 +55,7 @@ def calibrate(
 
         engine = open_db(db, create=False)
         with read_session(engine) as s:
-            rows = [
+            stored_rows = [
                 {
                     "id": r.id,
                     "date": r.created_at.strftime("%Y-%m-%d %H:%M"),
@@ -67,10 +67,11 @@ def calibrate(
                 }
                 for r in list_rows(s, socket.gethostname())
             ]
-        if not rows and fmt is not Format.json:
+        if not stored_rows and fmt is not Format.json:
             typer.echo(f"no calibration stored for {socket.gethostname()} — run benchsvc calibrate")
             return
-        render(rows, list(rows[0]) if rows else ["id"], fmt, title=f"calibrations of {socket.gethostname()}")
+        cols = list(stored_rows[0]) if stored_rows else ["id"]
+        render(stored_rows, cols, fmt, title=f"calibrations of {socket.gethostname()}")
         return
 
     from benchsvc.calibration import calibrate as run_calibration

@@ -80,7 +80,7 @@ def simulate(
     from benchsvc.workload import resolve
 
     spec = resolve(workload)
-    model = CostModel.from_file(cost) if cost else _machine_model(db)
+    model = CostModel.from_file(cost) if cost else machine_model(db)
     results = [run_simulation(spec, vid, model) for vid in resolve_versions(version)]
     if as_json:
         payload = [{**r.as_json(), "cost_model": model.label()} for r in results]
@@ -99,7 +99,7 @@ def simulate(
     typer.echo(f"modeled_ns: modelled kernel cost, priced by the {model.label()}")
 
 
-def _machine_model(db: str | None) -> CostModel:
+def machine_model(db: str | None) -> CostModel:
     """This machine's latest cost model from the database, or the reference model when there is no
     database (nothing is created) or no calibration in it."""
     from benchsvc.cli.common import open_db, sqlite_path, use_db

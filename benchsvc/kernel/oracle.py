@@ -78,6 +78,9 @@ class KernelResult:
     sysfs_changes: list[tuple[str, str, str]] = field(default_factory=list)
     #: the tracepoint counters of the measured zap calls (None: not traced)
     traced: TracedZap | None = None
+    #: mm-level deltas over the measured steps, when every step is measured and none is exit:
+    #: ``region_vmas`` (VMAs overlapping the region, /proc/self/maps) and ``thp_split_pmd`` (/proc/vmstat)
+    mm: dict[str, int] | None = None
 
     def stored_counters(self) -> dict[str, int]:
         """The counters ``benchsvc run --engine kernel`` stores, under the engine's names so that they sit
@@ -245,6 +248,7 @@ def _result(
         zap_calls=int(raw["calls"]),
         sysfs_changes=[(c.path, c.original, c.ours) for c in settings.changes],
         traced=traced,
+        mm=dict(raw["mm"]) if raw.get("mm") is not None else None,
     )
 
 

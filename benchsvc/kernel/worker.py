@@ -281,6 +281,10 @@ class _Run:
         start = self.stats()
         out: dict[str, Any] = {"start": start, "events": events, "calls": calls}
         tracer = self.tracer
+        # the mm-level checks (docs/cost-model.md#checked-against-the-kernel): when every step is measured
+        # and none is exit, the region's VMA count and the PMD splits over the steps
+        mm_checked = all(step.measure and step.call != "exit" for step in spec.zaps)
+        mm_before = (self.region_vmas(), vmstat("thp_split_pmd")) if mm_checked else None
         if tracer is not None:
             tracer.arm()  # the events of this process only, from here on
         for step in spec.zaps:
@@ -311,6 +315,11 @@ class _Run:
                 calls += len(ranges)
         else:
             out["end"] = self.stats()
+            if mm_before is not None:
+                out["mm"] = {
+                    "region_vmas": self.region_vmas() - mm_before[0],
+                    "thp_split_pmd": vmstat("thp_split_pmd") - mm_before[1],
+                }
         out["zap_ns"] = zap_ns
         out["calls"] = calls
         return out
@@ -336,6 +345,16 @@ class _Run:
             # every mapped VMA in the range before returning it, which is what the engine models.
             if err.errno != errno.ENOMEM:
                 raise
+
+    def region_vmas(self) -> int:
+        """How many VMAs of this process overlap the region (``/proc/self/maps``)."""
+        lo, hi = self.base, self.base + self.spec.size_bytes
+        n = 0
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            start, end = (int(x, 16) for x in line.split(None, 1)[0].split("-"))
+            if start < hi and end > lo:
+                n += 1
+        return n
 
     def cleanup(self) -> None:
         if self.base:
@@ -366,7 +385,19 @@ def summarize(population: dict[str, int], zaps: dict[str, Any]) -> dict[str, Any
     zap = dict(zaps["events"])
     for k in GAUGE_STATS:
         zap[k] = zaps["end"][k] - zaps["start"][k]
-    return {"population": population, "zap": zap, "zap_ns": zaps["zap_ns"], "calls": zaps["calls"]}
+    out = {"population": population, "zap": zap, "zap_ns": zaps["zap_ns"], "calls": zaps["calls"]}
+    if "mm" in zaps:
+        out["mm"] = dict(zaps["mm"])
+    return out
+
+
+def vmstat(name: str) -> int:
+    """One counter of ``/proc/vmstat`` (system-wide)."""
+    for line in Path("/proc/vmstat").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key == name:
+            return int(value)
+    return 0
 
 
 def _fork_and_report(
