@@ -412,12 +412,22 @@ def version_comparison(session: Session, run_id: int, metric: str = TIME_METRIC)
     return ok.merge(parents, on=["engine", "workload", "parent"], how="left").reset_index(drop=True)
 
 
-def run_histories(session: Session, run: Run, *, since: dt.datetime | None = None) -> pd.DataFrame:
+def run_histories(
+    session: Session, run: Run, *, since: dt.datetime | None = None, all_modes: bool = False
+) -> pd.DataFrame:
     """The timing history of every series of ``run`` in one query: same machine, environment, engine and mode,
-    the run's workload contents; one row per (series, night) up to the run, oldest first.
+    the run's workload contents; one row per (series, night) up to the run, oldest first. ``all_modes``: the
+    nights of every mode (the ``mode`` column tells them apart: a series is never spliced across modes).
 
-    Columns: engine, workload, workload_hash, workload_id, version, run_id, started_at, git_commit, mean_s."""
+    Columns: engine, workload, workload_hash, workload_id, version, run_id, started_at, git_commit, mean_s,
+    mode, stdev_s, n_processes (worker processes of the result)."""
     workload_ids = select(Result.workload_id).where(Result.run_id == run.id).distinct()
+    processes = (
+        select(func.count(Sample.process))
+        .where(Sample.result_id == Result.id)
+        .correlate(Result)
+        .scalar_subquery()
+    )
     stmt = (
         select(
             Result.engine,
@@ -429,6 +439,9 @@ def run_histories(session: Session, run: Run, *, since: dt.datetime | None = Non
             type_coerce(Run.started_at, String).label("started_at"),
             Run.git_commit,
             Result.mean_s,
+            Run.mode,
+            Result.stdev_s,
+            processes.label("n_processes"),
         )
         .select_from(Result)
         .join(Run, Result.run_id == Run.id)
@@ -436,7 +449,6 @@ def run_histories(session: Session, run: Run, *, since: dt.datetime | None = Non
         .where(
             Run.machine_id == run.machine_id,
             Run.environment_id == run.environment_id,
-            Run.mode == run.mode,
             Run.started_at <= run.started_at,
             Result.workload_id.in_(workload_ids),
             Result.status == ResultStatus.OK,
@@ -444,6 +456,8 @@ def run_histories(session: Session, run: Run, *, since: dt.datetime | None = Non
         )
         .order_by(Run.started_at, Run.id)
     )
+    if not all_modes:
+        stmt = stmt.where(Run.mode == run.mode)
     if since is not None:
         stmt = stmt.where(Run.started_at >= since)
     df = plain_frame(session, stmt)
