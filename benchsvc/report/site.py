@@ -789,7 +789,11 @@ def lineage_groups(data: ReportData, model: CostModel | None = None) -> list[Lin
     if lin.empty:
         return []
     sig = lin[lin["significant"].astype(bool)]
+    mode = data.latest.run.mode if data.latest else "default"
+    intervals = timing_intervals_allowed(mode)
     noise = _noise_short(data.latest.noise if data.latest else None)
+    if not intervals:
+        noise = f"{mode} mode: no timing intervals"
     notes = _lineage_notes(data.regressions)
     cost = _prices(model)
     defining = _defining(data)
@@ -838,7 +842,7 @@ def lineage_groups(data: ReportData, model: CostModel | None = None) -> list[Lin
                 direction=str(r.direction),
                 value=shown(r.value),
                 parent=shown(r.baseline_value),
-                change=_change_text(r),
+                change=_change_text(r) if intervals or not timing else f"{float(r.ratio) - 1:+.1%}",
                 note=notes.get((str(version), str(baseline), str(metric), str(r.workload)), ""),
             )
             for r in g.sort_values("workload").itertuples(index=False)
