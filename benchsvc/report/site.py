@@ -116,7 +116,7 @@ def _history_spec(series: tuple[str, ...], kinds: tuple[str, ...], modes: bool =
         title="version",
         scale=alt.Scale(domain=list(series), range=list(PALETTE)),
     )
-    x = alt.X("started_at:T", title="night (UTC)", axis=alt.Axis(format="%b %d", labelOverlap=True))
+    x = alt.X("started_at:T", title="night (UTC)", axis=alt.Axis(labelOverlap=True, labelFlush=True))
     base = alt.Chart(alt.NamedData(name="rows-0"))
     line = base.mark_line(point=True).encode(
         x=x,
@@ -1158,7 +1158,7 @@ def _workload(data: ReportData, w: Any, model: CostModel) -> str:
                     y=alt.Y("version:N", sort=order, title="version"),
                     x=alt.X(
                         "value:Q",
-                        title=alt.Title(text="events counted (modelled cost: µs)"),
+                        title="events counted (modelled cost: µs)",
                         axis=alt.Axis(labelOverlap=True, format="~s"),
                     ),
                     tooltip=["version", "metric", alt.Tooltip("value:Q", format=",.6~g")],
