@@ -76,7 +76,7 @@ def _machine_night(
     run = latest_run(session, hostname)
     results = run_results(session, run.id)
     samples = run_samples(session, run.id)
-    hist = run_histories(session, run, since=since, all_modes=True)
+    hist = run_histories(session, run, since=since, all_modes=True, processes=True)
     canary = int((results["engine"] == CANARY_ENGINE).sum()) if not results.empty else 0
     sim_hist = hist[hist["engine"] != CANARY_ENGINE] if not hist.empty else hist
     if not sim_hist.empty:  # the nights of this run's mode: the series the nightly comparison reads

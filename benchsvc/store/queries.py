@@ -413,20 +413,27 @@ def version_comparison(session: Session, run_id: int, metric: str = TIME_METRIC)
 
 
 def run_histories(
-    session: Session, run: Run, *, since: dt.datetime | None = None, all_modes: bool = False
+    session: Session,
+    run: Run,
+    *,
+    since: dt.datetime | None = None,
+    all_modes: bool = False,
+    processes: bool = False,
 ) -> pd.DataFrame:
     """The timing history of every series of ``run`` in one query: same machine, environment, engine and mode,
     the run's workload contents; one row per (series, night) up to the run, oldest first. ``all_modes``: the
     nights of every mode (the ``mode`` column tells them apart: a series is never spliced across modes).
 
     Columns: engine, workload, workload_hash, workload_id, version, run_id, started_at, git_commit, mean_s,
-    mode, stdev_s, n_processes (worker processes of the result)."""
+    mode, stdev_s; with ``processes``, n_processes (the result's worker processes, for an interval)."""
     workload_ids = select(Result.workload_id).where(Result.run_id == run.id).distinct()
-    processes = (
+    n_processes = (
         select(func.count(Sample.process))
         .where(Sample.result_id == Result.id)
         .correlate(Result)
         .scalar_subquery()
+        if processes
+        else None
     )
     stmt = (
         select(
@@ -441,7 +448,7 @@ def run_histories(
             Result.mean_s,
             Run.mode,
             Result.stdev_s,
-            processes.label("n_processes"),
+            *([n_processes.label("n_processes")] if n_processes is not None else []),
         )
         .select_from(Result)
         .join(Run, Result.run_id == Run.id)
