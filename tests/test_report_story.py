@@ -105,6 +105,11 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         warnings=("the standard deviation (0.3 ms) is 23% of the mean (1.3 ms)",),
                     )
                 )
+        # the live kernel's timing of the version it runs: a series of its own, in a colour of its own
+        ref, _ = specs["a-munmap-aligned"]
+        results.append(
+            ResultRecord("kernel", "up615", ref, processes=_values(0.0004, rng, processes, values))
+        )
         with write_session(engine) as s:
             stored, _ = ingest(s, run, results, registry_versions() if night == 0 else ())
             run_id = stored.id
@@ -310,6 +315,19 @@ def test_history_keeps_the_default_night_apart_from_quick_nights(site: tuple[Pat
         default = [r for r in mine if r["mode"] == "default"]
         assert len(default) == 1 and default[0]["low_ms"] < default[0]["mean_ms"] < default[0]["high_ms"]
         assert all(r["low_ms"] is None and r["high_ms"] is None for r in mine if r["mode"] == "quick")
+
+
+def test_every_series_of_a_history_has_its_own_colour(site: tuple[Path, dict[str, str]]) -> None:
+    _, files = site
+    spec = _spec(files["workloads/a-munmap-aligned.html"], "history-story-host")
+    scales = [
+        layer["encoding"]["color"]["scale"] for layer in spec["layer"] if "color" in layer.get("encoding", {})
+    ]
+    assert scales
+    for scale in scales:
+        domain, colours = scale["domain"], scale["range"]
+        assert domain == [*VERSIONS, "up615 (kernel)"]
+        assert len(colours) >= len(domain) and len(set(colours)) == len(colours)
 
 
 def test_expected_pyperf_warning_is_summarised_once(site: tuple[Path, dict[str, str]]) -> None:

@@ -613,7 +613,10 @@ def _index(
             )
             .add_params(pick)
             .transform_filter(alt.datum.metric == pick)
-            .properties(width=520, height=22 * max(1, heat["workload"].nunique())),
+            # a band wide enough for the longest version id: no tick label runs into the next
+            .properties(
+                width=max(520, 64 * heat["version"].nunique()), height=22 * max(1, heat["workload"].nunique())
+            ),
         )
     groups = lineage_groups(data, model)
     cards = version_cards(data, model, groups)
@@ -1119,6 +1122,7 @@ def _workload(data: ReportData, w: Any, model: CostModel) -> str:
     time_label = "time" if w.canary else SIM_TIME
     if not res.empty:
         ok = res[res["status"] == "ok"].copy()
+        ok["version"] = [_series(v, e) for v, e in zip(ok["version"], ok["engine"], strict=True)]
         ok["mean_ms"] = ok["mean_s"] * 1e3
         ok["low_ms"] = ok["ci_low_s"] * 1e3 if intervals else math.nan
         ok["high_ms"] = ok["ci_high_s"] * 1e3 if intervals else math.nan
@@ -1126,6 +1130,8 @@ def _workload(data: ReportData, w: Any, model: CostModel) -> str:
             y=alt.Y("version:N", sort=order, title="version")
         )
         what = "one canary value (ms)" if w.canary else f"{SIM_TIME} of the measured zap calls (ms)"
+        if (ok["engine"] == "kernel").any():
+            what = f"time of the measured zap calls (ms): {SIM_TIME}; (kernel): the live kernel's"
         timing = base.mark_point(filled=True).encode(
             x=alt.X("mean_ms:Q", title=f"mean {what}", axis=alt.Axis(labelOverlap=True))
         )
@@ -1167,7 +1173,9 @@ def _workload(data: ReportData, w: Any, model: CostModel) -> str:
                 .transform_filter(alt.datum.metric == pick)
                 .properties(width=520),
             )
-        by_version = {r["version"]: r for r in res.to_dict("records")}
+        by_version = {_series(r["version"], r["engine"]): r for r in res.to_dict("records")}
+        if any(r["engine"] == "kernel" for r in by_version.values()):
+            time_label = f"time: {SIM_TIME}, the live kernel's for a (kernel) column"
         present = [v for v in order if v in by_version] + sorted(set(by_version) - set(order))
 
         def ms(r: dict[str, Any]) -> str:
