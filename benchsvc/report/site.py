@@ -116,7 +116,12 @@ def _history_spec(series: tuple[str, ...], kinds: tuple[str, ...], modes: bool =
         title="version",
         scale=alt.Scale(domain=list(series), range=list(PALETTE)),
     )
-    x = alt.X("started_at:T", title="night (UTC)", axis=alt.Axis(labelOverlap=True, labelFlush=True))
+    x = alt.X(
+        "started_at:T",
+        title="night (UTC)",
+        axis=alt.Axis(labelOverlap=True, labelFlush=True),
+        scale=alt.Scale(padding=16),  # the first and last nights' intervals are drawn inside the frame
+    )
     base = alt.Chart(alt.NamedData(name="rows-0"))
     line = base.mark_line(point=True).encode(
         x=x,
