@@ -181,7 +181,7 @@ def test_index_first_screen_is_tonight_per_machine(fleet_site: Path, browser: An
     first = a_rows[0]
     assert first["top"] < VIEWPORT_HEIGHT_PX, f"bench-a's first finding is below the first screen: {first}"
     cells = first["text"].split("\t")
-    assert cells[0] == "worse" and cells[1] == "w0 · up612" and cells[2] == "time", cells
+    assert cells[0] == "worse" and cells[1] == "w0 · up612" and cells[2] == "simulator CPU time", cells
     assert cells[3].startswith("+") and "[" in cells[3], cells  # size with its interval
     change_nights = {f"{START + dt.timedelta(days=n, hours=1):%Y-%m-%d %H:%M}" for n in (25, 26, 27)}
     assert cells[4] in change_nights, cells  # the first night on the new level (the detector may say +-1)

@@ -192,7 +192,10 @@ def collect(session: Session, *, since: dt.datetime | None = None, machine: str 
         changes = pd.concat(
             [
                 nightly.assign(
-                    label=[f"{r.version}: {r.effect - 1:+.1%} ({r.status})" for r in nightly.itertuples()],
+                    label=[
+                        f"{r.version}: simulator CPU time {r.effect - 1:+.1%} ({r.status})"
+                        for r in nightly.itertuples()
+                    ],
                     kind="change",
                 )[marks],
                 events.assign(

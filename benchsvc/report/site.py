@@ -427,7 +427,7 @@ def _finding_rows(df: pd.DataFrame, pages: set[str]) -> list[FindingRow]:
                 direction=str(r.direction),
                 workload=str(r.workload),
                 version=str(r.version),
-                metric=str(r.metric),
+                metric=metric_label(str(r.metric), str(getattr(r, "engine", "sim"))),
                 size=finding_size(r.details, r.effect, r.ci_low, r.ci_high),
                 first_night=first,
                 against=against,
@@ -1325,10 +1325,8 @@ def _feed(data: ReportData, listed: dict[int, str] | None = None) -> str:
         if r.axis == "machine":
             title = f"{r.machine}: {size}"
         else:
-            title = (
-                f"{r.machine}: {r.direction}: {metric_label(str(r.metric))} of {r.version} on {r.workload} "
-                f"({size}, {r.axis})"
-            )
+            metric = metric_label(str(r.metric), str(getattr(r, "engine", "sim")))
+            title = f"{r.machine}: {r.direction}: {metric} of {r.version} on {r.workload} ({size}, {r.axis})"
         if r.workload in pages and r.machine in hosts:
             href = f"{workload_page(r.workload)}#{history_anchor(r.machine)}"
         elif int(r.id) in listed:
