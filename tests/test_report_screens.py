@@ -170,9 +170,10 @@ def test_index_first_screen_is_tonight_per_machine(fleet_site: Path, browser: An
     sections = boxes(browser, index, "section.machine")
     assert [s["id"] for s in sections] == ["machine-bench-a", "machine-bench-b"]
     headings = boxes(browser, index, "h2")
-    assert headings[0]["text"] == "What changed tonight on bench-a"
-    assert headings[1]["text"] == "What changed tonight on bench-b"
-    later = [h for h in headings[2:] if h["top"] < sections[1]["top"]]
+    assert headings[0]["text"] == "The series, version by version"  # the version cards open the index
+    assert headings[1]["text"] == "What changed tonight on bench-a"
+    assert headings[2]["text"] == "What changed tonight on bench-b"
+    later = [h for h in headings[3:] if h["top"] < sections[1]["top"]]
     assert later == [], "the second machine's section comes right after the first"
 
     a_rows = boxes(browser, index, "#machine-bench-a table.findings tbody tr")
@@ -180,7 +181,7 @@ def test_index_first_screen_is_tonight_per_machine(fleet_site: Path, browser: An
     first = a_rows[0]
     assert first["top"] < VIEWPORT_HEIGHT_PX, f"bench-a's first finding is below the first screen: {first}"
     cells = first["text"].split("\t")
-    assert cells[0] == "worse" and cells[1] == "w0 · up612" and cells[2] == "time", cells
+    assert cells[0] == "worse" and cells[1] == "w0 · up612" and cells[2] == "simulator CPU time", cells
     assert cells[3].startswith("+") and "[" in cells[3], cells  # size with its interval
     change_nights = {f"{START + dt.timedelta(days=n, hours=1):%Y-%m-%d %H:%M}" for n in (25, 26, 27)}
     assert cells[4] in change_nights, cells  # the first night on the new level (the detector may say +-1)
@@ -209,6 +210,28 @@ def test_finding_links_to_its_machines_history(fleet_site: Path, browser: Any) -
     page = fleet_site / "workloads" / "w0.html"
     charts = visit(browser, page).chart_ids
     assert [c for c in charts if c.startswith("history-")] == ["history-bench-a", "history-bench-b"]
+
+
+def test_findings_and_feed_never_read_nan(fleet_site: Path, browser: Any) -> None:
+    """A machine event without a note reads its status alone; the feed (strict XML) has an author, no
+    ``nan`` and links only to pages and anchors of the site."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    from test_report_story import check_feed_links
+
+    rows = boxes(browser, fleet_site / "index.html", "table.findings tbody tr")
+    event = next(r for r in rows if "\twhole machine\t" in r["text"])
+    assert event["text"].split("\t")[7] == "new", event["text"]
+    assert not [r["text"] for r in rows if re.search(r"\bnan\b", r["text"], re.I)]
+    raw = (fleet_site / "feed.atom").read_text(encoding="utf-8")
+    assert not re.search(r"\bnan\b", raw, re.I)
+    feed = ET.fromstring(raw.encode())
+    atom = "{http://www.w3.org/2005/Atom}"
+    assert feed.findtext(f"{atom}author/{atom}name") == "benchsvc"
+    entries = feed.findall(f"{atom}entry")
+    assert entries and all(e.find(f"{atom}link") is not None for e in entries)
+    check_feed_links(fleet_site)
 
 
 def test_canary_page_says_what_the_canary_is(fleet_site: Path, browser: Any) -> None:

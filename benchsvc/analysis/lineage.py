@@ -296,3 +296,66 @@ def compare_lineage(
                 )
             rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+#: exact metrics that are not counters of events (the modelled cost is a sum over the counters)
+NOT_COUNTERS = frozenset({"modeled_ns"})
+DEFINING_COLUMNS = [
+    "engine",
+    "version",
+    "baseline",
+    "metric",
+    "workload",
+    "value",
+    "baseline_value",
+    "delta",
+    "fold",
+    "workloads",
+    "rank",
+]
+
+
+def fold_change(value: float, baseline: float) -> float:
+    """How far a counter moved, as ``|log2((value + 1) / (baseline + 1))|``: 0 for no change, 1 for a
+    doubling or halving, large for a counter that goes to or comes from zero at a large count (the +1 keeps
+    0 → 0 at 0 and makes 0 → 2,048 weigh like 2,048 → 1, not infinitely). A change of one event on a
+    thousand weighs almost nothing, however the cost model prices the counter."""
+    v, b = abs(float(value)), abs(float(baseline))
+    return abs(float(np.log2((v + 1.0) / (b + 1.0))))
+
+
+def defining_differences(lineage: pd.DataFrame, workloads: Sequence[str] | None = None) -> pd.DataFrame:
+    """What defines each version against its parent: the exact counters that change, strongest first.
+
+    ``lineage``: :func:`compare_lineage` rows. ``workloads``: the workloads to judge on (the canonical
+    ones, each of which isolates one behaviour); when none of them is in ``lineage``, every workload.
+    For each (engine, version, baseline, counter) the workload where the counter moves the most by
+    :func:`fold_change` (ties: the larger absolute change, then the workload's name) represents it;
+    ``workloads`` counts the judged workloads on which it changes at all. ``rank`` orders the counters of
+    one version from 1, by that fold change (ties: the larger absolute change, then the name). The cost
+    model plays no part: a counter it does not price defines a version as much as one it does."""
+    if lineage.empty:
+        return pd.DataFrame(columns=DEFINING_COLUMNS)
+    lin = lineage[(lineage["kind"] == "exact") & ~lineage["metric"].isin(NOT_COUNTERS)]
+    if workloads is not None:
+        judged = lin[lin["workload"].isin(set(workloads))]
+        lin = judged if not judged.empty else lin
+    lin = lin[lin["delta"].astype(float) != 0]
+    if lin.empty:
+        return pd.DataFrame(columns=DEFINING_COLUMNS)
+    lin = lin.assign(
+        fold=[fold_change(v, b) for v, b in zip(lin["value"], lin["baseline_value"], strict=True)],
+        abs_delta=lin["delta"].astype(float).abs(),
+    )
+    keys = ["engine", "version", "baseline", "metric"]
+    lin = lin.sort_values(
+        [*keys, "fold", "abs_delta", "workload"], ascending=[True] * 4 + [False, False, True]
+    )
+    counts = lin.groupby(keys)["workload"].nunique().rename("workloads")
+    best = lin.groupby(keys, sort=False).head(1).join(counts, on=keys)
+    best = best.sort_values(
+        ["engine", "version", "baseline", "fold", "abs_delta", "metric"],
+        ascending=[True, True, True, False, False, True],
+    )
+    best = best.assign(rank=best.groupby(["engine", "version", "baseline"]).cumcount() + 1)
+    return best[DEFINING_COLUMNS].reset_index(drop=True)

@@ -20,7 +20,10 @@ def report(
     ] = None,
     db: DbOption = None,
 ) -> None:
-    """Write the static HTML report: overview, one page per workload, the version lineage, an Atom feed.
+    """Write the static HTML report: one card per version (what defines it against its parent), what
+    changed tonight, one page per workload, the version lineage, an Atom feed. Every modelled cost is priced
+    by one cost model, which the pages name; the simulated engine's timing is called the simulator's CPU
+    time and is not ranked among kernel-cost differences (docs/report.md).
 
     The pages open from the file system with no network (the chart JavaScript is written once, under
     assets/, and nothing outside the site is requested). The site is

@@ -36,6 +36,35 @@ def _timing_intervals(samples: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["result_id", "ci_low_s", "ci_high_s"])
 
 
+def _version_date(vid: str) -> str:
+    """When the version was posted or released (from the engine's registry; "" for one it does not know)."""
+    from benchsvc.engine.versions import registry
+
+    engine = registry().get(vid)
+    return str(getattr(engine, "date", "") or "") if engine is not None else ""
+
+
+def _history_intervals(hist: pd.DataFrame) -> pd.DataFrame:
+    """The nightly means in ms with a 95% interval per night: ``mean ± t(p-1) · stdev / sqrt(p)`` over the
+    ``p`` worker processes of the result. The stored standard deviation is that of all values, which includes
+    the spread within each process, so the interval is wider than the one over process means (conservative).
+    Nights of a mode whose sampling does not support timing intervals (quick, debug), and results of one
+    process, get none."""
+    from scipy import stats
+
+    from benchsvc.runner.blocks import supports_timing_inference
+
+    if hist.empty:
+        return hist.assign(mode=None, mean_ms=None, low_ms=None, high_ms=None)
+    mean = hist["mean_s"].astype(float) * 1e3
+    p = pd.to_numeric(hist["n_processes"], errors="coerce").fillna(0).astype(float)
+    sd = pd.to_numeric(hist["stdev_s"], errors="coerce").astype(float) * 1e3
+    ok = (p >= 2) & sd.notna() & hist["mode"].map(lambda m: supports_timing_inference(str(m)))
+    t = pd.Series(stats.t.ppf(0.975, p.where(ok, 2.0) - 1), index=hist.index)
+    half = (t * sd / np.sqrt(p.where(ok, 1.0))).where(ok)
+    return hist.assign(mean_ms=mean, low_ms=mean - half, high_ms=mean + half)
+
+
 def _machine_night(
     session: Session, hostname: str, regs: pd.DataFrame, since: dt.datetime | None
 ) -> tuple[MachineNight, pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
@@ -47,9 +76,11 @@ def _machine_night(
     run = latest_run(session, hostname)
     results = run_results(session, run.id)
     samples = run_samples(session, run.id)
-    hist = run_histories(session, run, since=since)
+    hist = run_histories(session, run, since=since, all_modes=True, processes=True)
     canary = int((results["engine"] == CANARY_ENGINE).sum()) if not results.empty else 0
     sim_hist = hist[hist["engine"] != CANARY_ENGINE] if not hist.empty else hist
+    if not sim_hist.empty:  # the nights of this run's mode: the series the nightly comparison reads
+        sim_hist = sim_hist[sim_hist["mode"] == run.mode]
     mine = (
         regs[(regs["machine"] == hostname) & regs["axis"].isin(["nightly", "machine"])]
         if not regs.empty
@@ -115,6 +146,7 @@ def collect(session: Session, *, since: dt.datetime | None = None, machine: str 
     order = {vid: i for i, vid in enumerate(version_ids())}
     versions = versions_frame(session)
     versions = versions[versions["id"].isin(set(results["version"]))]
+    versions = versions.assign(date=[_version_date(v) for v in versions["id"]])
     versions = versions.sort_values(
         "id", key=lambda s: s.map(lambda v: (order.get(v, 1_000), v))
     ).reset_index(drop=True)
@@ -131,8 +163,19 @@ def collect(session: Session, *, since: dt.datetime | None = None, machine: str 
     results = results.merge(_timing_intervals(samples), on="result_id", how="left")
     lineage = lineage_for_run(session, primary.id)
     hist = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
-    history = hist.assign(mean_ms=hist["mean_s"] * 1e3)[
-        ["machine", "engine", "workload", "version", "run_id", "started_at", "mean_ms"]
+    history = _history_intervals(hist)[
+        [
+            "machine",
+            "engine",
+            "workload",
+            "version",
+            "run_id",
+            "started_at",
+            "mode",
+            "mean_ms",
+            "low_ms",
+            "high_ms",
+        ]
     ]
     regs = (
         all_regs[all_regs["status"].isin(["new", "acknowledged"])].reset_index(drop=True)
@@ -149,7 +192,10 @@ def collect(session: Session, *, since: dt.datetime | None = None, machine: str 
         changes = pd.concat(
             [
                 nightly.assign(
-                    label=[f"{r.version}: {r.effect - 1:+.1%} ({r.status})" for r in nightly.itertuples()],
+                    label=[
+                        f"{r.version}: simulator CPU time {r.effect - 1:+.1%} ({r.status})"
+                        for r in nightly.itertuples()
+                    ],
                     kind="change",
                 )[marks],
                 events.assign(

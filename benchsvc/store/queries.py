@@ -412,12 +412,29 @@ def version_comparison(session: Session, run_id: int, metric: str = TIME_METRIC)
     return ok.merge(parents, on=["engine", "workload", "parent"], how="left").reset_index(drop=True)
 
 
-def run_histories(session: Session, run: Run, *, since: dt.datetime | None = None) -> pd.DataFrame:
+def run_histories(
+    session: Session,
+    run: Run,
+    *,
+    since: dt.datetime | None = None,
+    all_modes: bool = False,
+    processes: bool = False,
+) -> pd.DataFrame:
     """The timing history of every series of ``run`` in one query: same machine, environment, engine and mode,
-    the run's workload contents; one row per (series, night) up to the run, oldest first.
+    the run's workload contents; one row per (series, night) up to the run, oldest first. ``all_modes``: the
+    nights of every mode (the ``mode`` column tells them apart: a series is never spliced across modes).
 
-    Columns: engine, workload, workload_hash, workload_id, version, run_id, started_at, git_commit, mean_s."""
+    Columns: engine, workload, workload_hash, workload_id, version, run_id, started_at, git_commit, mean_s,
+    mode, stdev_s; with ``processes``, n_processes (the result's worker processes, for an interval)."""
     workload_ids = select(Result.workload_id).where(Result.run_id == run.id).distinct()
+    n_processes = (
+        select(func.count(Sample.process))
+        .where(Sample.result_id == Result.id)
+        .correlate(Result)
+        .scalar_subquery()
+        if processes
+        else None
+    )
     stmt = (
         select(
             Result.engine,
@@ -429,6 +446,9 @@ def run_histories(session: Session, run: Run, *, since: dt.datetime | None = Non
             type_coerce(Run.started_at, String).label("started_at"),
             Run.git_commit,
             Result.mean_s,
+            Run.mode,
+            Result.stdev_s,
+            *([n_processes.label("n_processes")] if n_processes is not None else []),
         )
         .select_from(Result)
         .join(Run, Result.run_id == Run.id)
@@ -436,7 +456,6 @@ def run_histories(session: Session, run: Run, *, since: dt.datetime | None = Non
         .where(
             Run.machine_id == run.machine_id,
             Run.environment_id == run.environment_id,
-            Run.mode == run.mode,
             Run.started_at <= run.started_at,
             Result.workload_id.in_(workload_ids),
             Result.status == ResultStatus.OK,
@@ -444,6 +463,8 @@ def run_histories(session: Session, run: Run, *, since: dt.datetime | None = Non
         )
         .order_by(Run.started_at, Run.id)
     )
+    if not all_modes:
+        stmt = stmt.where(Run.mode == run.mode)
     if since is not None:
         stmt = stmt.where(Run.started_at >= since)
     df = plain_frame(session, stmt)
