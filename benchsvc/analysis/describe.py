@@ -27,12 +27,26 @@ def finding_size(
 
 
 def machine_event_text(effect: float, details: Mapping[str, Any]) -> str:
-    """``machine event: every series 8.0% slower tonight (97 of 100 series moved, canary +7.6%)``."""
+    """``machine event: every series 8.0% slower tonight, 4.1× this machine's usual wander of ±1.9% (97 of
+    100 series moved, canary +7.6%)``; the wander part only when the event recorded one."""
     word = "slower" if effect > 1 else "faster"
     text = f"machine event: every series {abs(effect - 1):.1%} {word} tonight"
+    wander, sigmas = details.get("wander"), details.get("sigmas")
+    if _number(wander) and _number(sigmas):
+        text += f", {float(sigmas):.1f}× this machine's usual wander of ±{float(wander):.1%}"
+    elif _number(wander):
+        text += f", this machine's usual wander ±{float(wander):.1%}"
     extra = []
     if details.get("series_total"):
         extra.append(f"{details.get('series_moved')} of {details['series_total']} series moved")
     if details.get("canary_ratio") is not None:
         extra.append(f"canary {float(details['canary_ratio']) - 1:+.1%}")
     return f"{text} ({', '.join(extra)})" if extra else text
+
+
+def _number(x: Any) -> bool:
+    """A finite number (not None, not NaN)."""
+    try:
+        return x is not None and not isinstance(x, bool) and float(x) == float(x) and abs(float(x)) != float("inf")
+    except (TypeError, ValueError):
+        return False
