@@ -273,8 +273,8 @@ def machine_event(
     A night is an event when the median series moved by at least ``machine_min_shift`` (or the canary did)
     with enough series moving the same way, *and* the move is unusual for this machine: at least
     ``machine_wander_sigmas`` of its own robust night-to-night wander (:func:`machine_wander`) from its usual
-    level. Until the machine has ``machine_wander_min_nights`` past nights, the fixed threshold alone
-    decides."""
+    level. Until the machine has ``machine_wander_min_nights`` past nights with a baseline, its usual wander
+    is not known and no night is an event (``machine_wander_sigmas=0``: the fixed thresholds alone)."""
     x = np.asarray(values, dtype=float)
     nights = x.shape[1]
     if nights < 2 or epochs[-1] != epochs[-2]:
@@ -309,6 +309,8 @@ def machine_event(
     if not (by_series or by_canary):
         return None
     wander = machine_wander(x, epochs, settings, canary) if settings.machine_wander_sigmas > 0 else None
+    if wander is None and settings.machine_wander_sigmas > 0:
+        return None  # the machine's usual wander is not known yet: nothing is unusual for it
     sigmas = None
     if wander is not None:
         centre, scale, c_centre, c_scale, _ = wander
