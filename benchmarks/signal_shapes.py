@@ -151,9 +151,15 @@ def main() -> None:
         off = set(np.flatnonzero(np.abs(factor / np.median(factor) - 1) >= 0.2).tolist())
         event_nights = {int(e["run_id"]) - 1 for e in events}
         scored = nights - 11  # the first nights have no baseline
-        print(f"machine events: {len(events)} of {scored} nights with a baseline ({len(events) / scored:.1%})")
-        print(f"25% slow nights {sorted(slow.tolist())}: events on {sorted(event_nights & set(slow.tolist()))}")
-        print(f"nights >= 20% off the machine's median: {sorted(off)}; events on {sorted(event_nights & off)}")
+        print(
+            f"machine events: {len(events)} of {scored} nights with a baseline ({len(events) / scored:.1%})"
+        )
+        print(
+            f"25% slow nights {sorted(slow.tolist())}: events on {sorted(event_nights & set(slow.tolist()))}"
+        )
+        print(
+            f"nights >= 20% off the machine's median: {sorted(off)}; events on {sorted(event_nights & off)}"
+        )
         for e in events:
             print(f"  run {e['run_id']}: {e.get('size', e.get('effect'))}")
         return
@@ -187,7 +193,8 @@ def main() -> None:
     if args.shape == "creep":
         counts = [len(per.get(row, [])) for row in changed]
         kinds = [
-            sorted(str((r.get("details") or {}).get("kind", "?")) for r in per.get(row, [])) for row in changed
+            sorted(str((r.get("details") or {}).get("kind", "?")) for r in per.get(row, []))
+            for row in changed
         ]
         print(f"creeping series reported: {sum(c > 0 for c in counts)} of {len(changed)}")
         print(f"records per creeping series: {counts} (total {sum(counts)}, max {max(counts)})")
@@ -196,7 +203,9 @@ def main() -> None:
         for label in ("+5%", "+10%"):
             rows = [row for row, lab in changed.items() if lab == label]
             hit = sum(
-                any(int(r["run_id"]) - 1 >= nights - 3 and r["direction"] == "worse" for r in per.get(row, []))
+                any(
+                    int(r["run_id"]) - 1 >= nights - 3 and r["direction"] == "worse" for r in per.get(row, [])
+                )
                 for row in rows
             )
             print(f"{label} steps over the last 3 nights found: {hit} of {len(rows)}")

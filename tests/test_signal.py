@@ -126,7 +126,7 @@ def test_a_creep_night_by_night_is_reported_and_its_siblings_stay_quiet() -> Non
     steps_on_creeps = other_alerts = 0
     for t in range(25, n):
         d = decide_night(x[:, : t + 1], code[: t + 1])
-        for row, c in d.creeps:
+        for row, _ in d.creeps:
             assert row in creeping
             seen.setdefault(row, t)
         for row, _ in d.findings:
@@ -288,7 +288,8 @@ def test_a_quick_run_never_marks_a_default_mode_timing_finding_fixed(store) -> N
 
         def procs(level: float) -> tuple[ProcessValues, ...]:
             return tuple(
-                ProcessValues(tuple(float(level * (1 + e)) for e in rng.normal(0, noise, 5))) for _ in range(10)
+                ProcessValues(tuple(float(level * (1 + e)) for e in rng.normal(0, noise, 5)))
+                for _ in range(10)
             )
 
         results = [

@@ -32,10 +32,11 @@ def machine_event_text(effect: float, details: Mapping[str, Any]) -> str:
     word = "slower" if effect > 1 else "faster"
     text = f"machine event: every series {abs(effect - 1):.1%} {word} tonight"
     wander, sigmas = details.get("wander"), details.get("sigmas")
-    if _number(wander) and _number(sigmas):
-        text += f", {float(sigmas):.1f}× this machine's usual wander of ±{float(wander):.1%}"
-    elif _number(wander):
-        text += f", this machine's usual wander ±{float(wander):.1%}"
+    if wander is not None and _number(wander):
+        if sigmas is not None and _number(sigmas):
+            text += f", {float(sigmas):.1f}× this machine's usual wander of ±{float(wander):.1%}"
+        else:
+            text += f", this machine's usual wander ±{float(wander):.1%}"
     extra = []
     if details.get("series_total"):
         extra.append(f"{details.get('series_moved')} of {details['series_total']} series moved")
@@ -47,6 +48,11 @@ def machine_event_text(effect: float, details: Mapping[str, Any]) -> str:
 def _number(x: Any) -> bool:
     """A finite number (not None, not NaN)."""
     try:
-        return x is not None and not isinstance(x, bool) and float(x) == float(x) and abs(float(x)) != float("inf")
+        return (
+            x is not None
+            and not isinstance(x, bool)
+            and float(x) == float(x)
+            and abs(float(x)) != float("inf")
+        )
     except (TypeError, ValueError):
         return False

@@ -206,9 +206,9 @@ def block_factors(values: np.ndarray, epochs: np.ndarray, blocks: Sequence[objec
     return out
 
 
-def _night_shift(x: np.ndarray, epochs: np.ndarray, t: int, settings: DetectorSettings) -> tuple[
-    np.ndarray, np.ndarray
-] | None:
+def _night_shift(
+    x: np.ndarray, epochs: np.ndarray, t: int, settings: DetectorSettings
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Night ``t``'s ratio of every series to its median over the previous ``machine_baseline_nights`` nights
     of the same epoch (finite, positive ratios only), and those previous nights; None without enough."""
     prev = np.flatnonzero(epochs[:t] == epochs[t])[-settings.machine_baseline_nights :]
@@ -477,7 +477,9 @@ def _decide_once(
         night_creeps = creeps
         if event is not None and s.machine_factor == "none":
             candidates, night_creeps = [], []
-        suspects.append([(row, c.index) for row, c in candidates] + [(row, c.start) for row, c in night_creeps])
+        suspects.append(
+            [(row, c.index) for row, c in candidates] + [(row, c.start) for row, c in night_creeps]
+        )
         findings = keep_discoveries(candidates, ms.fdr, hypotheses if n_tests is None else n_tests)
         out.append(
             NightDecision(
