@@ -193,7 +193,9 @@ def main() -> None:
     if args.shape == "creep":
         counts = [len(per.get(row, [])) for row in changed]
         kinds = [
-            sorted(str((r.get("details") or {}).get("kind", "?")) for r in per.get(row, []))
+            sorted(
+                "creep" if str(r.get("size", "")).startswith("creep") else "step" for r in per.get(row, [])
+            )
             for row in changed
         ]
         print(f"creeping series reported: {sum(c > 0 for c in counts)} of {len(changed)}")

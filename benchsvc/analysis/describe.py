@@ -19,11 +19,27 @@ def finding_size(
     d = details or {}
     if d.get("kind") == "machine":
         return machine_event_text(effect, d)
+    if d.get("kind") == "creep":
+        return creep_text(effect, d)
     if d.get("kind") in ("exact", "counter"):
         return signed_count(d.get("delta", 0))
     if ci_low is not None and ci_low == ci_low and ci_high is not None:
         return f"{effect - 1:+.1%} [{ci_low - 1:+.1%}, {ci_high - 1:+.1%}]"
     return f"{effect - 1:+.1%}"
+
+
+def creep_text(effect: float, details: Mapping[str, Any]) -> str:
+    """``creep +0.30% a night since 2026-01-21, +21.0% so far (55 nights)``."""
+    rate = details.get("rate")
+    text = "creep"
+    if rate is not None and _number(rate):
+        text += f" {float(rate):+.2%} a night"
+    if details.get("night_start"):
+        text += f" since {str(details['night_start'])[:10]}"
+    text += f", {effect - 1:+.1%} so far"
+    if details.get("nights"):
+        text += f" ({details['nights']} nights)"
+    return text
 
 
 def machine_event_text(effect: float, details: Mapping[str, Any]) -> str:
