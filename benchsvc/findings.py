@@ -21,6 +21,7 @@ import pandas as pd
 
 from benchsvc.analysis.changepoints import DEFAULT_SETTINGS, DetectorSettings
 from benchsvc.records import Direction, EngineKind, RegressionAxis, ResultStatus, SeriesChange
+from benchsvc.runner.blocks import supports_timing_inference
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -148,6 +149,17 @@ class PendingChange:
 
 
 @dataclass
+class PendingCreep:
+    """A creep of a nightly series seen tonight (run ``run_id``), which started at run ``start_run_id``: recorded
+    as a new finding, or as an update of the same series' stored creep (:func:`record_creep`)."""
+
+    key: TimingKey
+    run_id: int
+    start_run_id: int
+    finding: SeriesChange
+
+
+@dataclass
 class PendingMachineEvent:
     run_id: int
     effect: float
@@ -164,11 +176,22 @@ class RunAnalysis:
     nightly: list[PendingChange] = field(default_factory=list)
     machine_event: PendingMachineEvent | None = None
     counters: list[SeriesChange] = field(default_factory=list)
+    creeps: list[PendingCreep] = field(default_factory=list)
+    #: the run's sampling mode; a mode without timing inference records no timing finding of any kind
+    mode: str = "default"
+
+    @property
+    def timing_inference(self) -> bool:
+        """Whether this run's mode is sampled enough for timing findings
+        (:func:`benchsvc.runner.blocks.supports_timing_inference`)."""
+        return supports_timing_inference(self.mode)
 
     def suspected(self) -> set[TimingKey]:
         """The timing cells to re-measure before recording: significant lineage timing findings and nightly
-        timing change points."""
+        timing change points (none for a mode without timing inference)."""
         keys = {c.key for c in self.nightly}
+        if not self.timing_inference:
+            return keys
         if not self.lineage.empty:
             rows = self.lineage[(self.lineage["metric"] == "time") & self.lineage["significant"]]
             keys |= {
@@ -223,10 +246,14 @@ def plan_run(
         run = s.get(Run, run_id)
         if run is None:
             return RunAnalysis(run_id, settings, pd.DataFrame())
-        plan = RunAnalysis(run_id, settings, lineage_for_run(s, run_id))
+        plan = RunAnalysis(run_id, settings, lineage_for_run(s, run_id), mode=run.mode)
         results = run_results(s, run_id)
-        hist = run_histories(s, run)
         plan.counters = counter_changes(s, run, results)
+        if not supports_timing_inference(run.mode):
+            # too few samples for timing intervals: no nightly timing finding, creep or machine event from
+            # this run (its counters are exact and still compared); docs/detection.md "Modes"
+            return plan
+        hist = run_histories(s, run)
         if hist.empty or int(hist["run_id"].iloc[-1]) != run_id:
             return plan
         nights, keys, values, canary = _night_matrix(hist)
@@ -297,6 +324,47 @@ def plan_run(
                     ),
                 )
             )
+        for row, creep in decision.creeps:
+            eng, version, wid = keys[row]
+            series_nights = [nights[i] for i in np.flatnonzero(np.isfinite(values[row]))]
+            start = series_nights[min(creep.start, len(series_nights) - 1)]
+            key = TimingKey(
+                RegressionAxis.NIGHTLY, EngineKind(eng), version, str(names[wid]), str(hashes[wid])
+            )
+            plan.creeps.append(
+                PendingCreep(
+                    key=key,
+                    run_id=run_id,
+                    start_run_id=start,
+                    finding=SeriesChange(
+                        engine=key.engine,
+                        version=version,
+                        workload=key.workload,
+                        workload_hash=key.workload_hash,
+                        metric="time",
+                        direction=Direction.WORSE if creep.total > 1 else Direction.BETTER,
+                        effect=creep.total,
+                        baseline_run_id=start,
+                        # a creep stored for this series and still seen on one of its recent nights is this one
+                        same_as_runs=tuple(series_nights[-settings.new_nights - 1 :]),
+                        details={
+                            "kind": "creep",
+                            "rate": float(creep.rate),
+                            "total": float(creep.total),
+                            "nights": int(creep.nights),
+                            "p_value": float(creep.p_value),
+                            "level_before": float(creep.level_before),
+                            "level_now": float(creep.level_now),
+                            "relative_to": settings.machine_factor,
+                            "night_start": str(info[start]["started_at"]),
+                            "last_seen_run": run_id,
+                            "last_seen": str(info[run_id]["started_at"]),
+                            "commit_start": info[start]["git_commit"],
+                            "commit_now": info[run_id]["git_commit"],
+                        },
+                    ),
+                )
+            )
         ev = decision.machine_event
         if ev is not None:
             plan.machine_event = PendingMachineEvent(
@@ -308,6 +376,9 @@ def plan_run(
                     "series_total": ev.series_total,
                     "canary_ratio": ev.canary_ratio,
                     "baseline_nights": ev.baseline_nights,
+                    "wander": ev.wander,
+                    "wander_nights": ev.wander_nights,
+                    "sigmas": ev.sigmas,
                     "code": codes.get(run_id),
                 },
             )
@@ -320,7 +391,13 @@ def record_run(db: Engine, plan: RunAnalysis, confirmed: set[TimingKey] | None =
     counter findings and machine events are always recorded."""
     from benchsvc.store.db import write_session
     from benchsvc.store.models import Run
-    from benchsvc.store.regressions import mark_analysed, record_change, record_lineage, record_machine_event
+    from benchsvc.store.regressions import (
+        mark_analysed,
+        record_change,
+        record_creep,
+        record_lineage,
+        record_machine_event,
+    )
 
     findings = RunFindings(plan.run_id)
     with write_session(db) as s:
@@ -328,6 +405,10 @@ def record_run(db: Engine, plan: RunAnalysis, confirmed: set[TimingKey] | None =
         if run is None:
             return findings
         lineage = plan.lineage
+        if not plan.timing_inference and not lineage.empty and "metric" in lineage.columns:
+            # neither recorded nor taken as evidence that a stored timing finding is fixed: a quick night
+            # never marks a default-mode finding fixed
+            lineage = lineage[lineage["metric"] != "time"]
         if confirmed is not None and not lineage.empty:
             lineage = lineage.copy()
             timing = (lineage["metric"] == "time") & lineage["significant"]
@@ -348,6 +429,12 @@ def record_run(db: Engine, plan: RunAnalysis, confirmed: set[TimingKey] | None =
             findings.nightly_new += int(record_change(s, change_run, pending.finding))
         for change in plan.counters:
             findings.nightly_new += int(record_change(s, run, change))
+        for creep in plan.creeps:
+            # a creep is a trend over many nights: one night's re-measurement says nothing about it, so it is
+            # recorded whatever was confirmed
+            start_run = s.get(Run, creep.start_run_id)
+            assert start_run is not None
+            findings.nightly_new += int(record_creep(s, run, start_run, creep.finding))
         if plan.machine_event is not None:
             findings.machine_new += int(
                 record_machine_event(s, run, plan.machine_event.effect, plan.machine_event.details)

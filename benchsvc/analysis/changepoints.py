@@ -111,9 +111,24 @@ class DetectorSettings:
     machine_min_share: float = 0.5
     machine_canary_share: float = 0.25
     machine_baseline_nights: int = 10
+    #: a machine event must also be unusual for this machine: at least this many of its own robust
+    #: night-to-night wanders (1.4826 MAD over its past ``machine_wander_nights`` nights) from its usual
+    #: level, once it has ``machine_wander_min_nights`` past nights (0 turns the rule off; nightly.py)
+    machine_wander_sigmas: float = 3.0
+    machine_wander_nights: int = 30
+    machine_wander_min_nights: int = 8
     #: divide each series also by the median move of the series measured in the same block (the versions of
     #: one workload, measured together in the same worker processes), within the same engine code
     block_factor: bool = True
+    #: creeps (:func:`find_creep`): a series whose level moves steadily is one creep, not a staircase of
+    #: steps. Reported at p <= ``creep_pvalue`` (the trend against a flat level) once it has run
+    #: ``creep_min_nights`` and moved by ``creep_min_total``; at p <= ``creep_keep_pvalue`` the trend is taken
+    #: out before the step test (steps on top of a creep are still steps). 0 nights turns creeps off.
+    creep_min_nights: int = 10
+    creep_pvalue: float = 1e-6
+    creep_keep_pvalue: float = 1e-3
+    creep_min_total: float = 0.02
+    creep_window: int = 120
     #: nights a series needs before a change point in it is new: a level is not known from two or three nights
     min_nights_before: int = 5
     #: carry the machine factor across a change of engine code with the canary's level (nightly.py)
@@ -556,6 +571,12 @@ def detect(
         raise ValueError(f"window must be at least 3 nights, not {s.window}")
     if len(x) < 3:
         return []
+    # scale-free: the detector works on x / unit, where unit is a power of two near the data's size (exact,
+    # no rounding), and multiplies the means back; any positive unit of the input gives the same answer, and
+    # values near the ends of the float range neither overflow (squares in the sums) nor underflow
+    unit = _unit(x)
+    if unit != 1.0:
+        return [_rescaled(c, unit) for c in detect(x / unit, settings=s)]
     extra = None
     if s.robust:
         clipped = clip_isolated(x, s.clip_sigmas)
@@ -571,6 +592,128 @@ def detect(
     if s.robust:
         weak = refine(sums, weak, len(x))
     return merge(x, weak, s.max_pvalue, s.min_magnitude, sums, s)
+
+
+def _unit(x: np.ndarray) -> float:
+    """A power of two within a factor of two of the largest |value| (1.0 for an all-zero series)."""
+    size = float(np.max(np.abs(x)))
+    if size == 0.0:
+        return 1.0
+    return float(np.ldexp(1.0, int(np.frexp(size)[1]) - 1))
+
+
+def _rescaled(c: ChangePoint, unit: float) -> ChangePoint:
+    """``c`` found on values divided by ``unit``, in the caller's units (ratios and p-values are unchanged)."""
+    return dataclasses.replace(c, mean_before=c.mean_before * unit, mean_after=c.mean_after * unit)
+
+
+# --- creeps: a steady trend is one finding -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Creep:
+    """A series whose level moves steadily: flat until night ``start``, then a constant relative rate.
+
+    ``start``: the first night of the trend (index in the series given); ``rate``: the relative change per
+    night (0.003 = +0.3% a night); ``total``: the fitted level tonight over the level at ``start`` (1.21 =
+    +21% so far); ``level_before``, ``level_now``: those two levels in the series' units; ``p_value``: the
+    F-test of the trend against a flat level; ``nights``: nights from ``start`` to tonight, both included;
+    ``reported``: significant enough to be a finding (``creep_pvalue``), else only taken out before the step
+    test (``creep_keep_pvalue``)."""
+
+    start: int
+    rate: float
+    total: float
+    level_before: float
+    level_now: float
+    p_value: float
+    nights: int
+    reported: bool
+
+    def trend(self, n: int) -> np.ndarray:
+        """The fitted relative trend over nights 0..n-1 of the series (1 before ``start``)."""
+        t = np.arange(n, dtype=float)
+        return np.exp(np.log1p(self.rate) * np.maximum(0.0, t - self.start))
+
+
+def _best_hinge(y: np.ndarray, first: int, last: int) -> tuple[int, float, float, float]:
+    """Least squares of y = a + b max(0, t - s) over s in [first, last]: (s, a, b, residual sum of squares)
+    of the best s. Closed form per s (one regressor and an intercept), vectorised over s."""
+    n = len(y)
+    t = np.arange(n, dtype=float)
+    starts = np.arange(first, last + 1)
+    h = np.maximum(0.0, t[None, :] - starts[:, None])
+    ym = y - y.mean()
+    hm = h - h.mean(axis=1, keepdims=True)
+    shh = np.einsum("ij,ij->i", hm, hm)
+    shy = hm @ ym
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = np.where(shh > 0, shy / shh, 0.0)
+    rss = float(ym @ ym) - b * shy
+    k = int(np.argmin(rss))
+    a = float(y.mean() - b[k] * h[k].mean())
+    return int(starts[k]), a, float(b[k]), float(max(rss[k], 0.0))
+
+
+def _best_step_rss(y: np.ndarray) -> float:
+    """The smallest residual sum of squares of one level change at any night (two means)."""
+    n = len(y)
+    ym = y - y.mean()
+    c = np.cumsum(ym)[:-1]  # sum of the first tau values, tau = 1..n-1
+    tau = np.arange(1, n, dtype=float)
+    explained = c * c / tau + c * c / (n - tau)  # the other side's centred sum is -c
+    return float(max(float(ym @ ym) - float(explained.max()), 0.0))
+
+
+def find_creep(values: np.ndarray, settings: DetectorSettings | None = None) -> Creep | None:
+    """The creep of a series tonight (its last night), or None: the drift test that runs before the step test.
+
+    On the logarithm of the last ``creep_window`` nights (isolated odd nights clipped as for :func:`detect`),
+    fit a *hinge* (flat, then a straight line from night s on, s at least ``creep_min_nights`` before
+    tonight, best s by least squares) and the best single *step*. A creep is there when the hinge fits better
+    than any step and its trend is significant against a flat level (F-test, 1 and n - 3 degrees of freedom:
+    intercept, slope and the start). A step is a change of level; a creep is a change of rate: a series
+    that creeps fits a line better than any step, and one that steps fits a step better than any line that
+    has run ``creep_min_nights``. Scale-free (logarithms); None for a series with a value <= 0."""
+    s = settings or DEFAULT_SETTINGS
+    x = np.asarray(values, dtype=float)
+    if s.creep_min_nights <= 0 or len(x) < 2 * s.creep_min_nights or not np.all(x > 0):
+        return None
+    offset = max(0, len(x) - s.creep_window)
+    w = x[offset:]
+    if s.robust:
+        w = clip_isolated(w, s.clip_sigmas)
+    y = np.log(w)
+    n = len(y)
+    last = n - s.creep_min_nights
+    start, a, b, rss_hinge = _best_hinge(y, 0, last)
+    if b == 0.0 or rss_hinge >= _best_step_rss(y):
+        return None
+    ym = y - y.mean()
+    rss_flat = float(ym @ ym)
+    df = n - 3
+    if df <= 0:
+        return None
+    if rss_hinge <= (REL_EPS * max(1.0, float(np.abs(y).max()))) ** 2 * n:
+        p = 0.0
+    else:
+        f = (rss_flat - rss_hinge) / (rss_hinge / df)
+        p = float(special.fdtrc(1, df, max(f, 0.0)))
+    if p > s.creep_keep_pvalue:
+        return None
+    nights = n - start
+    total = float(np.exp(b * (n - 1 - start)))
+    level_before = float(np.exp(a))
+    return Creep(
+        start=offset + start,
+        rate=float(np.expm1(b)),
+        total=total,
+        level_before=level_before,
+        level_now=level_before * total,
+        p_value=p,
+        nights=nights,
+        reported=p <= s.creep_pvalue and abs(total - 1.0) >= s.creep_min_total,
+    )
 
 
 # --- one night across many series ----------------------------------------------------------------------

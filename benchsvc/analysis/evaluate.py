@@ -64,6 +64,8 @@ SUMMARY_COLUMNS = [
     "ci_coverage",
     "machine_event_rate",
     "slow_night_events",
+    "creeps_found",
+    "records_per_creep",
     "trials",
 ]
 RATES = [
@@ -75,6 +77,7 @@ RATES = [
     "ci_coverage",
     "machine_event_rate",
     "slow_night_events",
+    "creeps_found",
 ]
 COLUMNS = [
     *SUMMARY_COLUMNS,
@@ -85,6 +88,8 @@ COLUMNS = [
     "machine_events",
     "slow_nights",
     "slow_nights_alerted",
+    "creeping_series",
+    "max_records_per_creep",
     *(f"{r}_{side}" for r in RATES for side in ("low", "high")),
 ]
 
@@ -102,6 +107,12 @@ class Scenario:
     ``machine_night_rate``: the chance of a slow night for the whole machine, every series times
     1 + ``machine_night_shift``; ``drift_sigma``: a random walk of the machine's speed (slow drift), this
     standard deviation per night.
+
+    Shapes of a series' level beyond steps: ``seasonal_amplitude``: a weekly pattern (period
+    ``seasonal_period`` nights, a random phase per series) of that relative amplitude; ``walk_sigma``: each
+    series' level is its own random walk with this standard deviation per night; ``creep_share``: that share of
+    the series creep by ``creep_rate`` a night over the last ``creep_nights`` nights (a creep is scored apart:
+    ``creeps_found`` and records per creeping series; the alerts on the others are the false alerts).
 
     The re-measurement of a night (the run's confirmation, minutes after the night's own measurement, in
     fresh worker processes): the same level (a step included), the same machine-wide state (shared factor,
@@ -131,6 +142,12 @@ class Scenario:
     drift_sigma: float = 0.0
     redraw_corr: float = 0.0
     redraw_noise: float = REDRAW_NOISE
+    seasonal_amplitude: float = 0.0
+    seasonal_period: float = 7.0
+    walk_sigma: float = 0.0
+    creep_share: float = 0.0
+    creep_rate: float = 0.003
+    creep_nights: int = 70
 
     @property
     def is_aa(self) -> bool:
@@ -158,6 +175,10 @@ NOISE_CLASSES: list[Scenario] = [
     Scenario("bimodal +-3%", sigma_night=0.01, bimodal_shift=0.03, bimodal_switch=0.5),
     Scenario("slow drift", sigma_night=0.015, drift_sigma=0.003),
     Scenario("correlated", sigma_night=0.011, shared_sigma=0.01),
+    Scenario("creep +0.3%/night (10%)", sigma_night=0.015, creep_share=0.1),
+    Scenario("seasonal weekly ±2%", sigma_night=0.01, seasonal_amplitude=0.02),
+    Scenario("random walk 0.3%", sigma_night=0.01, walk_sigma=0.003),
+    Scenario("wandering machine 5%", sigma_night=0.01, shared_sigma=0.05),
     Scenario("+5% gaussian", sigma_night=0.015, step=0.05),
     Scenario("+5% machine slow nights", sigma_night=0.015, step=0.05, machine_night_rate=1 / 30),
     Scenario("+5% correlated", sigma_night=0.011, shared_sigma=0.01, step=0.05),
@@ -172,6 +193,7 @@ class Simulated:
     values: np.ndarray
     again: np.ndarray
     slow: np.ndarray  # machines x nights, bool
+    creeping: np.ndarray | None = None  # machines x series, bool (creep scenarios)
 
 
 def _offsets(sc: Scenario, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -219,6 +241,18 @@ def simulate_machines(
         slow = rng.random((machines, nights)) < sc.machine_night_rate
         machine *= np.where(slow, 1.0 + sc.machine_night_shift, 1.0)
     level = mode * machine[:, None, :]
+    creeping = None
+    if sc.seasonal_amplitude > 0:
+        phase = rng.uniform(0, 2 * np.pi, size=(machines, series, 1))
+        t = np.arange(nights)[None, None, :]
+        level = level * (1.0 + sc.seasonal_amplitude * np.sin(2 * np.pi * t / sc.seasonal_period + phase))
+    if sc.walk_sigma > 0:
+        level = level * np.exp(np.cumsum(rng.normal(0.0, sc.walk_sigma, size=shape), axis=2))
+    if sc.creep_share > 0:
+        creeping = rng.random((machines, series)) < sc.creep_share
+        creep_start = nights - sc.creep_nights
+        ramp = (1.0 + sc.creep_rate) ** np.maximum(0, np.arange(nights) - creep_start + 1)
+        level = np.where(creeping[:, :, None], level * ramp[None, None, :], level)
     if not sc.is_aa:
         level[:, 0, sc.history :] *= 1.0 + sc.step
     # the re-measurement: a fresh per-series offset (correlated redraw_corr with the night's), fresh
@@ -228,7 +262,7 @@ def simulate_machines(
     offsets2 = rho * offsets + np.sqrt(1.0 - rho * rho) * sc.redraw_noise * fresh
     within2 = rng.normal(0.0, within_sd * sc.redraw_noise, size=shape)
     again = _outliers(sc, sc.level * (1.0 + offsets2) * (1.0 + within2), rng)
-    return Simulated(values=x * level, again=again * level, slow=slow)
+    return Simulated(values=x * level, again=again * level, slow=slow, creeping=creeping)
 
 
 def simulate(scenario: Scenario, trials: int, nights: int, rng: np.random.Generator) -> np.ndarray:
@@ -243,6 +277,10 @@ class _Alerts:
 
     seen: set[int] = field(default_factory=set)
     alerts: list[tuple[int, cp.ChangePoint]] = field(default_factory=list)
+    #: nights a creep record was made (a creep seen again within ``new_nights`` + 1 nights of the last time
+    #: it was seen updates the record, as the store does), and the last night it was seen
+    creeps: list[int] = field(default_factory=list)
+    creep_seen: int = -(10**9)
 
 
 @dataclass
@@ -319,6 +357,14 @@ def _online_machine(
                         alerts.alerts.append((t, c))
         if decision.machine_event is not None:
             log.nights.append(t)
+        for j, _ in decision.creeps:
+            for path in PATHS:  # a creep is recorded whatever the path (nothing to re-measure)
+                a = out[path][j]
+                if path != "none" and again is None:
+                    continue
+                if t - a.creep_seen > settings.new_nights + 1:
+                    a.creeps.append(t)
+                a.creep_seen = t
         for j, c in decision.findings:
             if c.index not in plain[j].seen:
                 plain[j].seen.add(c.index)
@@ -375,6 +421,9 @@ def _empty_row() -> dict[str, object]:
         "machine_events": 0,
         "slow_nights": 0,
         "slow_nights_alerted": 0,
+        "creeping_series": 0,
+        "records_per_creep": float("nan"),
+        "max_records_per_creep": 0,
     }
     for name in RATES:
         _rate(row, name, 0, 0)
@@ -397,6 +446,8 @@ def _aa_rows(
     code = np.zeros(nights, dtype=int)
     false_alarms = dict.fromkeys(PATHS, 0)
     slow_alerted = dict.fromkeys(PATHS, 0)
+    creep_records: dict[Path, list[int]] = {p: [] for p in PATHS}
+    creep_found = dict.fromkeys(PATHS, 0)
     events = slow_nights = slow_events = normal_nights = 0
     for m in range(machines):
         size = per if m < machines - 1 else trials - per * (machines - 1)
@@ -408,11 +459,19 @@ def _aa_rows(
         on_slow = {t for t in log.nights if sim.slow[m, t]}
         slow_events += len(on_slow)
         events += len(log.nights) - len(on_slow)
+        creeping = np.zeros(size, dtype=bool) if sim.creeping is None else sim.creeping[m, :size].astype(bool)
         for mode, alerts in by_path.items():
-            false_alarms[mode] += sum(len(a.alerts) for a in alerts)
+            for j, a in enumerate(alerts):
+                records = len(a.alerts) + len(a.creeps)
+                if creeping[j]:
+                    creep_records[mode].append(records)
+                    creep_found[mode] += int(bool(a.creeps))
+                else:
+                    false_alarms[mode] += records
             alerted = {c.index for a in alerts for _, c in a.alerts}
             slow_alerted[mode] += sum(1 for t in np.flatnonzero(sim.slow[m]) if t >= warmup and t in alerted)
-    series_nights = trials * (nights - warmup)
+    creeping_series = len(creep_records["none"])
+    series_nights = (trials - creeping_series) * (nights - warmup)
     out = []
     for mode in paths:
         row = _empty_row()
@@ -428,6 +487,14 @@ def _aa_rows(
         _rate(row, "false_alarm_rate", false_alarms[mode], series_nights)
         _rate(row, "machine_event_rate", events, normal_nights)
         _rate(row, "slow_night_events", slow_events, slow_nights)
+        if creeping_series:
+            recs = creep_records[mode]
+            row.update(
+                creeping_series=creeping_series,
+                records_per_creep=float(np.mean(recs)),
+                max_records_per_creep=int(max(recs)),
+            )
+            _rate(row, "creeps_found", creep_found[mode], creeping_series)
         out.append(row)
     return out
 

@@ -47,15 +47,17 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from benchsvc.analysis.changepoints import (
     DEFAULT_SETTINGS,
     ChangePoint,
+    Creep,
     DetectorSettings,
     detect,
+    find_creep,
     keep_discoveries,
     keep_new,
 )
@@ -75,6 +77,12 @@ class MachineEvent:
     series_total: int
     canary_ratio: float | None
     baseline_nights: int
+    #: the machine's usual night-to-night wander of that ratio (1.4826 MAD of its logarithm over past
+    #: nights, as a relative size: 0.05 = ±5%), and over how many past nights; None when too few
+    wander: float | None = None
+    wander_nights: int = 0
+    #: how far tonight sits from the machine's usual level, in wanders (None without a wander)
+    sigmas: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,9 @@ class NightDecision:
     factors: np.ndarray
     code_change: bool
     tonight: np.ndarray | None = None
+    #: (row, creep) of every series that creeps tonight and is significant enough to report
+    #: (:func:`~benchsvc.analysis.changepoints.find_creep`; ``start`` counted in the row's own nights)
+    creeps: list[tuple[int, Creep]] = field(default_factory=list)
 
 
 def code_epochs(code: Sequence[object]) -> np.ndarray:
@@ -195,24 +206,83 @@ def block_factors(values: np.ndarray, epochs: np.ndarray, blocks: Sequence[objec
     return out
 
 
+def _night_shift(
+    x: np.ndarray, epochs: np.ndarray, t: int, settings: DetectorSettings
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Night ``t``'s ratio of every series to its median over the previous ``machine_baseline_nights`` nights
+    of the same epoch (finite, positive ratios only), and those previous nights; None without enough."""
+    prev = np.flatnonzero(epochs[:t] == epochs[t])[-settings.machine_baseline_nights :]
+    if len(prev) < MIN_BASELINE_NIGHTS:
+        return None
+    base = _nanmedian(x[:, prev], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = x[:, t] / base
+    return ratios[np.isfinite(ratios) & (ratios > 0)], prev
+
+
+def machine_wander(
+    values: np.ndarray,
+    epochs: np.ndarray,
+    settings: DetectorSettings = DEFAULT_SETTINGS,
+    canary: np.ndarray | None = None,
+) -> tuple[float, float, float, float, int] | None:
+    """The machine's own night-to-night distribution before tonight: over the last ``machine_wander_nights``
+    past nights that have a baseline, the median and the robust standard deviation (1.4826 MAD) of the log of
+    the night's median ratio (:func:`_night_shift`), and the same two for the canary's ratio (NaN without a
+    canary); and the number of nights. None with fewer than ``machine_wander_min_nights`` such nights."""
+    x = np.asarray(values, dtype=float)
+    nights = x.shape[1]
+    shifts: list[float] = []
+    c_shifts: list[float] = []
+    c = None if canary is None else np.asarray(canary, dtype=float)
+    for t in range(nights - 2, 0, -1):
+        if len(shifts) >= settings.machine_wander_nights:
+            break
+        got = _night_shift(x, epochs, t, settings)
+        if got is None or len(got[0]) < MIN_SERIES_FOR_FACTOR:
+            continue
+        ratios, prev = got
+        shifts.append(float(np.log(np.median(ratios))))
+        if c is not None:
+            c_base = float(_nanmedian(c[prev]))
+            if np.isfinite(c[t]) and c[t] > 0 and np.isfinite(c_base) and c_base > 0:
+                c_shifts.append(float(np.log(c[t] / c_base)))
+    if len(shifts) < settings.machine_wander_min_nights:
+        return None
+
+    def centre_scale(v: list[float]) -> tuple[float, float]:
+        if len(v) < settings.machine_wander_min_nights:
+            return float("nan"), float("nan")
+        a = np.asarray(v)
+        med = float(np.median(a))
+        return med, 1.4826 * float(np.median(np.abs(a - med)))
+
+    centre, scale = centre_scale(shifts)
+    c_centre, c_scale = centre_scale(c_shifts)
+    return centre, scale, c_centre, c_scale, len(shifts)
+
+
 def machine_event(
     values: np.ndarray,
     epochs: np.ndarray,
     settings: DetectorSettings = DEFAULT_SETTINGS,
     canary: np.ndarray | None = None,
 ) -> MachineEvent | None:
-    """Tonight's (the last column's) machine event, or None (see the module's docstring)."""
+    """Tonight's (the last column's) machine event, or None (see the module's docstring).
+
+    A night is an event when the median series moved by at least ``machine_min_shift`` (or the canary did)
+    with enough series moving the same way, *and* the move is unusual for this machine: at least
+    ``machine_wander_sigmas`` of its own robust night-to-night wander (:func:`machine_wander`) from its usual
+    level. Until the machine has ``machine_wander_min_nights`` past nights with a baseline, its usual wander
+    is not known and no night is an event (``machine_wander_sigmas=0``: the fixed thresholds alone)."""
     x = np.asarray(values, dtype=float)
     nights = x.shape[1]
     if nights < 2 or epochs[-1] != epochs[-2]:
         return None
-    prev = np.flatnonzero(epochs[:-1] == epochs[-1])[-settings.machine_baseline_nights :]
-    if len(prev) < MIN_BASELINE_NIGHTS:
+    got = _night_shift(x, epochs, nights - 1, settings)
+    if got is None:
         return None
-    base = _nanmedian(x[:, prev], axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = x[:, -1] / base
-    ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+    ratios, prev = got
     if len(ratios) < MIN_SERIES_FOR_FACTOR:
         return None
     median = float(np.median(ratios))
@@ -238,6 +308,21 @@ def machine_event(
     )
     if not (by_series or by_canary):
         return None
+    wander = machine_wander(x, epochs, settings, canary) if settings.machine_wander_sigmas > 0 else None
+    if wander is None and settings.machine_wander_sigmas > 0:
+        return None  # the machine's usual wander is not known yet: nothing is unusual for it
+    sigmas = None
+    if wander is not None:
+        centre, scale, c_centre, c_scale, _ = wander
+        k = settings.machine_wander_sigmas
+        z = abs(np.log(median) - centre) / scale if scale > 0 else float("inf")
+        by_series = by_series and z >= k
+        if by_canary and canary_ratio is not None and np.isfinite(c_scale):
+            cz = abs(np.log(canary_ratio) - c_centre) / c_scale if c_scale > 0 else float("inf")
+            by_canary = cz >= k
+        if not (by_series or by_canary):
+            return None
+        sigmas = float(z) if np.isfinite(z) else None
     direction = np.sign(shift) if by_series else np.sign((canary_ratio or 1.0) - 1.0)
     return MachineEvent(
         effect=median,
@@ -245,6 +330,9 @@ def machine_event(
         series_total=len(ratios),
         canary_ratio=canary_ratio,
         baseline_nights=len(prev),
+        wander=None if wander is None else float(np.expm1(wander[1])),
+        wander_nights=0 if wander is None else wander[4],
+        sigmas=sigmas,
     )
 
 
@@ -327,12 +415,13 @@ def _decide(
     return decisions
 
 
-def _suspect_mask(adjusted: np.ndarray, candidates: list[tuple[int, ChangePoint]]) -> np.ndarray:
-    """The nights of every series from the first night of a candidate change point in it on."""
+def _suspect_mask(adjusted: np.ndarray, candidates: list[tuple[int, int]]) -> np.ndarray:
+    """The nights of every series from the first night of a candidate change point (or creep) in it on;
+    ``candidates``: (row, index of that night in the row's own nights)."""
     mask = np.zeros(adjusted.shape, dtype=bool)
-    for row, cp in candidates:
+    for row, index in candidates:
         own_nights = np.flatnonzero(np.isfinite(adjusted[row]))
-        mask[row, own_nights[cp.index] :] = True
+        mask[row, own_nights[index] :] = True
     return mask
 
 
@@ -348,24 +437,33 @@ def _decide_once(
     blocks: Sequence[object | None] | None,
     event: MachineEvent | None,
     code_change: bool,
-) -> tuple[list[NightDecision], np.ndarray, list[list[tuple[int, ChangePoint]]]]:
+) -> tuple[list[NightDecision], np.ndarray, list[list[tuple[int, int]]]]:
     """One pass of :func:`_decide`: the factors are estimated from ``estimate_from`` (``x`` with the
     suspected nights NaN on the second pass) and divided out of ``x``. Returns the decisions, ``x`` corrected,
-    and each path's candidates before the false-discovery rule."""
+    and each path's suspects (row, first suspected night in the row's own nights): the candidates before
+    the false-discovery rule and the creeps."""
     factors = machine_factors(estimate_from, epochs, s, canary)
     adjusted = x / factors[None, :]
     if s.block_factor and blocks is not None:
         adjusted = adjusted / block_factors(estimate_from / factors[None, :], epochs, blocks)
     corrected: list[tuple[int, np.ndarray]] = []
+    creeps: list[tuple[int, Creep]] = []
     for row in range(x.shape[0]) if rows is None else rows:
         series = adjusted[row]
         if not np.isfinite(series[-1]):
             continue
-        mask = np.isfinite(series)
-        corrected.append((row, series[mask]))
+        y = series[np.isfinite(series)]
+        # the drift test before the step test: a creeping series is searched for steps with its trend
+        # taken out (a step on top of a creep is still a step; the creep itself is one finding)
+        creep = find_creep(y, s)
+        if creep is not None:
+            y = y / creep.trend(len(y))
+            if creep.reported:
+                creeps.append((row, creep))
+        corrected.append((row, y))
     detected: dict[float, list[list[ChangePoint]]] = {}
     out = []
-    suspects: list[list[tuple[int, ChangePoint]]] = []
+    suspects: list[list[tuple[int, int]]] = []
     for confirmed in modes:
         ms = s.for_path(confirmed)
         if ms.max_pvalue not in detected:  # the two paths share one detection when their levels agree
@@ -376,9 +474,12 @@ def _decide_once(
             found = keep_new(cps, y, ms, confirmed=confirmed)
             candidates.extend((row, c) for c in found)
             hypotheses += max(1, len(found))
+        night_creeps = creeps
         if event is not None and s.machine_factor == "none":
-            candidates = []
-        suspects.append(candidates)
+            candidates, night_creeps = [], []
+        suspects.append(
+            [(row, c.index) for row, c in candidates] + [(row, c.start) for row, c in night_creeps]
+        )
         findings = keep_discoveries(candidates, ms.fdr, hypotheses if n_tests is None else n_tests)
         out.append(
             NightDecision(
@@ -387,6 +488,7 @@ def _decide_once(
                 factors=factors,
                 code_change=code_change,
                 tonight=adjusted[:, -1] if adjusted.shape[1] else None,
+                creeps=night_creeps,
             )
         )
     return out, adjusted, suspects

@@ -538,7 +538,8 @@ def evaluate(
         typer.Option(
             "--classes",
             help="The noise classes of real machines (machine slow nights, heavy tails, bimodal, drift, "
-            "correlated) instead of the Gaussian targets.",
+            "correlated, creeps, weekly seasons, random walks, a wandering machine) instead of the Gaussian "
+            "targets.",
         ),
     ] = False,
     workload: Annotated[
@@ -620,5 +621,11 @@ def evaluate(
                 row[k] = f"{r[k]:.{digits}%} [{lo:.{digits}%}, {hi:.{digits}%}]"
             else:
                 row[k] = f"{r[k]:.1%}"
+        per_creep = r.get("records_per_creep")
+        row["records_per_creep"] = (
+            ""
+            if per_creep is None or per_creep != per_creep
+            else f"{per_creep:.2f} (max {r['max_records_per_creep']})"
+        )
         rows.append(row)
     render(rows, list(ev.SUMMARY_COLUMNS), fmt)

@@ -419,6 +419,10 @@ def _finding_rows(df: pd.DataFrame, pages: set[str]) -> list[FindingRow]:
             first = f"{r.started_at:%Y-%m-%d %H:%M}"
             commits = "engine code " + (str(d.get("code"))[:12] if d.get("code") else "?")
             against = f"level of the previous {d.get('baseline_nights', '?')} nights"
+            if d.get("wander") is not None and d.get("wander") == d.get("wander"):
+                against += (
+                    f"; usual wander ±{float(d['wander']):.1%} over {d.get('wander_nights', '?')} nights"
+                )
         rows.append(
             FindingRow(
                 id=int(r.id),

@@ -804,7 +804,7 @@ def _confirm(
     # (lineage alone: the nightly decision was taken above, and is recorded after the canary is stored)
     with read_session(engine) as s:
         lineage = lineage_for_run(s, run_id, metrics=["time"])
-    held: set[Any] = set(RunAnalysis(run_id, plan.settings, lineage).suspected())
+    held: set[Any] = set(RunAnalysis(run_id, plan.settings, lineage, mode=plan.mode).suspected())
     primary = _primary_values(engine, run_id)
     for key, pending in nightly.items():
         if key.engine != "sim":

@@ -169,6 +169,70 @@ def record_change(session: Session, run: Run, change: SeriesChange) -> bool:
     return True
 
 
+def record_creep(session: Session, run: Run, start_run: Run, change: SeriesChange) -> bool:
+    """Store a creep of one series (axis nightly, ``details.kind`` "creep") found tonight in ``run``, or update
+    the one already stored (True if added).
+
+    A creep is one finding while it continues: a stored creep of the same series whose ``last_seen_run`` is
+    one of ``change.same_as_runs`` (the series' recent nights) is the same creep, and gets tonight's rate,
+    total so far and ``last_seen_run`` (its status, note and first night are kept). Otherwise the creep is
+    new, recorded at its first night ``start_run``."""
+    workload = find_workload(session, change.workload, change.workload_hash)
+    if workload is None:
+        raise ValueError(f"workload {change.workload} ({change.workload_hash[:12]}) is not stored")
+    recent = set(change.same_as_runs) | {run.id}
+    stored = session.scalars(
+        select(Regression)
+        .where(
+            Regression.axis == RegressionAxis.NIGHTLY,
+            Regression.machine_id == run.machine_id,
+            Regression.environment_id == run.environment_id,
+            Regression.engine == change.engine,
+            Regression.version_id == change.version,
+            Regression.workload_id == workload.id,
+            Regression.metric == change.metric,
+        )
+        .order_by(Regression.id.desc())
+    )
+    for reg in stored:
+        d = reg.details or {}
+        if d.get("kind") == "creep" and d.get("last_seen_run") in recent:
+            first_start = d.get("night_start", change.details.get("night_start"))
+            reg.details = {
+                **d,
+                **{k: _plain(v) for k, v in change.details.items()},
+                "night_start": first_start,
+                "updates": int(d.get("updates", 0)) + 1,
+            }
+            reg.effect = float(change.effect)
+            reg.direction = change.direction
+            session.flush()
+            return False
+    session.add(
+        Regression(
+            axis=RegressionAxis.NIGHTLY,
+            run_id=start_run.id,
+            machine_id=run.machine_id,
+            environment_id=run.environment_id,
+            engine=change.engine,
+            version_id=change.version,
+            baseline_version_id=None,
+            baseline_run_id=change.baseline_run_id,
+            workload_id=workload.id,
+            metric=change.metric,
+            direction=change.direction,
+            effect=float(change.effect),
+            ci_low=None,
+            ci_high=None,
+            details={**{k: _plain(v) for k, v in change.details.items()}, "updates": 0},
+            status=RegressionStatus.NEW,
+            detected_at=utcnow(),
+        )
+    )
+    session.flush()
+    return True
+
+
 CANARY_ENGINE = EngineKind.CANARY
 CANARY_VERSION = "canary-1"
 CANARY_WORKLOAD = "canary"
