@@ -259,7 +259,10 @@ def check_kernel_available(specs: Iterable[WorkloadSpec], trace: bool = False) -
         if reason is not None:
             raise KernelUnavailable(f"the live kernel cannot be used: {reason}")
     if sizes and trace:
-        check_trace_available()
+        import sys
+
+        for note in check_trace_available():
+            print(f"note: {note}", file=sys.stderr)
 
 
 def crosscheck(

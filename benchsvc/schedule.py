@@ -30,13 +30,21 @@ class NightlyJob:
 
     @property
     def command_line(self) -> str:
+        """The command for a POSIX shell (what the cron line runs, without cron's ``%`` escaping)."""
         return shlex.join(self.command)
 
     def cron_line(self) -> str:
-        return (
-            f"{self.minute} {self.hour} * * * cd {shlex.quote(str(self.workdir))} && "
-            f"{self.command_line} >> {shlex.quote(str(self.log))} 2>&1"
+        """The crontab line: shell-quoted, then every ``%`` escaped as ``\\%`` (cron turns an unescaped ``%``
+        into a newline and feeds the rest to the command's standard input; it drops the backslash of ``\\%``)."""
+        line = (
+            f"cd {shlex.quote(str(self.workdir))} && {self.command_line} >> {shlex.quote(str(self.log))} 2>&1"
         )
+        return f"{self.minute} {self.hour} * * * " + line.replace("%", "\\%")
+
+    @property
+    def exec_start(self) -> str:
+        """The command for systemd's ``ExecStart=`` (:func:`systemd_quote` of every argument)."""
+        return " ".join(systemd_quote(a) for a in self.command)
 
     def service_unit(self) -> str:
         return (
@@ -44,8 +52,8 @@ class NightlyJob:
             "Description=benchsvc nightly benchmark run (run + report)\n\n"
             "[Service]\n"
             "Type=oneshot\n"
-            f"WorkingDirectory={self.workdir}\n"
-            f"ExecStart={self.command_line}\n"
+            f"WorkingDirectory={str(self.workdir).replace('%', '%%')}\n"  # a path: no quotes, specifiers
+            f"ExecStart={self.exec_start}\n"
             "# SIGTERM marks the run interrupted; benchsvc run --resume finishes it\n"
             "TimeoutStopSec=60\n"
         )
@@ -59,6 +67,34 @@ class NightlyJob:
             "Persistent=true\n\n"
             "[Install]\n"
             "WantedBy=timers.target\n"
+        )
+
+
+_SYSTEMD_PLAIN = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
+
+
+def systemd_quote(arg: str) -> str:
+    """One argument as systemd reads it back from a unit file (systemd.syntax, systemd.service "Command
+    lines", systemd.unit "Specifiers"): ``%`` is a specifier, so ``%%``; ``$`` expands variables, so ``$$``;
+    anything beyond plain characters in double quotes, with ``\\`` and ``"`` backslash-escaped. Control
+    characters are refused earlier (:func:`check_printable`)."""
+    if _SYSTEMD_PLAIN.fullmatch(arg):
+        return arg
+    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return f'"{escaped}"'
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_printable(what: str, value: str) -> None:
+    """Refuse a value with a newline or another control character: in a crontab or a unit file it would end
+    the line and start another (an injected ``ExecStartPre=``, a second cron job)."""
+    m = _CONTROL.search(value)
+    if m:
+        raise ScheduleError(
+            f"{what} {value!r} contains a control character ({m.group()!r}), which would break the cron line "
+            "and the unit file — give it without"
         )
 
 
@@ -78,16 +114,58 @@ def nightly_job(
     program = (exe,) if exe else (sys.executable, "-m", "benchsvc")
     command = (*program, "run", "--trigger", "nightly", "--db", url, *extra_args)
     wd = (workdir or Path.cwd()).resolve()
+    check_printable("--db", url)
+    for arg in extra_args:
+        check_printable("argument", arg)
+    check_printable("the program", " ".join(program))
+    check_printable("the working directory", str(wd))
     return NightlyJob(int(m.group(1)), int(m.group(2)), command, wd, wd / "benchsvc-nightly.log")
+
+
+def _home() -> Path:
+    """``$HOME``, refused unless it is set to an absolute path of an existing directory (an empty HOME would
+    put the units under ``/.config``)."""
+    import os
+
+    home = os.environ.get("HOME", "")
+    if not home:
+        problem = "is not set" if "HOME" not in os.environ else "is empty"
+    elif not os.path.isabs(home):
+        problem = f"is {home!r}, not an absolute path"
+    elif not os.path.isdir(home):
+        problem = f"is {home}, which is not a directory"
+    else:
+        return Path(home)
+    raise ScheduleError(
+        f"HOME {problem}, so there is no ~/.config/systemd/user for the units — set HOME to your home "
+        "directory, or use the cron line (benchsvc schedule)"
+    )
 
 
 def install_timer(job: NightlyJob, unit_dir: Path | None = None) -> list[str]:
     """Write the user units and enable the timer; returns what was done, line by line."""
-    target = unit_dir or Path.home() / ".config" / "systemd" / "user"
-    target.mkdir(parents=True, exist_ok=True)
+    target = unit_dir or _home() / ".config" / "systemd" / "user"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScheduleError(
+            f"cannot create the unit directory {target}: {exc.strerror or exc} — check that it (and HOME) "
+            "are directories you can write, or use the cron line (benchsvc schedule)"
+        ) from None
     service, timer = target / f"{UNIT_NAME}.service", target / f"{UNIT_NAME}.timer"
-    service.write_text(job.service_unit())
-    timer.write_text(job.timer_unit())
+    for path, text in ((service, job.service_unit()), (timer, job.timer_unit())):
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise ScheduleError(
+                f"{path} is not a regular file — remove it (benchsvc writes the unit there), or use the "
+                "cron line (benchsvc schedule)"
+            )
+        try:
+            path.write_text(text)
+        except OSError as exc:
+            raise ScheduleError(
+                f"cannot write {path}: {exc.strerror or exc} — check the directory, or use the cron line "
+                "(benchsvc schedule)"
+            ) from None
     done = [f"wrote {service}", f"wrote {timer}"]
     systemctl = shutil.which("systemctl")
     enable = ["systemctl", "--user", "enable", "--now", f"{UNIT_NAME}.timer"]

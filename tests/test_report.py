@@ -232,7 +232,7 @@ def test_out_that_cannot_hold_a_site_is_one_line(db: Path, tmp_path: Path) -> No
     assert line == f"Error: --out {a_file}: is a file, not a directory — give a directory, or remove the file"
     assert a_file.read_text() == "not a directory"
     line = _one_line_error(_cli("report", "--db", str(db), "--out", "/proc/self"))
-    assert line.startswith("Error: --out /proc/self: cannot create a directory in /proc: ")
+    assert line.startswith("Error: --out /proc/self: is not empty and is not a report site benchsvc wrote")
     line = _one_line_error(_cli("report", "--db", str(db), "--out", str(a_file / "sub")))
     assert line.startswith(f"Error: --out {a_file / 'sub'}: cannot create {a_file}: ")
 

@@ -364,11 +364,13 @@ class MthpSettings:
                     ) from None
                 time.sleep(0.05)
         self._lock_fd = fd
+        _held[0] += 1
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing drops the flock
             self._lock_fd = None
+            _held[0] -= 1
 
     def _write_journal(self, planned: list[Change]) -> None:
         if not planned:
@@ -420,6 +422,15 @@ def _default_state_dir() -> Path:
     return Path("/tmp") / "benchsvc-kernel"
 
 
+#: how many kernel run locks this process holds now (:func:`run_lock`, :class:`MthpSettings`)
+_held = [0]
+
+
+def lock_held() -> bool:
+    """Whether this process holds the kernel run lock now (taking it again would wait for itself)."""
+    return _held[0] > 0
+
+
 @contextlib.contextmanager
 def run_lock(state_dir: Path | None = None, timeout: float = 600.0) -> Iterator[None]:
     """Hold the lock every kernel run holds while its sysfs (and tracing) changes are in place. Inside it no
@@ -443,7 +454,11 @@ def run_lock(state_dir: Path | None = None, timeout: float = 600.0) -> Iterator[
                         f"another kernel run holds {d / 'lock'} (waited {timeout:g}s)"
                     ) from None
                 time.sleep(0.05)
-        yield
+        _held[0] += 1
+        try:
+            yield
+        finally:
+            _held[0] -= 1
     finally:
         os.close(fd)
 

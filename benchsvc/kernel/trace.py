@@ -22,10 +22,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import re
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,13 @@ from types import TracebackType
 from typing import Any
 
 from benchsvc.errors import BenchsvcError, KernelUnavailable
-from benchsvc.kernel.sysfs import _default_state_dir, _Interrupted, _SignalGuard
+from benchsvc.kernel.sysfs import (
+    _default_state_dir,
+    _Interrupted,
+    _SignalGuard,
+    lock_held,
+    run_lock,
+)
 
 TRACEFS = Path("/sys/kernel/tracing")
 #: the events enabled in the instance (``events/<system>/<event>``)
@@ -181,19 +189,53 @@ def mount_tracefs(root: Path = TRACEFS) -> None:
         raise OSError(err, f"mount -t tracefs at {root} failed: {os.strerror(err)}")
 
 
+MNT_DETACH = 2
+
+
 def umount_tracefs(root: Path = TRACEFS) -> None:
     if _libc().umount2(str(root).encode(), 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"umount {root} failed: {os.strerror(err)}")
 
 
+def umount_tracefs_or_detach(root: Path = TRACEFS) -> str | None:
+    """Unmount tracefs; when it is busy (another process has a file of it open), detach it lazily
+    (``umount2(MNT_DETACH)``: gone from the tree now, freed when the last file is closed) and return a one-line
+    note saying so. Raises :class:`OSError` when neither works."""
+    try:
+        umount_tracefs(root)
+        return None
+    except OSError as err:
+        if err.errno != errno.EBUSY:
+            raise
+    if _libc().umount2(str(root).encode(), MNT_DETACH) != 0:
+        err2 = ctypes.get_errno()
+        raise OSError(err2, f"umount {root} failed (busy), and so did a lazy unmount: {os.strerror(err2)}")
+    return (
+        f"tracefs at {root} was busy (another process has a file of it open): detached it lazily; it is "
+        "gone from the tree and is freed when that process closes the file"
+    )
+
+
 def _missing_events(root: Path) -> list[str]:
     return [e for e in EVENTS if not (root / "events" / e / "enable").is_file()]
 
 
-def trace_unavailable_reason(root: Path = TRACEFS) -> str | None:
-    """Why the tracepoints cannot be used here, or None when they can. Mounts tracefs for the check (and
-    unmounts it again) when it is not mounted."""
+def _events_reason(root: Path) -> str | None:
+    missing = _missing_events(root)
+    if missing:
+        return f"tracepoint {missing[0].replace('/', ':')} is not available ({root}/events/{missing[0]})"
+    if not os.access(root / "instances", os.W_OK):
+        return f"cannot create a trace instance ({root}/instances is not writable)"
+    return None
+
+
+def trace_unavailable_reason(root: Path = TRACEFS, notes: list[str] | None = None) -> str | None:
+    """Why the tracepoints cannot be used here, or None when they can. When tracefs is not mounted it is
+    mounted for the check and unmounted again, the way a :class:`TraceSession` does it: under the kernel run
+    lock, recorded in the journal first (a SIGKILLed check is undone by the next check or session), with
+    SIGINT/SIGTERM/SIGHUP held off while mounting and unmounting and, in between, unmounting before the
+    signal takes effect. A busy unmount is retried lazily; its note is appended to ``notes``."""
     if not sys.platform.startswith("linux"):
         return f"not Linux (platform is {sys.platform})"
     if os.geteuid() != 0:
@@ -205,29 +247,90 @@ def trace_unavailable_reason(root: Path = TRACEFS) -> str | None:
         return f"cannot read /proc/filesystems: {err}"
     if not root.is_dir():
         return f"{root} does not exist"
-    mounted_here = False
+    if is_tracefs_mounted(root) and not _journal_path(_default_state_dir()).exists():
+        return _events_reason(root)  # nothing to mount, nothing a killed run left to undo
     try:
-        if not is_tracefs_mounted(root):
+        with contextlib.nullcontext() if lock_held() else run_lock():
+            return _ProbeMount(root, _default_state_dir()).check(notes)
+    except KernelUnavailable as err:
+        return str(err)
+
+
+class _ProbeMount:
+    """tracefs mounted for :func:`trace_unavailable_reason` only (see there)."""
+
+    def __init__(self, root: Path, state_dir: Path) -> None:
+        self.root = root
+        self.state_dir = state_dir
+        self.mounted_here = False
+        self.notes: list[str] = []
+
+    def check(self, notes: list[str] | None) -> str | None:
+        recover_trace_journal(self.state_dir, self.root)
+        if is_tracefs_mounted(self.root):
+            return _events_reason(self.root)
+        guard = _SignalGuard(frozenset())  # deferred while ``critical``; raising in between
+        guard.critical = True
+        guard.install()
+        exc: BaseException | None = None
+        try:
+            _write_trace_journal(self.state_dir, self.root, "", mounting=True)
             try:
-                mount_tracefs(root)
+                mount_tracefs(self.root)
             except OSError as err:
                 return str(err)
-            mounted_here = True
-        missing = _missing_events(root)
-        if missing:
-            return f"tracepoint {missing[0].replace('/', ':')} is not available ({root}/events/{missing[0]})"
-        if not os.access(root / "instances", os.W_OK):
-            return f"cannot create a trace instance ({root}/instances is not writable)"
-        return None
-    finally:
-        if mounted_here:
-            umount_tracefs(root)
+            self.mounted_here = True
+            guard.critical = False
+            if guard.pending is None:
+                _test_hold("BENCHSVC_TEST_TRACE_CHECK_HOLD")
+            return _events_reason(self.root)
+        except BaseException as raised:
+            exc = raised
+            raise
+        finally:
+            try:
+                guard.leave(self.restore, exc)
+            finally:
+                if notes is not None:
+                    notes.extend(self.notes)
+
+    def restore(self) -> None:
+        if self.mounted_here:
+            try:
+                note = umount_tracefs_or_detach(self.root)
+            except OSError as err:
+                raise TraceRestoreError(
+                    f"could not unmount the tracefs mounted for the tracepoint check: {err} "
+                    f"(journal kept at {_journal_path(self.state_dir)}) — close what uses {self.root}, "
+                    f"then umount {self.root}"
+                ) from None
+            self.mounted_here = False
+            if note:
+                self.notes.append(note)
+        with contextlib.suppress(FileNotFoundError):
+            _journal_path(self.state_dir).unlink()
 
 
-def check_trace_available(root: Path = TRACEFS) -> None:
-    reason = trace_unavailable_reason(root)
+def _test_hold(variable: str) -> None:
+    """Test hook: with ``<variable>=<file>``, create that file and wait (up to a minute) until the test
+    removes it, so that a test can act (send a signal, open a file) at a known point."""
+    marker = os.environ.get(variable)
+    if not marker:
+        return
+    Path(marker).touch()
+    deadline = time.monotonic() + 60
+    while Path(marker).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def check_trace_available(root: Path = TRACEFS) -> list[str]:
+    """Raise :class:`KernelUnavailable` with the reason when the tracepoints cannot be used; returns the
+    notes of the check (a busy tracefs detached lazily), one line each."""
+    notes: list[str] = []
+    reason = trace_unavailable_reason(root, notes)
     if reason is not None:
         raise KernelUnavailable(f"the kernel's tracepoints cannot be used: {reason}")
+    return notes
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -300,18 +403,20 @@ class TraceSession:
         self.mounted_here = False
         self.created = False
         self.before: dict[str, str] = {}
+        #: one line each: what was not quite as planned but is fine (a busy tracefs detached lazily)
+        self.notes: list[str] = []
         self._guard = _SignalGuard(_TRACE_CODES)
 
     @property
     def journal_path(self) -> Path:
-        return self.state_dir / "trace-journal.json"
+        return _journal_path(self.state_dir)
 
     # ------------------------------------------------------------------ entry
     def __enter__(self) -> TraceSession:
         self._guard.critical = True
         self._guard.install()
         try:
-            reason = trace_unavailable_reason(self.root)
+            reason = trace_unavailable_reason(self.root, self.notes)
             if reason is not None:
                 raise KernelUnavailable(f"the kernel's tracepoints cannot be used: {reason}")
             self._recover_journal()
@@ -388,8 +493,10 @@ class TraceSession:
                 problems.append(f"top-level tracing settings changed while tracing: {', '.join(changed)}")
         if self.mounted_here and not self.created:
             try:
-                umount_tracefs(self.root)
+                note = umount_tracefs_or_detach(self.root)
                 self.mounted_here = False
+                if note:
+                    self.notes.append(note)
             except OSError as err:
                 problems.append(str(err))
         if problems:
@@ -403,38 +510,55 @@ class TraceSession:
 
     # ------------------------------------------------------------------ journal
     def _write_journal(self, *, mounting: bool) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        data = {
-            "pid": os.getpid(),
-            "instance": str(self.instance),
-            "mounted": mounting,
-            "root": str(self.root),
-        }
-        tmp = self.journal_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.journal_path)
+        _write_trace_journal(self.state_dir, self.root, str(self.instance), mounting=mounting)
 
     def _recover_journal(self) -> None:
-        """A session that was SIGKILLed left its instance (and maybe its mount): take them away."""
+        recover_trace_journal(self.state_dir, self.root)
+
+
+def _journal_path(state_dir: Path) -> Path:
+    return state_dir / "trace-journal.json"
+
+
+def _write_trace_journal(state_dir: Path, root: Path, instance: str, *, mounting: bool) -> None:
+    """What a session or check is about to do (its instance, whether it mounts tracefs), for the next one to
+    undo should this process be SIGKILLed."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    data = {"pid": os.getpid(), "instance": instance, "mounted": mounting, "root": str(root)}
+    path = _journal_path(state_dir)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def recover_trace_journal(state_dir: Path, root: Path = TRACEFS) -> None:
+    """A session or check that was SIGKILLed left its instance (and maybe its mount): take them away."""
+    path = _journal_path(state_dir)
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as err:
+        raise KernelUnavailable(
+            f"the kernel's tracepoints cannot be used: unreadable journal {path} ({err}); "
+            f"remove leftover {root}/instances/{INSTANCE_PREFIX}* by hand and delete it"
+        ) from None
+    root = Path(data.get("root", str(root)))
+    instance = Path(data.get("instance") or "")
+    if is_tracefs_mounted(root) and instance.name.startswith(INSTANCE_PREFIX) and instance.is_dir():
+        for event in EVENTS:
+            with contextlib.suppress(OSError):
+                _write(instance / "events" / event / "enable", "0")
+        instance.rmdir()
+    if data.get("mounted") and is_tracefs_mounted(root) and not any((root / "instances").iterdir()):
         try:
-            data: dict[str, Any] = json.loads(self.journal_path.read_text())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as err:
+            umount_tracefs_or_detach(root)
+        except OSError as err:
             raise KernelUnavailable(
-                f"the kernel's tracepoints cannot be used: unreadable journal {self.journal_path} ({err}); "
-                f"remove leftover {self.root}/instances/{INSTANCE_PREFIX}* by hand and delete it"
+                f"the kernel's tracepoints cannot be used: a killed run left tracefs mounted at {root} and "
+                f"it cannot be unmounted ({err}) — close what uses it, then umount {root}"
             ) from None
-        root = Path(data.get("root", str(self.root)))
-        instance = Path(data.get("instance", ""))
-        if is_tracefs_mounted(root) and instance.name.startswith(INSTANCE_PREFIX) and instance.is_dir():
-            for event in EVENTS:
-                with contextlib.suppress(OSError):
-                    _write(instance / "events" / event / "enable", "0")
-            instance.rmdir()
-        if data.get("mounted") and is_tracefs_mounted(root) and not any((root / "instances").iterdir()):
-            umount_tracefs(root)
-        self.journal_path.unlink()
+    path.unlink()
 
 
 _TRACE_CODES = frozenset({TraceSession.__enter__.__code__, TraceSession.__exit__.__code__})

@@ -28,6 +28,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,18 +104,87 @@ class MachineLock:
         self.fd = -1
 
 
+class RuntimeDirError(BenchsvcError):
+    """The runtime directory or its lock file is not one benchsvc can trust (owner, mode, kind)."""
+
+
+_RUNTIME_TODO = f"remove it (benchsvc creates it), or point ${RUNTIME_DIR_ENV} at a directory of yours"
+
+
+def _open_runtime_dir(directory: Path) -> int:
+    """The runtime directory, created mode 0700 when missing, opened without following a symlink; refused
+    unless it is a directory owned by this user that no one else can write."""
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        what = "is a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        if exc.errno == errno.ENOTDIR:
+            what = "is a symlink" if os.path.islink(directory) else "is not a directory"
+        raise RuntimeDirError(
+            f"the runtime directory {directory} {what} — " + _RUNTIME_TODO
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR)
+            else f"cannot create or open the runtime directory {directory}: {what} — make its parent "
+            f"writable, or point ${RUNTIME_DIR_ENV} at a directory of yours"
+        ) from None
+    st = os.fstat(fd)
+    problem = None
+    if st.st_uid != os.geteuid():
+        problem = f"belongs to uid {st.st_uid}, not to you (uid {os.geteuid()})"
+    elif st.st_mode & 0o022:
+        problem = f"can be written by others (mode {stat.S_IMODE(st.st_mode):04o})"
+    if problem:
+        os.close(fd)
+        raise RuntimeDirError(
+            f"the runtime directory {directory} {problem}: another user could take or fake the run lock — "
+            + _RUNTIME_TODO
+        )
+    return fd
+
+
+def _open_lock_file(dfd: int, path: Path) -> int:
+    """The lock file in the open runtime directory: created if missing, never truncated, never through a
+    symlink; anything but a regular file of ours with one link is refused."""
+    try:
+        fd = os.open(
+            LOCK_FILE,
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+            0o644,
+            dir_fd=dfd,
+        )
+    except OSError as exc:
+        kinds = {errno.ELOOP: "is a symlink", errno.EISDIR: "is a directory"}
+        what = kinds.get(exc.errno or 0, f"cannot be opened: {exc.strerror or exc}")
+        raise RuntimeDirError(f"the run lock {path} {what} — remove it (benchsvc creates it)") from None
+    st = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(st.st_mode):
+        kind = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",
+                stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(st.st_mode), "not a regular file")  # fmt: skip
+        problem = f"is {kind}"
+    elif st.st_uid != os.geteuid():
+        problem = f"belongs to uid {st.st_uid}, not to you"
+    elif st.st_nlink != 1:
+        problem = f"has {st.st_nlink} hard links (one is expected)"
+    if problem:
+        os.close(fd)
+        raise RuntimeDirError(f"the run lock {path} {problem} — remove it (benchsvc creates it)")
+    return fd
+
+
 def lock_machine(db: str) -> MachineLock:
     """Take this machine's run lock, or raise :class:`RunLocked` naming the run that holds it. ``db``: the
-    database of this run (said in the message of another run refused meanwhile)."""
+    database of this run (said in the message of another run refused meanwhile). A runtime directory or lock
+    file that is not to be trusted (:func:`_open_runtime_dir`, :func:`_open_lock_file`) raises
+    :class:`RuntimeDirError`."""
     directory = runtime_dir()
+    dfd = _open_runtime_dir(directory)
     try:
-        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise RunLocked(
-            f"cannot open the machine's run lock {directory / LOCK_FILE}: {exc.strerror or exc} — "
-            f"make that directory writable, or point ${RUNTIME_DIR_ENV} at one that is"
-        ) from None
+        fd = _open_lock_file(dfd, directory / LOCK_FILE)
+    finally:
+        os.close(dfd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
