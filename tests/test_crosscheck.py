@@ -18,6 +18,7 @@ from benchsvc.crosscheck import (
     COUNTERS,
     DISAGREE,
     LAYOUT_NOT_REPRODUCED,
+    MM_CHECKS,
     SKIPPED,
     TRACED_COUNTERS,
     compare,
@@ -164,8 +165,9 @@ def test_cli_four_workloads_agree_on_the_live_kernel() -> None:
     assert settled_snapshot() == before, "per-size mTHP sysfs values were not restored"
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(proc.stdout)
+    mm = [name for name, _ in MM_CHECKS]
     assert [(r["workload"], r["counter"]) for r in rows] == [
-        (n, c) for n in names for c in (*COUNTERS, *TRACED_COUNTERS)
+        (n, c) for n in names for c in (*COUNTERS, *TRACED_COUNTERS, *mm)
     ]
     assert all(r["agree"] is True and r["status"] == AGREE for r in rows), rows
     got = {(r["workload"], r["counter"]): (r["sim"], r["kernel"]) for r in rows}
@@ -186,6 +188,15 @@ def test_cli_four_workloads_agree_on_the_live_kernel() -> None:
     assert got[("b-dontneed-first-page", "tlb_flushes")] == (folios, folios)
     assert got[("f-fork-child-munmap", "tlb_flushes")] == (1, 1)
     assert got[("f-fork-child-munmap", "folios_freed")] == (0, 0)
+    # the region's VMAs: a whole munmap removes the one VMA; c's munmap is whole too (the offset moves the
+    # region, not the range); MADV_DONTNEED leaves VMAs alone; no workload here has a PMD-mapped THP to split
+    assert got[("a-munmap-aligned", "vma_count_change")] == (-1, -1)
+    assert got[("c-straddle-munmap", "vma_count_change")] == (-1, -1)
+    assert got[("b-dontneed-first-page", "vma_count_change")] == (0, 0)
+    assert got[("f-fork-child-munmap", "vma_count_change")] == (-1, -1)
+    assert all(got[(n, "pmd_splits")] == (0, 0) for n in names)
+    # each compared workload carries its measured time and the time the cost model predicts
+    assert all(r["measured_ns"] > 0 and r["predicted_ns"] > 0 and r["priced_by"] for r in rows)
 
 
 @pytest.mark.kernel
@@ -224,6 +235,11 @@ def test_cli_every_shipped_workload_the_kernel_can_express_agrees_at_16k_64k_and
     for name, values in expected.items():
         for counter, value in zip(COUNTERS, values, strict=True):
             assert got[(name, counter)] == (value, value), (name, counter)
+    # one page of each folio unmapped: one call per folio, two VMA splits each but the first, one VMA
+    # removed each (net +1 per call, -1 for the first); with PMD-mapped THPs each cut splits the PMD first
+    assert got[("sizes-16k-munmap-first-page", "vma_count_change")] == (n16 - 1, n16 - 1)
+    assert got[("sizes-2m-munmap-first-page", "pmd_splits")] == (n2m, n2m)
+    assert got[("pmd-mapped-thp-munmap", "pmd_splits")] == (0, 0)
     # every expressible workload also compared its tracepoint counters
     compared_names = {r["workload"] for r in compared}
     assert {(n, c) for n in compared_names for c in TRACED_COUNTERS} <= set(got)
