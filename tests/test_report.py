@@ -18,7 +18,7 @@ HOSTILE = '<script>window.__xss=1</script> "><img src=x onerror="window.__xss=2"
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "benchsvc", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "benchsvc", *args], capture_output=True, text=True, timeout=1200
     )
 
 
@@ -32,7 +32,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     database = tmp / "x.db"
     for _ in range(2):
         proc = _cli(
-            "run", "--mode", "debug", "--no-report", "-w", str(hostile), "-w", "c-straddle-munmap",
+            "run", "--wait", "--mode", "debug", "--no-report", "-w", str(hostile), "-w", "c-straddle-munmap",
             "-V", "base65,base65-p1,v1,v2", "--db", str(database),
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr

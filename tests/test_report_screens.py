@@ -126,7 +126,7 @@ def partial_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("partial")
     db = work / "partial.db"
     proc = _benchsvc(
-        "run", "--mode", "debug", "--db", str(db), "-w", "a-munmap-aligned", "-V", "v2,v3", "--no-report",
+        "run", "--wait", "--mode", "debug", "--db", str(db), "-w", "a-munmap-aligned", "-V", "v2,v3", "--no-report",
         "-q", cwd=work,
     )  # fmt: skip
     _check(proc, "benchsvc run")
