@@ -333,3 +333,10 @@ def test_evaluate_scores_creeps_and_a_wandering_machine_per_class() -> None:
             table.loc[name, "false_alarm_rate"]
             == table.loc[name, "false_alarms"] / table.loc[name, "series_nights"]
         )
+
+
+def test_the_confirming_modes_are_the_modes_with_timing_inference() -> None:
+    from benchsvc.runner.blocks import TIMING_INFERENCE_MODES
+    from benchsvc.runner.matrix import CONFIRMING_MODES
+
+    assert set(CONFIRMING_MODES) == set(TIMING_INFERENCE_MODES)
