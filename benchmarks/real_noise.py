@@ -48,7 +48,18 @@ def make_history(db: Path, runs: int, mode: str, workloads: list[str]) -> None:
     selection = [a for w in workloads for a in ("-w", w)]
     for i in range(have, runs):
         t0 = time.monotonic()
-        cli("run", f"--mode={mode}", "--no-report", "--quiet", "--trigger", "nightly", *selection, db=db)
+        # --wait: on a shared machine another run may hold the machine lock; wait for it rather than fail
+        cli(
+            "run",
+            f"--mode={mode}",
+            "--no-report",
+            "--quiet",
+            "--wait",
+            "--trigger",
+            "nightly",
+            *selection,
+            db=db,
+        )
         print(f"history run {i + 1}/{runs}: {time.monotonic() - t0:.0f} s", flush=True)
 
 

@@ -2,9 +2,9 @@
 exported (``benchsvc export``), imported into an empty database (``benchsvc import``), analysed night by night
 (``benchsvc analyze``) and read back (``benchsvc regressions -f json``).
 
-    python benchmarks/signal_shapes.py creep    [--nights 90] [--seed 0] [--dir DIR]
-    python benchmarks/signal_shapes.py wander   [--nights 60] [--seed 0] [--dir DIR]
-    python benchmarks/signal_shapes.py steps    [--nights 60] [--seed 0] [--dir DIR]
+    python benchmarks/signal_shapes.py creep    [--nights 90] [--seed 0] [--dir DIR] [--reuse]
+    python benchmarks/signal_shapes.py wander   [--nights 60] [--seed 0] [--dir DIR] [--reuse]
+    python benchmarks/signal_shapes.py steps    [--nights 60] [--seed 0] [--dir DIR] [--reuse]
 
 The machine: 12 workloads x 10 simulated versions (120 series, each workload one measurement block), a night's
 value = level x machine factor x block factor x (1 + per-series noise), with a run of 6 processes x 3 values
@@ -27,6 +27,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -114,16 +115,34 @@ def machine(
     return base * m[None, :] * block * (1 + rng.normal(0, noise, (series, nights)))
 
 
-def round_trip(directory: Path, levels: np.ndarray, rng: np.random.Generator) -> tuple[list, list, list]:
-    """Store, export, import into an empty database, analyse; the nightly records, machine events and keys."""
+def _copy_db(src: Path, dst: Path) -> None:
+    """A SQLite file with its write-ahead log, if any."""
+    for suffix in ("", "-wal"):
+        Path(f"{dst}{suffix}").unlink(missing_ok=True)
+        if Path(f"{src}{suffix}").exists():
+            shutil.copyfile(f"{src}{suffix}", f"{dst}{suffix}")
+
+
+def round_trip(
+    directory: Path, levels: np.ndarray, rng: np.random.Generator, reuse: bool = False
+) -> tuple[list, list, list]:
+    """Store, export, import into an empty database, analyse; the nightly records, machine events and keys.
+    With ``reuse``, the imported database of an earlier call with the same arguments is analysed again."""
     directory.mkdir(parents=True, exist_ok=True)
     source, target, exported = directory / "source.db", directory / "imported.db", directory / "history.jsonl"
-    for p in (source, target):
+    pristine = directory / "imported-unanalysed.db"
+    for p in (target,) if reuse and pristine.exists() else (source, target, pristine):
         for suffix in ("", "-wal", "-shm"):
             Path(f"{p}{suffix}").unlink(missing_ok=True)
-    keys = store_history(source, levels, rng)
-    cli("export", "-o", str(exported), db=source)
-    cli("import", str(exported), db=target)
+    versions = [v.id for v in registry_versions() if str(v.engine) == "sim"][:10]
+    keys = [(w.name, v) for w in refs() for v in versions]
+    if reuse and pristine.exists():
+        _copy_db(pristine, target)
+    else:
+        keys = store_history(source, levels, rng)
+        cli("export", "-o", str(exported), db=source)
+        cli("import", str(exported), db=target)
+        _copy_db(target, pristine)
     t0 = time.monotonic()
     cli("analyze", db=target)
     print(f"{levels.shape[1]} nights x {levels.shape[0]} series analysed in {time.monotonic() - t0:.0f} s")
@@ -138,6 +157,9 @@ def main() -> None:
     ap.add_argument("--nights", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", type=Path, default=Path("signal-shapes"))
+    ap.add_argument(
+        "--reuse", action="store_true", help="analyse DIR's imported history again (same arguments)"
+    )
     args = ap.parse_args()
     rng = np.random.default_rng([args.seed, ("creep", "wander", "steps").index(args.shape)])
     series = WORKLOADS * 10
@@ -146,7 +168,7 @@ def main() -> None:
         levels = machine(nights, rng, 0.01, 0.05, 0.0)
         slow = rng.choice(np.arange(15, nights), size=3, replace=False)
         levels[:, slow] *= 1.25
-        records, events, _ = round_trip(args.dir, levels, rng)
+        records, events, _ = round_trip(args.dir, levels, rng, args.reuse)
         factor = np.median(levels / np.median(levels, axis=1, keepdims=True), axis=0)
         off = set(np.flatnonzero(np.abs(factor / np.median(factor) - 1) >= 0.2).tolist())
         event_nights = {int(e["run_id"]) - 1 for e in events}
@@ -178,7 +200,7 @@ def main() -> None:
         for i, row in enumerate(rows):
             levels[row, -3:] *= 1.05 if i < 12 else 1.10
             changed[int(row)] = "+5%" if i < 12 else "+10%"
-    records, _, keys = round_trip(args.dir, levels, rng)
+    records, _, keys = round_trip(args.dir, levels, rng, args.reuse)
     by_key = {k: i for i, k in enumerate(keys)}
     per: dict[int, list[dict]] = {}
     false_alerts = []

@@ -345,8 +345,13 @@ def plan_run(
                         direction=Direction.WORSE if creep.total > 1 else Direction.BETTER,
                         effect=creep.total,
                         baseline_run_id=start,
-                        # a creep stored for this series and still seen on one of its recent nights is this one
-                        same_as_runs=tuple(series_nights[-settings.new_nights - 1 :]),
+                        # a creep stored for this series that started or was last seen on one of this creep's
+                        # nights (from creep_min_nights before its start on) is this one
+                        same_as_runs=tuple(
+                            series_nights[
+                                max(0, min(creep.start, len(series_nights) - 1) - settings.creep_min_nights) :
+                            ]
+                        ),
                         details={
                             "kind": "creep",
                             "rate": float(creep.rate),

@@ -185,23 +185,38 @@ def test_a_run_stores_interleaved_blocks_with_the_canary(tmp_path: Path) -> None
 
 
 def test_a_real_difference_is_measured_again_and_confirmed(tmp_path: Path) -> None:
-    cp = _cli(tmp_path, "run", "-w", REAL, "-V", "v2,v3,v4", "--quick", "--no-report")
+    # the default mode: a quick run draws no timing finding, so it re-measures nothing (next test)
+    cp = _cli(tmp_path, "run", "-w", REAL, "-V", "v2,v3,v4", "--no-report")
     assert cp.returncode == 0, cp.stderr
     assert f"[confirm 1/1] confirming {REAL}: measuring" in cp.stderr
     rows = _samples(tmp_path / "x.db")
     confirm = [r for r in rows if r["meta"]["benchsvc_phase"] == "confirm"]
     versions = {r["version"] for r in confirm if r["engine"] == "sim"}
     assert {"v3", "v4"} <= versions
-    first = SAMPLING["quick"].processes
+    first = SAMPLING["default"].processes
     for version in versions:
         mine = sorted(r["process"] for r in confirm if r["version"] == version)
-        assert mine == list(range(first, first + CONFIRM_PROCESSES["quick"]))
+        assert mine == list(range(first, first + CONFIRM_PROCESSES["default"]))
     compared = _cli(tmp_path, "compare", "-m", "time", "--all", "-f", "json")
     assert compared.returncode == 0, compared.stderr
     by = {(r["version"], r["baseline"]): r for r in json.loads(compared.stdout)}
     v4 = by["v4", "v3"]
     assert v4["significant"] and v4["direction"] == "worse"
     assert by["v3", "v2"]["significant"] is False
+
+
+def test_a_quick_run_re_measures_nothing_and_files_no_timing_finding(tmp_path: Path) -> None:
+    """Quick mode's sampling does not support timing inference: the same real difference (v4 against v3) is
+    neither re-measured nor filed as a timing finding; the counters still are compared."""
+    cp = _cli(tmp_path, "run", "-w", REAL, "-V", "v2,v3,v4", "--quick", "--no-report")
+    assert cp.returncode == 0, cp.stderr
+    assert "[confirm" not in cp.stderr
+    assert all(r["meta"]["benchsvc_phase"] == "primary" for r in _samples(tmp_path / "x.db"))
+    found = _cli(tmp_path, "regressions", "--all", "-f", "json")
+    assert found.returncode == 0, found.stderr
+    rows = json.loads(found.stdout)
+    assert not [r for r in rows if r["metric"] == "time"]
+    assert [r for r in rows if r["metric"] != "time"]  # v4's counter differences against v3 are filed
 
 
 def test_no_confirm_leaves_the_first_measurement_alone(tmp_path: Path) -> None:
@@ -287,7 +302,7 @@ def test_a_nightly_change_at_the_new_night_is_measured_again_and_recorded(tmp_pa
 
     db = tmp_path / "x.db"
     versions = "base65-p1,v1,v2,v3,up612"
-    first = _cli(tmp_path, "run", "-w", W1, "-V", versions, "--quick", "--no-report", "--no-confirm")
+    first = _cli(tmp_path, "run", "-w", W1, "-V", versions, "--no-report", "--no-confirm")
     assert first.returncode == 0, first.stderr
     engine = open_store(str(db))
     try:
@@ -295,7 +310,7 @@ def test_a_nightly_change_at_the_new_night_is_measured_again_and_recorded(tmp_pa
             measured = run_process_values(s, 1, phase="primary", engine="sim")
         rng = np.random.default_rng(3)
         for night in range(10):
-            record = RunRecord.new(mode="quick", trigger="nightly")
+            record = RunRecord.new(mode="default", trigger="nightly")
             record = dataclasses.replace(
                 record,
                 started_at=dt.datetime(2026, 1, 1) + dt.timedelta(days=night),
@@ -325,7 +340,7 @@ def test_a_nightly_change_at_the_new_night_is_measured_again_and_recorded(tmp_pa
                 ingest(s, record, results)
     finally:
         engine.dispose()
-    tonight = _cli(tmp_path, "run", "-w", W1, "-V", versions, "--quick", "--no-report")
+    tonight = _cli(tmp_path, "run", "-w", W1, "-V", versions, "--no-report")
     assert tonight.returncode == 0, tonight.stderr
     assert "[confirm" in tonight.stderr and "v2" in tonight.stderr, tonight.stderr
     rows = _samples(db)

@@ -309,3 +309,34 @@ def test_a_quick_run_never_marks_a_default_mode_timing_finding_fixed(store) -> N
         regs = list_regressions(s, axis="lineage")
     assert dataclasses.asdict(MACHINE)["hostname"] == "bench-01"
     assert regs["status"].tolist() == ["fixed"] and regs.iloc[0]["details"]["fixed_in_run"] == 3
+
+
+# --- the evaluation's new classes ----------------------------------------------------------------------
+
+
+def test_evaluate_scores_creeps_and_a_wandering_machine_per_class() -> None:
+    from benchsvc.analysis import evaluate as ev
+
+    classes = {sc.name: sc for sc in ev.NOISE_CLASSES}
+    names = ["creep +0.3%/night (10%)", "wandering machine 5%"]
+    table = ev.run_evaluation([classes[n] for n in names], trials=30, nights=80, seed=1).set_index("name")
+    creep = table.loc["creep +0.3%/night (10%)"]
+    assert creep["creeping_series"] >= 1
+    assert creep["creeps_found"] == 1.0  # every creeping series reported as a creep
+    assert creep["max_records_per_creep"] <= 2
+    # the false alerts are counted on the series that do not creep only
+    assert creep["series_nights"] == (30 - creep["creeping_series"]) * 70
+    wander = table.loc["wandering machine 5%"]
+    assert wander["machine_event_rate"] <= 0.05
+    for name in names:
+        assert (
+            table.loc[name, "false_alarm_rate"]
+            == table.loc[name, "false_alarms"] / table.loc[name, "series_nights"]
+        )
+
+
+def test_the_confirming_modes_are_the_modes_with_timing_inference() -> None:
+    from benchsvc.runner.blocks import TIMING_INFERENCE_MODES
+    from benchsvc.runner.matrix import CONFIRMING_MODES
+
+    assert set(CONFIRMING_MODES) == set(TIMING_INFERENCE_MODES)

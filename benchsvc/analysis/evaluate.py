@@ -277,8 +277,8 @@ class _Alerts:
 
     seen: set[int] = field(default_factory=set)
     alerts: list[tuple[int, cp.ChangePoint]] = field(default_factory=list)
-    #: nights a creep record was made (a creep seen again within ``new_nights`` + 1 nights of the last time
-    #: it was seen updates the record, as the store does), and the last night it was seen
+    #: nights a creep record was made (a creep whose nights include the night the last one was seen updates
+    #: that record, as the store does), and the last night it was seen
     creeps: list[int] = field(default_factory=list)
     creep_seen: int = -(10**9)
 
@@ -357,12 +357,13 @@ def _online_machine(
                         alerts.alerts.append((t, c))
         if decision.machine_event is not None:
             log.nights.append(t)
-        for j, _ in decision.creeps:
+        for j, creep in decision.creeps:
             for path in PATHS:  # a creep is recorded whatever the path (nothing to re-measure)
                 a = out[path][j]
                 if path != "none" and again is None:
                     continue
-                if t - a.creep_seen > settings.new_nights + 1:
+                # as the store: the same creep when the last one was seen on this creep's nights
+                if a.creep_seen < creep.start - settings.creep_min_nights:
                     a.creeps.append(t)
                 a.creep_seen = t
         for j, c in decision.findings:

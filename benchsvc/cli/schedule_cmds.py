@@ -17,7 +17,12 @@ def schedule(
         bool, typer.Option("--install", help="Write the systemd user timer + service and enable the timer.")
     ] = False,
     quick: Annotated[
-        bool, typer.Option("--quick", help="Schedule the quick mode instead of the default.")
+        bool,
+        typer.Option(
+            "--quick",
+            help="Schedule the quick mode instead of the default (its nights compare counters only: no timing "
+            "alerts, creeps or machine events).",
+        ),
     ] = False,
     engine_name: Annotated[
         str,

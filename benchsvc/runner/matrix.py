@@ -707,9 +707,9 @@ def _log_result(run_id: int, index: int, total: int, item: MatrixItem, result: R
         log.error("run %d [%d/%d] %s FAILED: %s", run_id, index + 1, total, item.label, result.error)
 
 
-#: modes whose timing findings are re-measured before they are recorded (a debug run has one value per
-#: result: no interval, no timing finding to confirm)
-CONFIRMING_MODES = ("quick", "default", "rigorous")
+#: modes whose timing findings are re-measured before they are recorded: those that draw timing findings at
+#: all (``blocks.supports_timing_inference``; a quick or debug run files none, so there is nothing to confirm)
+CONFIRMING_MODES = ("default", "rigorous")
 
 
 def confirmation_cells(session: Any, run_id: int, lineage: Any) -> dict[str, set[str]]:

@@ -173,8 +173,8 @@ def record_creep(session: Session, run: Run, start_run: Run, change: SeriesChang
     """Store a creep of one series (axis nightly, ``details.kind`` "creep") found tonight in ``run``, or update
     the one already stored (True if added).
 
-    A creep is one finding while it continues: a stored creep of the same series whose ``last_seen_run`` is
-    one of ``change.same_as_runs`` (the series' recent nights) is the same creep, and gets tonight's rate,
+    A creep is one finding while it continues: a stored creep of the same series that started or was last
+    seen on one of ``change.same_as_runs`` (this creep's nights) is the same creep, and gets tonight's rate,
     total so far and ``last_seen_run`` (its status, note and first night are kept). Otherwise the creep is
     new, recorded at its first night ``start_run``."""
     workload = find_workload(session, change.workload, change.workload_hash)
@@ -196,7 +196,7 @@ def record_creep(session: Session, run: Run, start_run: Run, change: SeriesChang
     )
     for reg in stored:
         d = reg.details or {}
-        if d.get("kind") == "creep" and d.get("last_seen_run") in recent:
+        if d.get("kind") == "creep" and (d.get("last_seen_run") in recent or reg.run_id in recent):
             first_start = d.get("night_start", change.details.get("night_start"))
             reg.details = {
                 **d,
