@@ -54,10 +54,17 @@ def test_a_site_is_marked_and_republished(tmp_path: Path) -> None:
     empty.mkdir()
     assert publish_site(FILES, empty) == (3, 0)  # an empty directory
     assert (empty / "workloads" / "a.html").read_text() == "<p>a</p>"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "site"]
+    checkout = tmp_path / "reports"
+    checkout.mkdir()
+    (checkout / ".gitkeep").touch()  # a fresh checkout's placeholder: still empty, and carried over
+    assert publish_site(FILES, checkout) == (3, 0)
+    assert (checkout / ".gitkeep").read_bytes() == b"" and (checkout / MARKER).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "reports", "site"]
 
 
-@pytest.mark.parametrize("content", ["user-file", "user-dir", "foreign-marker", "marker-symlink"])
+@pytest.mark.parametrize(
+    "content", ["user-file", "user-dir", "foreign-marker", "marker-symlink", "non-empty-gitkeep"]
+)
 def test_a_directory_benchsvc_did_not_write_is_refused(tmp_path: Path, content: str) -> None:
     out = tmp_path / "mine"
     out.mkdir()
@@ -65,6 +72,8 @@ def test_a_directory_benchsvc_did_not_write_is_refused(tmp_path: Path, content: 
         (out / "thesis.tex").write_text("years of work")
     elif content == "user-dir":
         (out / "photos").mkdir()
+    elif content == "non-empty-gitkeep":
+        (out / ".gitkeep").write_text("not a placeholder: someone's data")
     elif content == "foreign-marker":
         (out / MARKER).write_text("something else\n")  # the name, but not our format line
     else:

@@ -124,10 +124,8 @@ def test_an_untrusted_runtime_directory_is_refused(
     monkeypatch.setenv("BENCHSVC_RUNTIME_DIR", str(runtime))
     with pytest.raises(RuntimeDirError, match=expect):
         lock_machine("x.db")
-    assert (
-        not (runtime / LOCK_FILE).exists()
-        or (problem == "symlink"
-        and not (tmp_path / "real" / LOCK_FILE).exists())
+    assert not (runtime / LOCK_FILE).exists() or (
+        problem == "symlink" and not (tmp_path / "real" / LOCK_FILE).exists()
     )
 
 

@@ -11,7 +11,15 @@ from benchsvc.cli.common import DbOption, open_db
 
 
 def report(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory of the site.")] = Path("reports"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Directory of the site: absent, empty, or a site benchsvc wrote (it is replaced whole; "
+            "anything else is refused).",
+        ),
+    ] = Path("reports"),
     since: Annotated[
         str | None, typer.Option("--since", help="Only nights from this date (YYYY-MM-DD).")
     ] = None,

@@ -95,9 +95,13 @@ def run(
     write_report: Annotated[
         bool, typer.Option("--report/--no-report", help="Write the HTML report when the run ends.")
     ] = True,
-    report_dir: Annotated[Path, typer.Option("--report-dir", help="Where the report goes.")] = Path(
-        "reports"
-    ),
+    report_dir: Annotated[
+        Path,
+        typer.Option(
+            "--report-dir",
+            help="Where the report goes: absent, empty, or a site benchsvc wrote (see report --out).",
+        ),
+    ] = Path("reports"),
     db: DbOption = None,
 ) -> None:
     """Measure every version x workload with pyperf and store the results (the nightly job).

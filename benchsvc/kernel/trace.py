@@ -520,11 +520,24 @@ def _journal_path(state_dir: Path) -> Path:
     return state_dir / "trace-journal.json"
 
 
-def _write_trace_journal(state_dir: Path, root: Path, instance: str, *, mounting: bool) -> None:
-    """What a session or check is about to do (its instance, whether it mounts tracefs), for the next one to
-    undo should this process be SIGKILLed."""
+def _write_trace_journal(
+    state_dir: Path,
+    root: Path,
+    instance: str,
+    *,
+    mounting: bool,
+    events: tuple[str, ...] = EVENTS,
+) -> None:
+    """What a session or check is about to do (its instance and the events it enables there, whether it
+    mounts tracefs), for the next one to undo should this process be SIGKILLed."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    data = {"pid": os.getpid(), "instance": instance, "mounted": mounting, "root": str(root)}
+    data = {
+        "pid": os.getpid(),
+        "instance": instance,
+        "mounted": mounting,
+        "root": str(root),
+        "events": list(events),
+    }
     path = _journal_path(state_dir)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
@@ -546,7 +559,7 @@ def recover_trace_journal(state_dir: Path, root: Path = TRACEFS) -> None:
     root = Path(data.get("root", str(root)))
     instance = Path(data.get("instance") or "")
     if is_tracefs_mounted(root) and instance.name.startswith(INSTANCE_PREFIX) and instance.is_dir():
-        for event in EVENTS:
+        for event in data.get("events", EVENTS):
             with contextlib.suppress(OSError):
                 _write(instance / "events" / event / "enable", "0")
         instance.rmdir()

@@ -38,6 +38,7 @@ MAP_ANONYMOUS = 0x20
 MAP_NORESERVE = 0x4000
 MADV_DONTNEED = 4
 MADV_HUGEPAGE = 14
+MADV_NOHUGEPAGE = 15
 MADV_POPULATE_WRITE = 23
 MREMAP_MAYMOVE = 1
 MREMAP_FIXED = 2
@@ -204,13 +205,25 @@ class _Run:
         self.root = Path(stats_root)
         self.base = 0
         self.hook = os.environ.get(TEST_HOOK_ENV, "")
+        #: ``MADV_NOHUGEPAGE`` on the region once it is populated (see :meth:`populate`); False only to
+        #: reproduce the old behaviour (benchmarks/straddle_layout.py)
+        self.keep_from_khugepaged = True
 
     def stats(self) -> dict[str, int]:
         return read_stats(self.folio_size, self.root)
 
     # ------------------------------------------------------------------ population
     def populate(self) -> None:
-        """mmap 2 MiB aligned, MADV_HUGEPAGE, touch every page, PTE-map 2 MiB folios if asked, mremap."""
+        """mmap 2 MiB aligned, MADV_HUGEPAGE, touch every page, MADV_NOHUGEPAGE, PTE-map 2 MiB folios if
+        asked, mremap.
+
+        ``MADV_NOHUGEPAGE`` once every folio is faulted in keeps khugepaged away from the region: with
+        ``MADV_HUGEPAGE`` left on, khugepaged (waking every ``scan_sleep_millisecs``, 10 s by default, to
+        scan ``pages_to_scan`` PTEs, 4096 by default: eight 2 MiB ranges) copies any PTE-mapped 2 MiB
+        range of the region into a new PMD-mapped THP. A PTE-mapped 2 MiB layout (the PMDs split by the
+        mprotect below, or by an mremap to an address that is not 2 MiB aligned) then reads as
+        ``AnonHugePages`` 16384 kB where 0 is expected, whenever a scan falls between the build and the
+        check (or the zap). The folios already there stay as they are; only later collapses are refused."""
         spec, libc, size = self.spec, self.libc, self.spec.size_bytes
         raw = libc.mmap(size + PMD_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
         addr = _align_up(raw, PMD_SIZE)
@@ -224,6 +237,8 @@ class _Run:
         # one write per 4 KiB page; the first write into each folio's range faults it in
         buf = (ctypes.c_ubyte * size).from_address(addr)
         buf[::PAGE_SIZE] = [1] * pages
+        if self.keep_from_khugepaged:
+            libc.madvise(addr, size, MADV_NOHUGEPAGE)
 
         if self.folio_size == PMD_SIZE and not spec.pmd_mapped:
             # PTE-map every 2 MiB THP: a VMA split inside the PMD splits the mapping (not the folio)

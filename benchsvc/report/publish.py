@@ -157,9 +157,24 @@ def _not_ours(dfd: int, dev: int, rel: str = "") -> tuple[str, str] | None:
     return None
 
 
+#: placeholders a fresh checkout keeps in an otherwise empty directory (an empty file each)
+_PLACEHOLDERS = frozenset({".gitkeep", ".keep"})
+
+
+def _empty(dfd: int) -> bool:
+    """Nothing in the open directory but empty placeholder files (a checkout's ``reports/.gitkeep``)."""
+    for name in os.listdir(dfd):
+        if name not in _PLACEHOLDERS:
+            return False
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or st.st_size:
+            return False
+    return True
+
+
 def _check_ours(dfd: int, target: Path, out: Path, option: str) -> None:
     """Refuse a directory that is neither empty nor a site benchsvc wrote (see the module docstring)."""
-    if not os.listdir(dfd):
+    if _empty(dfd):
         return
     if not _has_marker(dfd):
         raise _fail(
