@@ -45,13 +45,17 @@ class ResultStatus(StrEnum):
 
 
 class RegressionStatus(StrEnum):
+    #: a nightly finding (a series changed): queued for acknowledgement, fails CI
     NEW = "new"
     ACKNOWLEDGED = "acknowledged"
     FIXED = "fixed"
+    #: a lineage finding: a version differs from its parent inside one run. That is what the version is (its
+    #: character), listed and kept up to date but not queued for acknowledgement and never failing CI
+    CHARACTER = "character"
 
 
 #: a finding that is still open
-OPEN_REGRESSION_STATUSES = (RegressionStatus.NEW, RegressionStatus.ACKNOWLEDGED)
+OPEN_REGRESSION_STATUSES = (RegressionStatus.NEW, RegressionStatus.ACKNOWLEDGED, RegressionStatus.CHARACTER)
 
 
 class RegressionAxis(StrEnum):

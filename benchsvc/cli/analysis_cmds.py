@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from benchsvc.cli.common import DbOption, float_range, int_range, open_db
-from benchsvc.cli.output import Format, render
+from benchsvc.cli.output import Format, Interval, Kind, echo, quantity, render, signed_quantity
 from benchsvc.errors import BenchsvcError
 
 #: Ten times the default: a series of the A/A scenarios holds 100 nights x 60 values (48 kB) in memory.
@@ -33,9 +33,28 @@ def _date(text: str | None, option: str) -> dt.datetime | None:
         raise BenchsvcError(f"{option} {text!r} is not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
 
 
+WorkloadFilter = Annotated[
+    list[str] | None,
+    typer.Option("--workload", "-w", help="Only this workload; repeat for several."),
+]
+VersionFilter = Annotated[
+    list[str] | None,
+    typer.Option("--version", "-V", help="Only this version (the compared one); repeat for several."),
+]
+
+
 def compare(
     run_ref: Annotated[
         str | None, typer.Option("--run", help="Run id or uuid prefix (default: the latest).")
+    ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            metavar="RUN",
+            help="Compare --run with this other run instead (run to run: each version and workload of --run "
+            "against the same version and workload content in RUN, unpaired).",
+        ),
     ] = None,
     base: Annotated[
         str | None, typer.Option("--base", help="Compare every version with this one instead of its parent.")
@@ -44,6 +63,8 @@ def compare(
         list[str] | None,
         typer.Option("--metric", "-m", help="time, modeled_ns or a counter; repeat (default: all)."),
     ] = None,
+    workload: WorkloadFilter = None,
+    version: VersionFilter = None,
     changed: Annotated[
         bool, typer.Option("--changed/--all", help="Only rows that changed significantly.")
     ] = True,
@@ -59,62 +80,145 @@ def compare(
     db: DbOption = None,
 ) -> None:
     """The version lineage of one run (of one machine): each version against its parent (or --base), per
-    workload and metric.
+    workload and metric; with --against, one run against another.
 
-    Counters and modelled cost: exact differences. Time: a ratio with a 95% interval over worker processes,
-    paired trial by trial where the versions were measured interleaved (benchsvc run); significant when it
-    excludes 1, the effect is at least 3%, and a confirmation re-measurement (when the run made one) agrees.
-    The table is headed by the run's noise floor (its v3/v2 A/A intervals and the canary's spread).
+    Counters and modelled cost: exact differences. Time: a ratio with a 95% Student-t interval over worker
+    processes, paired trial by trial where the versions were measured interleaved (benchsvc run; between two
+    runs nothing is paired and the interval is a bootstrap over processes); significant when it excludes 1,
+    the effect is at least 3%, and a confirmation re-measurement (when the run made one) agrees. A quick-mode
+    run is not sampled enough for timing intervals: its timing rows show the ratio only and are never
+    significant. The table is headed by the run's noise floor (its v3/v2 A/A intervals and the canary's
+    spread).
     """
     from benchsvc.analysis.lineage import compare_lineage
     from benchsvc.analysis.noise import noise_floor
+    from benchsvc.runner.blocks import supports_timing_inference
     from benchsvc.store.db import read_session
     from benchsvc.store.machines import latest_run_id, machine_ids
     from benchsvc.store.queries import get_run, run_results, run_samples
 
     if run_ref is not None and machine is not None:
         raise BenchsvcError("--run and --machine do not go together — a run is on one machine: give one")
+    if against is not None and base is not None:
+        raise BenchsvcError("--against and --base do not go together — compare two runs, or versions in one")
     engine = open_db(db, create=False)
     with read_session(engine) as s:
         run = get_run(s, latest_run_id(s, machine_ids(s, machine)) if machine is not None else run_ref)
         host = run.machine.hostname
+        mode, other_mode = run.mode, None
         results, samples = run_results(s, run.id), run_samples(s, run.id)
-        _check_compare_args(run.id, results, base, metric)
-        df = compare_lineage(results, samples, base=base, metrics=metric)
+        _check_filters(run.id, results, workload, version)
         floor = noise_floor(results, samples)
+        if against is not None:
+            other = get_run(s, against)
+            if other.id == run.id:
+                raise BenchsvcError(f"--against {against} is run {run.id} itself — give another run")
+            other_mode = other.mode
+            results, samples, base = _two_runs(
+                results, samples, run_results(s, other.id), run_samples(s, other.id), other.id
+            )
+            against_text = f" against run {other.id} on {other.machine.hostname} ({other.mode} mode)"
+        _check_compare_args(run.id, results, base, metric)
+        results = _filtered(results, workload, version, keep_baselines=True)
+        df = compare_lineage(results, samples, base=base, metrics=metric)
+    df = _filtered(df, workload, version)
+    if against is not None:
+        df = df[~df["version"].str.contains("@", regex=False)]
+    timing_ok = supports_timing_inference(mode) and (
+        other_mode is None or supports_timing_inference(other_mode)
+    )
+    if not timing_ok:
+        # quick mode: no timing interval, no timing significance (the sampling does not support them)
+        timing = df["metric"] == "time"
+        df = df.copy()
+        df.loc[timing, ["ci_low", "ci_high"]] = float("nan")
+        df.loc[timing, "significant"] = False
+        df.loc[timing, "direction"] = "same"
     if changed:
         df = df[df["significant"]]
     rows = df.to_dict("records")
-    for r in rows:
-        r["ratio"] = _num(r["ratio"])
-        r["interval"] = (
-            ""
-            if r["kind"] == "exact" or r["ci_low"] != r["ci_low"]
-            else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
-        )
-    cols = [
-        "workload",
-        "version",
-        "baseline",
-        "metric",
-        "direction",
-        "value",
-        "baseline_value",
-        "delta",
-        "ratio",
-    ]
+    cols = ["workload", "version", "baseline", "metric", "direction", "value", "baseline_value", "delta"]
     if fmt is Format.table:
-        typer.echo(f"run {run.id} on {host}: {len(rows)} {'changes' if changed else 'comparisons'}")
-        typer.echo(floor.describe())
-        render(rows, [*cols, "interval"], fmt)
+        header = f"run {run.id} on {host}" + (against_text if against is not None else "")
+        echo(f"{header}: {len(rows)} {'changes' if changed else 'comparisons'}")
+        if timing_ok:
+            echo(floor.describe())
+        else:
+            echo("quick mode: no timing intervals (its sampling does not support them); counters are exact")
+        for r in rows:
+            m = str(r["metric"])
+            r["value"] = quantity(r["value"], m)
+            r["baseline_value"] = quantity(r["baseline_value"], m)
+            r["delta"] = signed_quantity(r["delta"], m)
+            r["interval"] = Interval(r["ci_low"], r["ci_high"]) if r["kind"] != "exact" else None
+        render(rows, [*cols, "ratio", "interval"], fmt, kinds={"ratio": Kind.ratio, "interval": Kind.ratio})
     else:
         for r in rows:
             r["machine"] = host
+            r["mode"] = mode
         render(
             rows,
-            [*cols, "ci_low", "ci_high", "significant", "kind", "engine", "workload_hash", "machine"],
+            [
+                *cols,
+                "ratio",
+                "ci_low",
+                "ci_high",
+                "significant",
+                "confirmed",
+                "paired",
+                "kind",
+                "engine",
+                "workload_hash",
+                "machine",
+                "mode",
+            ],
             fmt,
         )
+
+
+def _two_runs(
+    results: Any, samples: Any, other_results: Any, other_samples: Any, other_id: int
+) -> tuple[Any, Any, None]:
+    """One frame of two runs' results for :func:`compare_lineage`: each version of the first run has as its
+    parent the same version of the other run (labelled ``VERSION@RUN``). The two runs' measurement blocks are
+    unrelated, so nothing is paired (the interval is the bootstrap over processes)."""
+    import pandas as pd
+
+    label = {v: f"{v}@{other_id}" for v in set(other_results["version"])}
+    mine = results.assign(parent=[label.get(v) for v in results["version"]])
+    theirs = other_results.assign(version=other_results["version"].map(label), parent=None)
+    both_samples = pd.concat(
+        [samples, other_samples.assign(version=other_samples["version"].map(label))], ignore_index=True
+    )
+    if "block" in both_samples.columns:
+        both_samples = both_samples.assign(block=None)
+    return pd.concat([mine, theirs], ignore_index=True), both_samples, None
+
+
+def _check_filters(
+    run_id: int, results: Any, workloads: list[str] | None, versions: list[str] | None
+) -> None:
+    """Refuse a --workload or --version the run has no results of (an empty table would read "no change")."""
+    for option, values, column in (("--workload", workloads, "workload"), ("--version", versions, "version")):
+        known = sorted(set(str(v) for v in results[column])) if not results.empty else []
+        unknown = [v for v in values or [] if v not in known]
+        if unknown:
+            raise BenchsvcError(
+                f"run {run_id} has no results of {option[2:]} {', '.join(map(repr, unknown))} — give "
+                f"{option} one of: {', '.join(known) or 'none: it has no results'}"
+            )
+
+
+def _filtered(
+    df: Any, workloads: list[str] | None, versions: list[str] | None, *, keep_baselines: bool = False
+) -> Any:
+    """Rows of ``workloads`` and ``versions`` (None: all). ``keep_baselines``: results frames keep every
+    version, since a version's baseline is needed to compare it."""
+    if workloads:
+        df = df[df["workload"].isin(workloads)]
+    if versions and not keep_baselines:
+        df = df[df["version"].isin(versions)]
+    return df
 
 
 def _check_compare_args(run_id: int, results: Any, base: str | None, metrics: list[str] | None) -> None:
@@ -136,12 +240,6 @@ def _check_compare_args(run_id: int, results: Any, base: str | None, metrics: li
         raise BenchsvcError(
             f"unknown metric {', '.join(map(repr, unknown))} — give --metric one of: {', '.join(known_metrics)}"
         )
-
-
-def _num(x: Any) -> Any:
-    if isinstance(x, float) and x in (float("inf"), float("-inf")):
-        return "inf"
-    return x
 
 
 def history(
@@ -261,10 +359,16 @@ def history(
     else:
         prev = df.groupby("series")["value"].shift()
         moved = prev.notna() & (df["value"] != prev)
-        df.loc[moved, "change"] = (df["value"] - prev)[moved].map(lambda d: f"{d:+,.0f}")
-    df["started_at"] = df["started_at"].dt.strftime("%Y-%m-%d %H:%M")
+        df.loc[moved, "change"] = (df["value"] - prev)[moved].map(lambda d: signed_quantity(d, metric))
     df["commit"] = df["git_commit"].fillna("").str[:10]
     cols = ["run_id", "started_at", "machine", "series", "commit", "value", "change"]
+    if fmt is Format.table:
+        # one unit per column, by significant digits (a time in s/ms/µs/ns, modelled ns likewise)
+        kind = {"time": Kind.seconds, "modeled_ns": Kind.nanoseconds}.get(metric, Kind.integer)
+        name = {"time": "mean", "modeled_ns": "modeled"}.get(metric, "value")
+        cols[cols.index("value")] = name
+        render(df.rename(columns={"value": name}).to_dict("records"), cols, fmt, kinds={name: kind})
+        return
     if metric == "time":
         df["value"] = df["value"] * 1e3
         df = df.rename(columns={"value": "mean_ms"})
@@ -281,15 +385,17 @@ def _render_machine_ratios(df: Any, metric: str, reference: str | None, last: in
             f"--reference {reference!r} has no nights of this series — give one of: {', '.join(hosts)}"
         )
     table = machine_ratios(df, last=last, reference=reference)
-    table["last_night"] = table["last_night"].dt.strftime("%Y-%m-%d %H:%M")
     table["workload_hash"] = table["workload_hash"].str[:12]
     value = "median"
-    if metric == "time":
+    kinds = {
+        "ratio": Kind.ratio,
+        "median": {"time": Kind.seconds, "modeled_ns": Kind.nanoseconds}.get(metric, Kind.integer),
+    }
+    if metric == "time" and fmt is not Format.table:
         table["median"] = table["median"] * 1e3
         table = table.rename(columns={"median": "median_ms"})
         value = "median_ms"
     if fmt is Format.table:
-        table["ratio"] = [f"{r:.3f}" if r == r else "" for r in table["ratio"]]
         table["environment_fp"] = table["environment_fp"].str[:6]
     cols = [
         "workload_hash",
@@ -302,7 +408,7 @@ def _render_machine_ratios(df: Any, metric: str, reference: str | None, last: in
         "ratio",
         "reference",
     ]
-    render(table.to_dict("records"), cols, fmt)
+    render(table.to_dict("records"), cols, fmt, kinds=kinds)
 
 
 def analyze(
@@ -349,7 +455,14 @@ regressions_app = typer.Typer(
 def regressions(
     ctx: typer.Context,
     since: SinceOption = None,
-    status: Annotated[str | None, typer.Option("--status", help="new, acknowledged or fixed.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            help="new (nightly findings to acknowledge), acknowledged, fixed, or character (lineage "
+            "differences: what a version is).",
+        ),
+    ] = None,
     axis: Annotated[
         str | None,
         typer.Option("--axis", help="lineage (within a run), nightly or machine (machine events)."),
@@ -357,12 +470,31 @@ def regressions(
     all_: Annotated[bool, typer.Option("--all", help="Include improvements, not only regressions.")] = False,
     machine: MachineOption = None,
     fail_on_regression: Annotated[
-        bool, typer.Option("--fail-on-regression", help="Exit 2 when there is a new regression (CI gating).")
+        bool,
+        typer.Option(
+            "--fail-on-regression",
+            help="Exit 2 when there is a new nightly regression (CI gating; lineage differences and machine "
+            "events never fail it), or with --lineage-baseline a new lineage difference.",
+        ),
     ] = False,
+    lineage_baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--lineage-baseline",
+            metavar="RUN",
+            help="With --fail-on-regression: also exit 2 when the latest run of the baseline's machine (or "
+            "--machine) shows a version worse than its parent where RUN did not (a new lineage difference).",
+        ),
+    ] = None,
     fmt: FormatOption = Format.table,
     db: DbOption = None,
 ) -> None:
-    """List regressions (with --all, improvements too): both axes, with their effect, interval and machine."""
+    """List regressions (with --all, improvements too): both axes, with their effect, interval and machine.
+
+    Status: a nightly finding (a series changed) is new until acknowledged (benchsvc regressions ack) or
+    fixed; a lineage finding (a version against its parent in one run) is the version's character: listed,
+    not queued for acknowledgement (it can still be acknowledged to attach a note).
+    """
     if ctx.invoked_subcommand is not None:
         return
     from benchsvc.analysis.describe import finding_size
@@ -370,15 +502,34 @@ def regressions(
     from benchsvc.store.machines import machine_ids
     from benchsvc.store.regressions import list_regressions
 
+    if lineage_baseline is not None and not fail_on_regression:
+        raise BenchsvcError("--lineage-baseline goes with --fail-on-regression — add it")
     engine = open_db(db, create=False)
     with read_session(engine) as s:
+        machines = machine_ids(s, machine) if machine is not None else None
+        start = _date(since, "--since")
         df = list_regressions(
             s,
-            since=_date(since, "--since"),
+            since=start,
             status=status,
             axis=axis,
             direction=None if all_ else "worse",
-            machine_ids=machine_ids(s, machine) if machine is not None else None,
+            machine_ids=machines,
+        )
+        failing = (
+            list_regressions(
+                s,
+                since=start,
+                status="new",
+                axis="nightly",
+                direction="worse",
+                machine_ids=machines,
+            )
+            if fail_on_regression
+            else None
+        )
+        lineage_new = (
+            _new_lineage_differences(s, lineage_baseline, machine) if lineage_baseline is not None else None
         )
     rows = []
     for r in df.to_dict("records"):
@@ -392,7 +543,6 @@ def regressions(
                 "against": r["baseline"]
                 or ("recent nights" if r["axis"] == "machine" else f"night before run {r['run_id']}"),
                 "size": size,
-                "started_at": r["started_at"].strftime("%Y-%m-%d %H:%M"),
             }
         )
     cols = [
@@ -411,29 +561,106 @@ def regressions(
     ]
     if fmt is not Format.table:
         cols += ["effect", "ci_low", "ci_high", "note"]
+    elif any(r["note"] for r in rows):
+        cols += ["note"]  # why each was acknowledged
     render(rows, cols, fmt)
-    if fail_on_regression and any(
-        r["status"] == "new" and r["direction"] == "worse" and r["axis"] != "machine" for r in rows
-    ):
+    if lineage_new is not None:
+        baseline_id, latest_id, new = lineage_new
+        echo(
+            f"lineage of run {latest_id} against baseline run {baseline_id}: {len(new)} new differences"
+            + "".join(f"\n  {line}" for line in new),
+            err=True,
+        )
+    if failing is not None and (not failing.empty or (lineage_new is not None and lineage_new[2])):
+        if not failing.empty:
+            echo(
+                f"{len(failing)} new nightly regressions (ids {', '.join(str(i) for i in failing['id'])}) — "
+                "look at them, then benchsvc regressions ack ID... --note TEXT",
+                err=True,
+            )
         raise typer.Exit(2)
+
+
+def _new_lineage_differences(
+    session: Any, baseline_ref: str, machine: str | None
+) -> tuple[int, int, list[str]]:
+    """(baseline run, latest run, the lineage differences of the latest run that are worse than the version's
+    parent where the baseline run showed no such difference). Timing rows count only when both runs' modes
+    support timing inference."""
+    from benchsvc.analysis.lineage import compare_lineage
+    from benchsvc.runner.blocks import supports_timing_inference
+    from benchsvc.store.machines import latest_run_id, machine_ids
+    from benchsvc.store.queries import get_run, run_results, run_samples
+
+    baseline = get_run(session, baseline_ref)
+    ids = machine_ids(session, machine) if machine is not None else [baseline.machine_id]
+    latest = get_run(session, latest_run_id(session, ids))
+    key = ["engine", "workload", "workload_hash", "version", "baseline", "metric"]
+
+    def worse(run: Any) -> Any:
+        df = compare_lineage(run_results(session, run.id), run_samples(session, run.id))
+        df = df[df["significant"] & (df["direction"] == "worse")]
+        if not supports_timing_inference(run.mode):
+            df = df[df["metric"] != "time"]
+        return df
+
+    now, before = worse(latest), worse(baseline)
+    timing_ok = supports_timing_inference(baseline.mode) and supports_timing_inference(latest.mode)
+    known = set(before[key].itertuples(index=False, name=None))
+    new = [
+        f"{r.version} vs {r.baseline} on {r.workload}: {r.metric} {signed_quantity(r.delta, str(r.metric))}"
+        for r in now.itertuples(index=False)
+        if tuple(getattr(r, k) for k in key) not in known and (timing_ok or r.metric != "time")
+    ]
+    return baseline.id, latest.id, new
 
 
 @regressions_app.command("ack")
 def ack(
-    regression_id: Annotated[
-        int, typer.Argument(metavar="ID", help="The regression's id (benchsvc regressions).")
-    ],
-    note: Annotated[str, typer.Option("--note", help="Why it is acknowledged (shown in reports).")],
+    regression_ids: Annotated[
+        list[int] | None,
+        typer.Argument(metavar="[ID]...", help="The regressions' ids (benchsvc regressions); or a filter."),
+    ] = None,
+    note: Annotated[str, typer.Option("--note", help="Why they are acknowledged (shown in reports).")] = "",
+    all_new: Annotated[
+        bool, typer.Option("--all-new", help="Every new regression (with the filters below, those of them).")
+    ] = False,
+    workload: Annotated[
+        str | None, typer.Option("--workload", "-w", help="Filter: regressions of this workload.")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", "-V", help="Filter: regressions of this version.")
+    ] = None,
+    axis: Annotated[str | None, typer.Option("--axis", help="Filter: lineage, nightly or machine.")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", "-m", help="Filter: this metric.")] = None,
     db: DbOption = None,
 ) -> None:
-    """Acknowledge a regression: its status becomes 'acknowledged', with your note."""
-    from benchsvc.store.db import write_session
-    from benchsvc.store.regressions import acknowledge
+    """Acknowledge regressions: their status becomes 'acknowledged', with your note.
 
+    Give ids (ack 27 28 --note ...), or a filter: --all-new, --workload, --version, --axis, --metric select the
+    findings not yet acknowledged or fixed (new, and character with --axis lineage or a workload/version
+    filter) that match all of them."""
+    from benchsvc.store.db import write_session
+    from benchsvc.store.regressions import acknowledge, open_matching
+
+    filters = {"workload": workload, "version": version, "axis": axis, "metric": metric}
+    given = {k: v for k, v in filters.items() if v is not None}
+    if not note.strip():
+        raise BenchsvcError("--note is required — say why (it is shown beside the finding)")
+    if regression_ids and (given or all_new):
+        raise BenchsvcError("give ids or a filter (--all-new, --workload, ...), not both")
+    if not regression_ids and not given and not all_new:
+        raise BenchsvcError("nothing to acknowledge — give ids, or a filter such as --all-new or --workload")
+    for i in regression_ids or []:
+        int_range("ID", 0)(i)
     engine = open_db(db, create=False)
     with write_session(engine) as s:
-        reg = acknowledge(s, regression_id, note)
-        typer.echo(f"regression {reg.id} acknowledged: {reg.metric} of {reg.version_id}")
+        ids = list(dict.fromkeys(regression_ids or [])) or open_matching(s, only_new=all_new, **given)
+        if not ids:
+            raise BenchsvcError("no open finding matches those filters — see benchsvc regressions")
+        regs = [acknowledge(s, i, note) for i in ids]
+    for reg in regs:
+        echo(f"regression {reg.id} acknowledged: {reg.metric} of {reg.version_id}")
 
 
 def evaluate(
