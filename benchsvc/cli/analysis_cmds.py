@@ -663,6 +663,56 @@ def ack(
         echo(f"regression {reg.id} acknowledged: {reg.metric} of {reg.version_id}")
 
 
+def _evaluate_series(
+    workload: str, version: str, machine: str | None, mode: str | None, seed: int, fmt: Format, db: str | None
+) -> None:
+    """``evaluate -w W -V V``: the noise and smallest detectable step of each series of W/V (series are never
+    spliced: one per machine, environment, workload content and mode)."""
+    from benchsvc.analysis import evaluate as ev
+    from benchsvc.store.db import read_session
+    from benchsvc.store.machines import machine_ids
+    from benchsvc.store.queries import series_history
+
+    engine = open_db(db, create=False)
+    with read_session(engine) as s:
+        if machine is not None:
+            machine_ids(s, machine)  # an unknown machine is an error, not an empty answer
+        df = series_history(s, workload=workload, version=version, machine=machine, mode=mode)
+    if df.empty:
+        raise BenchsvcError(
+            f"no timing history for {version}/{workload}"
+            + (f" on {machine}" if machine else "")
+            + (f" in {mode} mode" if mode else "")
+            + " — check the names (benchsvc runs, benchsvc versions) and --machine/--mode"
+        )
+    key = ["machine", "environment_fp", "workload_hash", "mode"]
+    groups = list(df.groupby(key, sort=True))
+    rows = []
+    for i, ((host, env, chash, series_mode), series) in enumerate(groups):
+        label = f"{host}/{str(env)[:6]}/{str(chash)[:6]}/{series_mode}"
+        row: dict[str, Any] = {"series": label, "machine": host, "mode": series_mode, "nights": len(series)}
+        row.update(noise=None, smallest_step=None, note="")
+        if len(series) < 5:
+            row["note"] = "fewer than 5 nights: too few to estimate the noise"
+        else:
+            echo(f"[{i + 1}/{len(groups)}] {label}: {len(series)} nights, estimating ...", err=True)
+            sigma = ev.estimate_noise(series["value"].to_numpy(float))
+            row["noise"] = sigma
+            if sigma > 0:
+                row["smallest_step"] = ev.smallest_detectable_step(sigma, seed=seed)
+            else:
+                row["note"] = "no night-to-night noise: any step is found"
+        rows.append(row)
+    if fmt is Format.table:
+        echo(f"{version}/{workload}: {len(groups)} series (never spliced; --machine and --mode pick one)")
+        for r in rows:
+            for k in ("noise", "smallest_step"):
+                r[k] = "" if r[k] is None else f"{r[k]:.2%}" if k == "noise" else f"{r[k]:.1%}"
+        render(rows, ["series", "nights", "noise", "smallest_step", "note"], fmt)
+        return
+    render(rows, ["series", "machine", "mode", "nights", "noise", "smallest_step", "note"], fmt)
+
+
 def evaluate(
     noise: Annotated[
         float | None,
@@ -706,6 +756,15 @@ def evaluate(
     version: Annotated[
         str | None, typer.Option("--version", "-V", help="Version of the real series.")
     ] = None,
+    machine: Annotated[
+        str | None,
+        typer.Option(
+            "--machine", metavar="HOST", help="With --workload/--version: only this machine's series."
+        ),
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="With --workload/--version: only the series of this mode.")
+    ] = None,
     confirmation: Annotated[
         str,
         typer.Option(
@@ -721,29 +780,22 @@ def evaluate(
     """Measure the change-point detector: false alarms on A/A series and power against injected steps.
 
     Default: the scenarios of the targets (A/A at 0.5% and 1.5% noise, +5% at 1.5%, +2% at 0.5%); --classes:
-    the noise classes of real machines, with machine events per night. With --workload and --version, estimate the noise of that stored series and the smallest step detectable
-    there within 3 nights.
+    the noise classes of real machines, with machine events per night. With --workload and --version,
+    estimate the noise of each stored series of that workload and version (one per machine, environment,
+    workload content and mode: never spliced; --machine and --mode pick) and the smallest step detectable
+    there within 3 nights. Progress goes to stderr.
     """
     from benchsvc.analysis import evaluate as ev
 
     if workload is not None or version is not None:
         if workload is None or version is None:
             raise BenchsvcError("--workload and --version go together (the real series to estimate)")
-        from benchsvc.store.db import read_session
-        from benchsvc.store.queries import series_history
-
-        engine = open_db(db, create=False)
-        with read_session(engine) as s:
-            df = series_history(s, workload=workload, version=version)
-        if len(df) < 5:
-            raise BenchsvcError(
-                f"{version}/{workload} has {len(df)} nights; at least 5 are needed to estimate noise"
-            )
-        sigma = ev.estimate_noise(df["value"].to_numpy(float))
-        smallest = ev.smallest_detectable_step(sigma, seed=seed)
-        typer.echo(f"{version}/{workload}: {len(df)} nights, night-to-night noise {sigma:.2%}")
-        typer.echo(f"smallest step found within 3 nights in >= 90% of trials: {smallest:.1%}")
+        _evaluate_series(workload, version, machine, mode, seed, fmt, db)
         return
+    if machine is not None or mode is not None:
+        raise BenchsvcError(
+            "--machine and --mode pick a real series — give them with --workload and --version"
+        )
     scenarios = list(ev.NOISE_CLASSES) if classes else None
     if noise is not None or step is not None:
         scenarios = [
@@ -760,7 +812,13 @@ def evaluate(
     kwargs: dict[str, Any] = {"seed": seed, "paths": paths}
     if trials is not None:
         kwargs["trials"] = trials
-    table = ev.run_evaluation(scenarios, **kwargs)
+
+    def progress(i: int, total: int, name: str) -> None:
+        typer.echo(
+            f"[{i + 1}/{total}] scenario {name} ({kwargs.get('trials', ev.DEFAULT_TRIALS)} series)", err=True
+        )
+
+    table = ev.run_evaluation(scenarios, on_scenario=progress, **kwargs)
     if fmt is not Format.table:
         render(table.to_dict("records"), list(table.columns), fmt)
         return

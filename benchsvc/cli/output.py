@@ -110,6 +110,8 @@ def json_value(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if _is_missing(value):  # NaN of numpy, pandas NA and NaT (a datetime)
+        return None
     if isinstance(value, dt.datetime):
         return iso_time(value)
     if isinstance(value, dt.date):
@@ -122,8 +124,6 @@ def json_value(value: Any) -> Any:
         return {str(k): json_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [json_value(v) for v in value]
-    if _is_missing(value):
-        return None
     item = getattr(value, "item", None)  # numpy / pandas scalars
     if callable(item):
         return json_value(item())
