@@ -651,8 +651,6 @@ def ack(
         raise BenchsvcError("give ids or a filter (--all-new, --workload, ...), not both")
     if not regression_ids and not given and not all_new:
         raise BenchsvcError("nothing to acknowledge — give ids, or a filter such as --all-new or --workload")
-    for i in regression_ids or []:
-        int_range("ID", 0)(i)
     engine = open_db(db, create=False)
     with write_session(engine) as s:
         ids = list(dict.fromkeys(regression_ids or [])) or open_matching(s, only_new=all_new, **given)
