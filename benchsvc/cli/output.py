@@ -21,11 +21,14 @@ import datetime as dt
 import enum
 import json
 import math
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from benchsvc.safe_text import clean, neutralise_formula
+
+__all__ = ["clean"]  # re-exported: the commands strip stored strings through this module
 
 
 class Format(enum.StrEnum):
@@ -140,10 +143,6 @@ def iso_time(value: dt.datetime) -> str:
     return value.isoformat()
 
 
-#: what a spreadsheet reads as the start of a formula (OWASP CSV injection)
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
 def csv_cell(value: Any) -> Any:
     """One CSV cell: numbers as they are (a negative number stays a number), missing as empty, timestamps ISO
     8601, lists space-separated, and text that a spreadsheet would run as a formula prefixed with ``'``."""
@@ -158,26 +157,7 @@ def csv_cell(value: Any) -> Any:
         text = json.dumps(value, allow_nan=False)
     else:
         text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
-# ESC sequences first (CSI ``ESC [ ... final``, OSC ``ESC ] ... BEL|ST``, other two-byte ``ESC x``), then
-# the 8-bit CSI/OSC introducers and the remaining C0 (but tab and newline), DEL and C1 characters
-_ESCAPES = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]?"
-    r"|\x1b\][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
-    r"|\x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?"
-    r"|\x1b[ -~]?"
-    r"|\x9b[0-?]*[ -/]*[@-~]?"
-    r"|\x9d[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
-    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
-)
-
-
-def clean(text: Any) -> str:
-    """``text`` without terminal control characters: what a table, a header line or a note may print of a
-    stored string (hostnames, notes, warnings, commits come from imported files)."""
-    return _ESCAPES.sub("", str(text))
+    return neutralise_formula(text)
 
 
 def echo(text: str, *, err: bool = False) -> None:
