@@ -200,6 +200,8 @@ def test_quick_mode_prints_no_timing_interval(store: Store) -> None:
     assert "[" not in "".join(line for line in out.splitlines() if " time " in line)
     rows = _strict(store.cli("compare", "--run", "1", "-m", "time", "--all", "-f", "json").stdout)
     assert rows and all(r["ci_low"] is None and r["significant"] is False for r in rows)
+    # docs/measurement.md: the confirmation's verdict is a column of compare's JSON
+    assert all("confirmed" in r and "paired" in r for r in rows)
 
 
 # --- strict JSON from every command ----------------------------------------------------------------------
