@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from benchsvc.cli.common import DbOption, float_range, int_range, open_db
+from benchsvc.cli.common import DbOption, float_range, int_range, noise_line, open_db
 from benchsvc.cli.output import Format, Interval, Kind, echo, quantity, render, signed_quantity
 from benchsvc.errors import BenchsvcError
 
@@ -141,10 +141,13 @@ def compare(
     if fmt is Format.table:
         header = f"run {run.id} on {host}" + (against_text if against is not None else "")
         echo(f"{header}: {len(rows)} {'changes' if changed else 'comparisons'}")
-        if timing_ok:
-            echo(floor.describe())
-        else:
-            echo("quick mode: no timing intervals (its sampling does not support them); counters are exact")
+        echo(
+            noise_line(
+                floor,
+                mode if not supports_timing_inference(mode) or other_mode is None else other_mode,
+                timing_ok,
+            )
+        )
         for r in rows:
             m = str(r["metric"])
             r["value"] = quantity(r["value"], m)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from benchsvc.cli.common import DbOption, int_range, open_db
+from benchsvc.cli.common import DbOption, int_range, noise_line, open_db
 from benchsvc.cli.output import Format, Kind, Spread, clean, echo, render, write_json
 from benchsvc.errors import BenchsvcError
 from benchsvc.runner.blocks import CONFIRM_PROCESSES, SAMPLING, supports_timing_inference
@@ -600,12 +600,7 @@ def show(
             f"{info['started_at']:%Y-%m-%d %H:%M} UTC on {info['machine']}, benchsvc "
             f"{info['benchsvc_version']} {(info['git_commit'] or '')[:10]}"
         )
-        if info["timing_intervals"]:
-            echo(floor.describe())
-        else:
-            echo(
-                f"{info['mode']} mode: no timing intervals (its sampling does not support them); counters are exact"
-            )
+        echo(noise_line(floor, info["mode"], info["timing_intervals"]))
         cols = ["workload", "version", "status", "time", "modeled", *SHOW_COUNTERS, "warnings"]
         kinds = {
             "time": Kind.seconds,
