@@ -83,7 +83,9 @@ def open_db(db: str | None, *, create: bool = True) -> Any:
         require_existing(url)
     engine = open_store(url)
     for found in recover(engine):
-        typer.echo(f"note: {found.describe()}", err=True)
+        from benchsvc.safe_text import clean
+
+        typer.echo(clean(f"note: {found.describe()}"), err=True)
     return engine
 
 
