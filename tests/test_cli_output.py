@@ -363,3 +363,26 @@ def test_csv_cells_never_start_a_formula(store: Store, args: list[str]) -> None:
     if args[0] == "show":
         warnings = {r[rows[0].index("warning_text")] for r in rows[1:]}
         assert "'" + HOSTILE_WARNING in warnings
+
+
+# --- pyperf warnings: the expected ones summarised, the others loud --------------------------------------
+
+
+def test_expected_pyperf_warnings_are_told_apart() -> None:
+    from benchsvc.store.pyperf_adapter import expected_warning
+
+    assert expected_warning("the standard deviation (554 us) is 19% of the mean (2.90 ms)") is not None
+    assert (
+        expected_warning(
+            "Not enough samples to get a stable result (95% certainty of less than 1% variation)"
+        )
+        is not None
+    )
+    assert expected_warning("the maximum (4.12 ms) is 60% greater than the mean (2.57 ms)") is None
+
+
+def test_show_lists_an_unexpected_warning_under_its_result(store: Store) -> None:
+    out = store.cli("show", "3", "-V", "v1").stdout
+    assert f"pyperf warning on v1/{WORKLOAD}: {clean(HOSTILE_WARNING)}" in out
+    row = next(line for line in out.splitlines() if line.startswith("│") and " v1 " in line)
+    assert row.rstrip("│ ").rsplit("│", 1)[1].strip() == "1"  # the warnings column counts the unexpected one
