@@ -92,6 +92,7 @@ def compare(
     """
     from benchsvc.analysis.lineage import compare_lineage
     from benchsvc.analysis.noise import noise_floor
+    from benchsvc.findings import runs_side_by_side
     from benchsvc.runner.blocks import supports_timing_inference
     from benchsvc.store.db import read_session
     from benchsvc.store.machines import latest_run_id, machine_ids
@@ -114,7 +115,7 @@ def compare(
             if other.id == run.id:
                 raise BenchsvcError(f"--against {against} is run {run.id} itself — give another run")
             other_mode = other.mode
-            results, samples, base = _two_runs(
+            results, samples = runs_side_by_side(
                 results, samples, run_results(s, other.id), run_samples(s, other.id), other.id
             )
             against_text = f" against run {other.id} on {other.machine.hostname} ({other.mode} mode)"
@@ -177,25 +178,6 @@ def compare(
             ],
             fmt,
         )
-
-
-def _two_runs(
-    results: Any, samples: Any, other_results: Any, other_samples: Any, other_id: int
-) -> tuple[Any, Any, None]:
-    """One frame of two runs' results for :func:`compare_lineage`: each version of the first run has as its
-    parent the same version of the other run (labelled ``VERSION@RUN``). The two runs' measurement blocks are
-    unrelated, so nothing is paired (the interval is the bootstrap over processes)."""
-    import pandas as pd
-
-    label = {v: f"{v}@{other_id}" for v in set(other_results["version"])}
-    mine = results.assign(parent=[label.get(v) for v in results["version"]])
-    theirs = other_results.assign(version=other_results["version"].map(label), parent=None)
-    both_samples = pd.concat(
-        [samples, other_samples.assign(version=other_samples["version"].map(label))], ignore_index=True
-    )
-    if "block" in both_samples.columns:
-        both_samples = both_samples.assign(block=None)
-    return pd.concat([mine, theirs], ignore_index=True), both_samples, None
 
 
 def _check_filters(
@@ -519,9 +501,7 @@ def regressions(
             direction=None if all_ else "worse",
             machine_ids=machines,
         )
-        lineage_new = (
-            _new_lineage_differences(s, lineage_baseline, machine) if lineage_baseline is not None else None
-        )
+        lineage_new = _lineage_gate(s, lineage_baseline, machine) if lineage_baseline is not None else None
     rows = []
     for r in df.to_dict("records"):
         d = r["details"] or {}
@@ -578,38 +558,21 @@ def regressions(
         raise typer.Exit(2)
 
 
-def _new_lineage_differences(
-    session: Any, baseline_ref: str, machine: str | None
-) -> tuple[int, int, list[str]]:
-    """(baseline run, latest run, the lineage differences of the latest run that are worse than the version's
-    parent where the baseline run showed no such difference). Timing rows count only when both runs' modes
-    support timing inference."""
-    from benchsvc.analysis.lineage import compare_lineage
-    from benchsvc.runner.blocks import supports_timing_inference
+def _lineage_gate(session: Any, baseline_ref: str, machine: str | None) -> tuple[int, int, list[str]]:
+    """(baseline run, latest run, one line per new lineage difference) for --lineage-baseline."""
+    from benchsvc.findings import new_lineage_differences
     from benchsvc.store.machines import latest_run_id, machine_ids
-    from benchsvc.store.queries import get_run, run_results, run_samples
+    from benchsvc.store.queries import get_run
 
     baseline = get_run(session, baseline_ref)
     ids = machine_ids(session, machine) if machine is not None else [baseline.machine_id]
     latest = get_run(session, latest_run_id(session, ids))
-    key = ["engine", "workload", "workload_hash", "version", "baseline", "metric"]
-
-    def worse(run: Any) -> Any:
-        df = compare_lineage(run_results(session, run.id), run_samples(session, run.id))
-        df = df[df["significant"] & (df["direction"] == "worse")]
-        if not supports_timing_inference(run.mode):
-            df = df[df["metric"] != "time"]
-        return df
-
-    now, before = worse(latest), worse(baseline)
-    timing_ok = supports_timing_inference(baseline.mode) and supports_timing_inference(latest.mode)
-    known = set(before[key].itertuples(index=False, name=None))
-    new = [
+    new = new_lineage_differences(session, latest, baseline)
+    lines = [
         f"{r.version} vs {r.baseline} on {r.workload}: {r.metric} {signed_quantity(r.delta, str(r.metric))}"
-        for r in now.itertuples(index=False)
-        if tuple(getattr(r, k) for k in key) not in known and (timing_ok or r.metric != "time")
+        for r in new.itertuples(index=False)
     ]
-    return baseline.id, latest.id, new
+    return baseline.id, latest.id, lines
 
 
 @regressions_app.command("ack")
