@@ -448,12 +448,10 @@ class _Reporter:
         from benchsvc.store.pyperf_adapter import expected_warning
 
         self.results += 1
-        unexpected = []
-        for key in {expected_warning(w) for w in warnings or ()} - {None}:
-            assert key is not None
+        kinds = {w: expected_warning(w) for w in warnings or ()}
+        for key in {k for k in kinds.values() if k is not None}:
             self.expected[key] = self.expected.get(key, 0) + 1
-        unexpected = [w for w in warnings or () if expected_warning(w) is None]
-        return unexpected
+        return [w for w, k in kinds.items() if k is None]
 
     def close(self) -> None:
         if self.progress is not None:
