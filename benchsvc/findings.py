@@ -476,3 +476,45 @@ def analyze_stored(
             continue
         out.append((run_id, analyze_run(db, run_id, settings)))
     return out
+
+
+def new_lineage_differences(session: Session, latest: Run, baseline: Run) -> pd.DataFrame:
+    """The lineage rows of ``latest`` where a version is significantly worse than its parent and the run
+    ``baseline`` showed no such difference (same engine, workload content, version, parent and metric): a
+    version's new character, for ``regressions --fail-on-regression --lineage-baseline``. Timing rows count
+    only when both runs' modes support timing inference."""
+    from benchsvc.runner.blocks import supports_timing_inference
+
+    key = ["engine", "workload", "workload_hash", "version", "baseline", "metric"]
+    timing_ok = supports_timing_inference(latest.mode) and supports_timing_inference(baseline.mode)
+
+    def worse(run: Run) -> pd.DataFrame:
+        df = lineage_for_run(session, run.id)
+        df = df[df["significant"] & (df["direction"] == "worse")]
+        return df if timing_ok else df[df["metric"] != "time"]
+
+    now, before = worse(latest), worse(baseline)
+    known = set(before[key].itertuples(index=False, name=None))
+    return now[[tuple(r) not in known for r in now[key].itertuples(index=False, name=None)]]
+
+
+def runs_side_by_side(
+    results: pd.DataFrame,
+    samples: pd.DataFrame,
+    other_results: pd.DataFrame,
+    other_samples: pd.DataFrame,
+    other_id: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two runs' results and samples as one frame for :func:`benchsvc.analysis.lineage.compare_lineage`
+    (``compare --against``): each version of the first run has as its parent the same version of the other
+    run, labelled ``VERSION@RUN``. The runs' measurement blocks are unrelated, so nothing is paired (the
+    interval is the bootstrap over processes)."""
+    label = {v: f"{v}@{other_id}" for v in set(other_results["version"])}
+    mine = results.assign(parent=[label.get(v) for v in results["version"]])
+    theirs = other_results.assign(version=other_results["version"].map(label), parent=None)
+    both = pd.concat(
+        [samples, other_samples.assign(version=other_samples["version"].map(label))], ignore_index=True
+    )
+    if "block" in both.columns:
+        both = both.assign(block=None)
+    return pd.concat([mine, theirs], ignore_index=True), both

@@ -45,13 +45,17 @@ class ResultStatus(StrEnum):
 
 
 class RegressionStatus(StrEnum):
+    #: a nightly finding (a series changed): queued for acknowledgement, fails CI
     NEW = "new"
     ACKNOWLEDGED = "acknowledged"
     FIXED = "fixed"
+    #: a lineage finding: a version differs from its parent inside one run. That is what the version is (its
+    #: character), listed and kept up to date but not queued for acknowledgement and never failing CI
+    CHARACTER = "character"
 
 
 #: a finding that is still open
-OPEN_REGRESSION_STATUSES = (RegressionStatus.NEW, RegressionStatus.ACKNOWLEDGED)
+OPEN_REGRESSION_STATUSES = (RegressionStatus.NEW, RegressionStatus.ACKNOWLEDGED, RegressionStatus.CHARACTER)
 
 
 class RegressionAxis(StrEnum):
@@ -259,10 +263,11 @@ class SeriesChange:
 
 
 def git_commit() -> str | None:
-    """The commit of the benchsvc checkout, or None when not run from a git checkout."""
+    """The commit of the benchsvc checkout; for a package install (no ``.git``), the commit recorded when the
+    package was built (``benchsvc/_build_info.py``, written by setup.py); else None."""
     here = Path(__file__).resolve().parent.parent
     if not (here / ".git").exists():
-        return None
+        return built_commit()
     try:
         out = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "HEAD"],
@@ -275,6 +280,18 @@ def git_commit() -> str | None:
         return None
     commit = out.stdout.strip()
     return commit or None
+
+
+def built_commit() -> str | None:
+    """The git commit recorded in the package at build time, or None (not built from a git checkout)."""
+    import importlib
+
+    try:
+        info = importlib.import_module("benchsvc._build_info")
+    except ImportError:
+        return None
+    commit = getattr(info, "GIT_COMMIT", None)
+    return commit if isinstance(commit, str) and commit else None
 
 
 def _cpu_model() -> str:

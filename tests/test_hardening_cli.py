@@ -260,7 +260,10 @@ def test_runs_limit_zero_and_n_on_a_filled_database(
     assert code == 0 and json.loads(out) == []
     code, out, _ = cli(capsys, "runs", "--db", filled_url, "-n", "2", "--format", "json")
     rows = json.loads(out)
-    assert code == 0 and [r["started_at"] for r in rows] == ["2026-01-03 03:00", "2026-01-02 03:00"]
+    assert code == 0 and [r["started_at"] for r in rows] == [
+        "2026-01-03T03:00:00+00:00",
+        "2026-01-02T03:00:00+00:00",
+    ]  # ISO 8601, UTC
 
 
 NO_RUNS_TO_REPORT = (

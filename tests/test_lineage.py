@@ -93,23 +93,72 @@ def test_base_option_compares_with_one_version(lineage_db: Path) -> None:
     assert _row(df, "up69", "ds_adds")["delta"] == N  # 6.9 still queues every folio
 
 
-def test_run_records_lineage_findings_and_fail_on_regression(lineage_db: Path) -> None:
+def test_run_records_lineage_findings_as_character_not_failing_ci(lineage_db: Path) -> None:
+    """The first night's lineage differences are what the versions are: filed with status character, not
+    queued for acknowledgement, and --fail-on-regression passes (it fails on new nightly regressions)."""
     proc = _cli("regressions", "--format", "json", "--axis", "lineage", db=lineage_db)
     assert proc.returncode == 0, proc.stderr
     regs = pd.DataFrame(json.loads(proc.stdout))
     mine = regs[(regs["version"] == "v2") & (regs["metric"] == "tlb_flushes")]
-    assert len(mine) == 1 and mine.iloc[0]["status"] == "new"
+    assert len(mine) == 1 and mine.iloc[0]["status"] == "character"
+    assert mine.iloc[0]["effect"] == pytest.approx(TLB_V2 / TLB_65)
     assert (regs["direction"] == "worse").all()
-    assert _cli("regressions", "--fail-on-regression", db=lineage_db).returncode == 2
-    reg_id = int(mine.iloc[0]["id"])
-    ack = _cli("regressions", "ack", str(reg_id), "--note", "known: forced flush in v2-v4", db=lineage_db)
+    assert set(regs["status"]) == {"character"}
+    assert _cli("regressions", "--fail-on-regression", db=lineage_db).returncode == 0
+    new = _cli("regressions", "--status", "new", "--format", "json", db=lineage_db)
+    assert json.loads(new.stdout) == []
+
+
+def test_ack_takes_several_ids_or_a_filter_and_the_note_is_shown(lineage_db: Path, tmp_path: Path) -> None:
+    db = tmp_path / "copy.db"
+    db.write_bytes(lineage_db.read_bytes())
+    regs = pd.DataFrame(json.loads(_cli("regressions", "--format", "json", db=db).stdout))
+    v2 = regs[regs["version"] == "v2"].sort_values("id")
+    first, second = (str(int(i)) for i in v2["id"].iloc[:2])
+    ack = _cli("regressions", "ack", first, second, "--note", "known: forced flush in v2-v4", db=db)
     assert ack.returncode == 0, ack.stderr
-    proc = _cli("regressions", "--format", "json", "--status", "acknowledged", db=lineage_db)
-    acked = json.loads(proc.stdout)
-    assert [r["id"] for r in acked] == [reg_id] and acked[0]["note"] == "known: forced flush in v2-v4"
-    missing = _cli("regressions", "ack", "999999", "--note", "x", db=lineage_db)
+    assert [line.split()[1] for line in ack.stdout.splitlines()] == [first, second]
+    acked = json.loads(_cli("regressions", "--format", "json", "--status", "acknowledged", db=db).stdout)
+    assert sorted(str(r["id"]) for r in acked) == sorted([first, second])
+    assert {r["note"] for r in acked} == {"known: forced flush in v2-v4"}
+    table = _cli("regressions", "--status", "acknowledged", db=db).stdout
+    assert "known: forced flush in v2-v4" in table and "note" in table.splitlines()[1]
+    # a filter: every open finding of v4 (character ones included, since a version filter is given)
+    by_filter = _cli("regressions", "ack", "--version", "v4", "--note", "v4 as designed", db=db)
+    assert by_filter.returncode == 0, by_filter.stderr
+    after = pd.DataFrame(json.loads(_cli("regressions", "--format", "json", "--all", db=db).stdout))
+    v4 = after[after["version"] == "v4"]
+    assert not v4.empty and set(v4["status"]) == {"acknowledged"}
+    assert set(after[after["version"] == "v2"]["status"]) == {"acknowledged", "character"}
+    nothing = _cli("regressions", "ack", "--all-new", "--note", "x", db=db)
+    assert nothing.returncode == 1
+    assert nothing.stderr.strip() == "Error: no open finding matches those filters — see benchsvc regressions"
+    both = _cli("regressions", "ack", first, "--version", "v4", "--note", "x", db=db)
+    assert both.returncode == 1 and both.stderr.startswith("Error: give ids or a filter")
+    missing = _cli("regressions", "ack", "999999", "--note", "x", db=db)
     assert missing.returncode == 1
     assert missing.stderr.strip() == "Error: no regression 999999 — see benchsvc regressions"
+
+
+def test_lineage_baseline_fails_on_a_new_lineage_difference(lineage_db: Path, tmp_path: Path) -> None:
+    """Against itself a run shows no new lineage difference; against a run of only the versions before v2,
+    v2's forced TLB flushes (+1,023 against v1) are new."""
+    db = tmp_path / "copy.db"
+    db.write_bytes(lineage_db.read_bytes())
+    same = _cli("regressions", "--fail-on-regression", "--lineage-baseline", "1", db=db)
+    assert same.returncode == 0, same.stderr
+    assert "0 new differences" in same.stderr
+    older = _cli(
+        "run", "--mode", "quick", "-w", "a-munmap-aligned", "-V", "base65,base65-p1,v1", "--no-report", db=db
+    )
+    assert older.returncode == 0, older.stderr
+    # the latest run is the older series; the baseline (run 1) has v2: nothing of run 2 is new
+    assert _cli("regressions", "--fail-on-regression", "--lineage-baseline", "1", db=db).returncode == 0
+    again = _cli("run", "--mode", "quick", "-w", "a-munmap-aligned", "-V", "all", "--no-report", db=db)
+    assert again.returncode == 0, again.stderr
+    gate = _cli("regressions", "--fail-on-regression", "--lineage-baseline", "2", db=db)
+    assert gate.returncode == 2, gate.stderr
+    assert f"v2 vs v1 on a-munmap-aligned: tlb_flushes +{TLB_V2 - TLB_65:,}" in gate.stderr
 
 
 def _results(rows: list[tuple[str, str, str | None, dict[str, int]]]) -> pd.DataFrame:
@@ -181,3 +230,58 @@ def test_counters_from_zero_and_workload_content_must_match() -> None:
     assert (row["delta"], row["ratio"], row["direction"]) == (5, float("inf"), "worse")
     results.loc[1, "workload_hash"] = "other"  # another workload content is never compared
     assert compare_lineage(results, _samples({}), metrics=["ds_adds"]).empty
+
+
+def test_run_fail_on_regression_exits_2_on_a_new_nightly_regression(tmp_path: Path) -> None:
+    """A previous night of v1 whose ds_lock was lower (an engine change between the nights, as far as the
+    store can tell): tonight's run records the counter change as a new nightly regression and, with
+    --fail-on-regression, exits 2. The same run without that history exits 0."""
+    source, db = tmp_path / "source.db", tmp_path / "gated.db"
+    first = _cli(
+        "run",
+        "--mode",
+        "quick",
+        "-w",
+        "a-munmap-aligned",
+        "-V",
+        "v1",
+        "--no-report",
+        "--fail-on-regression",
+        db=source,
+    )
+    assert first.returncode == 0, first.stderr  # a first night: nothing to regress against
+    exported = tmp_path / "night.jsonl"
+    assert _cli("export", "-o", str(exported), db=source).returncode == 0
+    lines = []
+    for line in exported.read_text().splitlines():
+        d = json.loads(line)
+        d["run"]["uuid"] = "00000000-0000-4000-8000-000000000001"
+        for key in ("started_at", "finished_at"):
+            d["run"][key] = "2020-01-01" + d["run"][key][10:]
+        if d["engine"] == "sim":
+            assert (
+                d["counters"]["ds_lock"] == 2
+            )  # v1: docs/kernel-history.md, one deferred split, lock taken twice
+            d["counters"]["ds_lock"] = 1
+        lines.append(json.dumps(d))
+    crafted = tmp_path / "earlier.jsonl"
+    crafted.write_text("\n".join(lines) + "\n")
+    imported = _cli("import", str(crafted), db=db)
+    assert imported.returncode == 0, imported.stderr
+    gated = _cli(
+        "run",
+        "--mode",
+        "quick",
+        "-w",
+        "a-munmap-aligned",
+        "-V",
+        "v1",
+        "--no-report",
+        "--fail-on-regression",
+        db=db,
+    )
+    assert gated.returncode == 2, gated.stderr
+    assert "1 new nightly regressions" in gated.stderr
+    regs = json.loads(_cli("regressions", "--status", "new", "--format", "json", db=db).stdout)
+    assert [(r["version"], r["metric"], r["axis"]) for r in regs] == [("v1", "ds_lock", "nightly")]
+    assert _cli("regressions", "--fail-on-regression", db=db).returncode == 2

@@ -180,8 +180,9 @@ def test_a_run_stores_interleaved_blocks_with_the_canary(tmp_path: Path) -> None
         r["meta"]["benchsvc_block"] for r in rows if r["engine"] == "sim"
     }
     shown = _cli(tmp_path, "show")
-    assert shown.returncode == 0 and "noise floor: A/A v3/v2 (same code) on 2 workloads" in shown.stdout
-    assert "canary spread" in shown.stdout
+    # a quick run: the canary's spread, and no A/A interval (its sampling supports none)
+    assert shown.returncode == 0 and "noise floor: quick mode: no timing intervals" in shown.stdout
+    assert "canary spread" in shown.stdout and "A/A v3/v2" not in shown.stdout
 
 
 def test_a_real_difference_is_measured_again_and_confirmed(tmp_path: Path) -> None:
@@ -201,7 +202,7 @@ def test_a_real_difference_is_measured_again_and_confirmed(tmp_path: Path) -> No
     assert compared.returncode == 0, compared.stderr
     by = {(r["version"], r["baseline"]): r for r in json.loads(compared.stdout)}
     v4 = by["v4", "v3"]
-    assert v4["significant"] and v4["direction"] == "worse"
+    assert v4["significant"] and v4["direction"] == "worse" and v4["confirmed"]
     assert by["v3", "v2"]["significant"] is False
 
 

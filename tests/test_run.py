@@ -337,7 +337,7 @@ def test_debug_matrix_end_to_end_matches_simulate(bench: Bench) -> None:
 
     shown = bench.cli("show", "--format", "json")
     assert shown.returncode == 0 and shown.stderr == "", shown.stderr
-    rows = json.loads(shown.stdout)
+    rows = json.loads(shown.stdout)["results"]
     assert len(rows) == 6
     by_key = {(r["workload"], r["version"]): r for r in results}
     for row in rows:
@@ -396,7 +396,7 @@ def test_failed_worker_is_recorded_and_the_run_goes_on(bench: Bench) -> None:
 
     (row,) = json.loads(bench.cli("runs", "-f", "json").stdout)
     assert (row["status"], row["ok"], row["failed"]) == ("failed", 2, 1)
-    shown = {r["version"]: r for r in json.loads(bench.cli("show", "1", "-f", "json").stdout)}
+    shown = {r["version"]: r for r in json.loads(bench.cli("show", "1", "-f", "json").stdout)["results"]}
     assert shown["v2"]["status"] == "failed" and "injected failure" in shown["v2"]["error"]
     assert shown["v2"]["n_values"] == 0 and shown["v2"]["mean_s"] is None
     assert shown["v1"]["status"] == shown["v3"]["status"] == "ok"

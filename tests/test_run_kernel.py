@@ -217,7 +217,7 @@ def test_run_engine_all_measures_sim_and_kernel_side_by_side(bench: Bench, sysfs
         assert sim["counters"][name] == kern["counters"][name], name
     assert kern["counters"]["nr_anon"] == 0
     assert kern["counters"]["anon_fault_alloc"] == FOLIOS_64M_64K
-    shown = json.loads(bench.cli("show", "1", "--format", "json").stdout)
+    shown = json.loads(bench.cli("show", "1", "--format", "json").stdout)["results"]
     assert {(r["engine"], r["version"]) for r in shown} == {("sim", "up612"), ("kernel", KERNEL)}
 
 

@@ -28,7 +28,7 @@ scenario's position), so the same call gives the same table.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -555,6 +555,7 @@ def run_evaluation(
     tolerance: int = DEFAULT_TOLERANCE,
     settings: DetectorSettings | None = None,
     paths: Sequence[Path] = ("none",),
+    on_scenario: Callable[[int, int, str], None] | None = None,
 ) -> pd.DataFrame:
     """One row per scenario and decision path (default :data:`DEFAULT_SCENARIOS`, path "none"): false
     alarms, power, localisation, coverage, machine events.
@@ -573,7 +574,9 @@ def run_evaluation(
     re-measured; ``min_nights_after`` nights on the new level). "levels": as ``benchsvc run`` decides (a
     candidate needs ``min_nights_after_confirmed`` nights and passes ``max_pvalue_confirmed`` and
     ``fdr_confirmed``; tonight's value of its series is re-measured, :class:`Scenario`, and it is recorded
-    the first night the re-measurement :func:`held_levels`). "halfstep": the same with :func:`held`."""
+    the first night the re-measurement :func:`held_levels`). "halfstep": the same with :func:`held`.
+
+    ``on_scenario(index, total, name)`` is called before each scenario (progress)."""
     if not paths or any(p not in PATHS for p in paths):
         raise ValueError(f"paths must be a non-empty sequence of {PATHS}, not {paths!r}")
     if trials < 1:
@@ -582,7 +585,10 @@ def run_evaluation(
         raise ValueError(f"nights ({nights}) must exceed the warm-up ({warmup})")
     settings = settings or DetectorSettings()
     rows = []
-    for i, sc in enumerate(DEFAULT_SCENARIOS if scenarios is None else scenarios):
+    chosen = list(DEFAULT_SCENARIOS if scenarios is None else scenarios)
+    for i, sc in enumerate(chosen):
+        if on_scenario is not None:
+            on_scenario(i, len(chosen), sc.name)
         rng = np.random.default_rng([seed, i])
         if sc.is_aa:
             found = _aa_rows(sc, trials, nights, warmup, settings, series_per_night, rng, paths)

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from benchsvc.cli.common import DbOption, float_range, int_range, open_db
-from benchsvc.cli.output import Format, render
+from benchsvc.cli.common import DbOption, float_range, int_range, noise_line, open_db
+from benchsvc.cli.output import Format, Interval, Kind, echo, quantity, render, signed_quantity
 from benchsvc.errors import BenchsvcError
 
 #: Ten times the default: a series of the A/A scenarios holds 100 nights x 60 values (48 kB) in memory.
@@ -33,9 +33,28 @@ def _date(text: str | None, option: str) -> dt.datetime | None:
         raise BenchsvcError(f"{option} {text!r} is not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
 
 
+WorkloadFilter = Annotated[
+    list[str] | None,
+    typer.Option("--workload", "-w", help="Only this workload; repeat for several."),
+]
+VersionFilter = Annotated[
+    list[str] | None,
+    typer.Option("--version", "-V", help="Only this version (the compared one); repeat for several."),
+]
+
+
 def compare(
     run_ref: Annotated[
         str | None, typer.Option("--run", help="Run id or uuid prefix (default: the latest).")
+    ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            metavar="RUN",
+            help="Compare --run with this other run instead (run to run: each version and workload of --run "
+            "against the same version and workload content in RUN, unpaired).",
+        ),
     ] = None,
     base: Annotated[
         str | None, typer.Option("--base", help="Compare every version with this one instead of its parent.")
@@ -44,6 +63,8 @@ def compare(
         list[str] | None,
         typer.Option("--metric", "-m", help="time, modeled_ns or a counter; repeat (default: all)."),
     ] = None,
+    workload: WorkloadFilter = None,
+    version: VersionFilter = None,
     changed: Annotated[
         bool, typer.Option("--changed/--all", help="Only rows that changed significantly.")
     ] = True,
@@ -59,21 +80,25 @@ def compare(
     db: DbOption = None,
 ) -> None:
     """The version lineage of one run (of one machine): each version against its parent (or --base), per
-    workload and metric.
+    workload and metric; with --against, one run against another.
 
     Counters and modelled kernel cost: exact differences. The modelled cost (modeled_ns) of every simulated
     version is priced at display time from its stored counters with the machine's latest cost model
     (benchsvc calibrate; the shipped reference model without one), named in the header with its hold-out
     error, and the differences are ranked by it: the (workload, version) with the largest cost change
-    first. Time: a ratio with a 95% interval over worker processes, paired trial by trial where the
-    versions were measured interleaved (benchsvc run); significant when it excludes 1, the effect is at
-    least 3%, and a confirmation re-measurement (when the run made one) agrees. For simulated versions it
-    is the simulator's CPU time (sim_cpu_time in the table), not kernel time; where it and the modelled
-    cost disagree in direction, one line says so. The table is headed by the run's noise floor (its v3/v2
-    A/A intervals and the canary's spread).
+    first. Time: a ratio with a 95% Student-t interval over worker processes, paired trial by trial where
+    the versions were measured interleaved (benchsvc run; between two runs nothing is paired and the
+    interval is a bootstrap over processes); significant when it excludes 1, the effect is at least 3%, and
+    a confirmation re-measurement (when the run made one) agrees. For simulated versions it is the
+    simulator's CPU time (sim_cpu_time in the table), not kernel time; where it and the modelled cost
+    disagree in direction, one line says so. A quick-mode run is not sampled enough for timing intervals:
+    its timing rows show the ratio only and are never significant. The table is headed by the run's noise
+    floor (its v3/v2 A/A intervals and the canary's spread).
     """
     from benchsvc.analysis.lineage import compare_lineage
     from benchsvc.analysis.noise import noise_floor
+    from benchsvc.findings import runs_side_by_side
+    from benchsvc.runner.blocks import supports_timing_inference
     from benchsvc.store.cost_models import cost_model_for, reprice
     from benchsvc.store.db import read_session
     from benchsvc.store.machines import latest_run_id, machine_ids
@@ -81,67 +106,94 @@ def compare(
 
     if run_ref is not None and machine is not None:
         raise BenchsvcError("--run and --machine do not go together — a run is on one machine: give one")
+    if against is not None and base is not None:
+        raise BenchsvcError("--against and --base do not go together — compare two runs, or versions in one")
     engine = open_db(db, create=False)
     with read_session(engine) as s:
         run = get_run(s, latest_run_id(s, machine_ids(s, machine)) if machine is not None else run_ref)
         host = run.machine.hostname
+        mode, other_mode = run.mode, None
         model = cost_model_for(s, host)
         results, samples = reprice(run_results(s, run.id), model), run_samples(s, run.id)
-        _check_compare_args(run.id, results, base, metric)
-        df = compare_lineage(results, samples, base=base, metrics=metric)
+        _check_filters(run.id, results, workload, version)
         floor = noise_floor(results, samples)
+        if against is not None:
+            other = get_run(s, against)
+            if other.id == run.id:
+                raise BenchsvcError(f"--against {against} is run {run.id} itself — give another run")
+            other_mode = other.mode
+            results, samples = runs_side_by_side(
+                results, samples, reprice(run_results(s, other.id), model), run_samples(s, other.id), other.id
+            )
+            against_text = f" against run {other.id} on {other.machine.hostname} ({other.mode} mode)"
+        _check_compare_args(run.id, results, base, metric)
+        results = _filtered(results, workload, version, keep_baselines=True)
+        df = compare_lineage(results, samples, base=base, metrics=metric)
+    df = _filtered(df, workload, version)
+    if against is not None:
+        df = df[~df["version"].str.contains("@", regex=False)]
+    timing_ok = supports_timing_inference(mode) and (
+        other_mode is None or supports_timing_inference(other_mode)
+    )
+    if not timing_ok:
+        # quick mode: no timing interval, no timing significance (the sampling does not support them)
+        timing = df["metric"] == "time"
+        df = df.copy()
+        df.loc[timing, ["ci_low", "ci_high"]] = float("nan")
+        df.loc[timing, "significant"] = False
+        df.loc[timing, "direction"] = "same"
     disagreements = _direction_disagreements(df)
     df = _rank_by_cost(df)
     if changed:
         df = df[df["significant"]]
     rows = df.to_dict("records")
-    for r in rows:
-        r["ratio"] = _num(r["ratio"])
-        r["interval"] = (
-            ""
-            if r["kind"] == "exact" or r["ci_low"] != r["ci_low"]
-            else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
-        )
-    cols = [
-        "workload",
-        "version",
-        "baseline",
-        "metric",
-        "direction",
-        "value",
-        "baseline_value",
-        "delta",
-        "ratio",
-    ]
+    cols = ["workload", "version", "baseline", "metric", "direction", "value", "baseline_value", "delta"]
     label = model.label()
     if fmt is Format.table:
-        typer.echo(f"run {run.id} on {host}: {len(rows)} {'changes' if changed else 'comparisons'}")
-        typer.echo(floor.describe())
-        typer.echo(
+        header = f"run {run.id} on {host}" + (against_text if against is not None else "")
+        echo(f"{header}: {len(rows)} {'changes' if changed else 'comparisons'}")
+        echo(
+            noise_line(
+                floor,
+                mode if not supports_timing_inference(mode) or other_mode is None else other_mode,
+                timing_ok,
+            )
+        )
+        echo(
             f"modeled_ns: modelled kernel cost, priced by the {label}; ranked by it, largest change first. "
             "sim_cpu_time: the simulator's CPU time, not kernel time"
         )
         for line in disagreements:
-            typer.echo(line)
+            echo(line)
         for r in rows:
-            if r["metric"] == "time" and r["engine"] == "sim":
+            m = str(r["metric"])
+            r["value"] = quantity(r["value"], m)
+            r["baseline_value"] = quantity(r["baseline_value"], m)
+            r["delta"] = signed_quantity(r["delta"], m)
+            r["interval"] = Interval(r["ci_low"], r["ci_high"]) if r["kind"] != "exact" else None
+            if m == "time" and r["engine"] == "sim":
                 r["metric"] = "sim_cpu_time"
-        render(rows, [*cols, "interval"], fmt)
+        render(rows, [*cols, "ratio", "interval"], fmt, kinds={"ratio": Kind.ratio, "interval": Kind.ratio})
     else:
         for r in rows:
             r["machine"] = host
+            r["mode"] = mode
             r["priced_by"] = label if r["metric"] == "modeled_ns" and r["engine"] == "sim" else ""
         render(
             rows,
             [
                 *cols,
+                "ratio",
                 "ci_low",
                 "ci_high",
                 "significant",
+                "confirmed",
+                "paired",
                 "kind",
                 "engine",
                 "workload_hash",
                 "machine",
+                "mode",
                 "priced_by",
             ],
             fmt,
@@ -186,6 +238,32 @@ def _direction_disagreements(df: Any) -> list[str]:
     return out
 
 
+def _check_filters(
+    run_id: int, results: Any, workloads: list[str] | None, versions: list[str] | None
+) -> None:
+    """Refuse a --workload or --version the run has no results of (an empty table would read "no change")."""
+    for option, values, column in (("--workload", workloads, "workload"), ("--version", versions, "version")):
+        known = sorted(set(str(v) for v in results[column])) if not results.empty else []
+        unknown = [v for v in values or [] if v not in known]
+        if unknown:
+            raise BenchsvcError(
+                f"run {run_id} has no results of {option[2:]} {', '.join(map(repr, unknown))} — give "
+                f"{option} one of: {', '.join(known) or 'none: it has no results'}"
+            )
+
+
+def _filtered(
+    df: Any, workloads: list[str] | None, versions: list[str] | None, *, keep_baselines: bool = False
+) -> Any:
+    """Rows of ``workloads`` and ``versions`` (None: all). ``keep_baselines``: results frames keep every
+    version, since a version's baseline is needed to compare it."""
+    if workloads:
+        df = df[df["workload"].isin(workloads)]
+    if versions and not keep_baselines:
+        df = df[df["version"].isin(versions)]
+    return df
+
+
 def _check_compare_args(run_id: int, results: Any, base: str | None, metrics: list[str] | None) -> None:
     """Refuse a --base the run has no results of, and a --metric that is no metric (an empty table would
     look like "no change")."""
@@ -205,12 +283,6 @@ def _check_compare_args(run_id: int, results: Any, base: str | None, metrics: li
         raise BenchsvcError(
             f"unknown metric {', '.join(map(repr, unknown))} — give --metric one of: {', '.join(known_metrics)}"
         )
-
-
-def _num(x: Any) -> Any:
-    if isinstance(x, float) and x in (float("inf"), float("-inf")):
-        return "inf"
-    return x
 
 
 def history(
@@ -330,10 +402,16 @@ def history(
     else:
         prev = df.groupby("series")["value"].shift()
         moved = prev.notna() & (df["value"] != prev)
-        df.loc[moved, "change"] = (df["value"] - prev)[moved].map(lambda d: f"{d:+,.0f}")
-    df["started_at"] = df["started_at"].dt.strftime("%Y-%m-%d %H:%M")
+        df.loc[moved, "change"] = (df["value"] - prev)[moved].map(lambda d: signed_quantity(d, metric))
     df["commit"] = df["git_commit"].fillna("").str[:10]
     cols = ["run_id", "started_at", "machine", "series", "commit", "value", "change"]
+    if fmt is Format.table:
+        # one unit per column, by significant digits (a time in s/ms/µs/ns, modelled ns likewise)
+        kind = {"time": Kind.seconds, "modeled_ns": Kind.nanoseconds}.get(metric, Kind.integer)
+        name = {"time": "mean", "modeled_ns": "modeled"}.get(metric, "value")
+        cols[cols.index("value")] = name
+        render(df.rename(columns={"value": name}).to_dict("records"), cols, fmt, kinds={name: kind})
+        return
     if metric == "time":
         df["value"] = df["value"] * 1e3
         df = df.rename(columns={"value": "mean_ms"})
@@ -350,15 +428,17 @@ def _render_machine_ratios(df: Any, metric: str, reference: str | None, last: in
             f"--reference {reference!r} has no nights of this series — give one of: {', '.join(hosts)}"
         )
     table = machine_ratios(df, last=last, reference=reference)
-    table["last_night"] = table["last_night"].dt.strftime("%Y-%m-%d %H:%M")
     table["workload_hash"] = table["workload_hash"].str[:12]
     value = "median"
-    if metric == "time":
+    kinds = {
+        "ratio": Kind.ratio,
+        "median": {"time": Kind.seconds, "modeled_ns": Kind.nanoseconds}.get(metric, Kind.integer),
+    }
+    if metric == "time" and fmt is not Format.table:
         table["median"] = table["median"] * 1e3
         table = table.rename(columns={"median": "median_ms"})
         value = "median_ms"
     if fmt is Format.table:
-        table["ratio"] = [f"{r:.3f}" if r == r else "" for r in table["ratio"]]
         table["environment_fp"] = table["environment_fp"].str[:6]
     cols = [
         "workload_hash",
@@ -371,7 +451,7 @@ def _render_machine_ratios(df: Any, metric: str, reference: str | None, last: in
         "ratio",
         "reference",
     ]
-    render(table.to_dict("records"), cols, fmt)
+    render(table.to_dict("records"), cols, fmt, kinds=kinds)
 
 
 def analyze(
@@ -418,7 +498,14 @@ regressions_app = typer.Typer(
 def regressions(
     ctx: typer.Context,
     since: SinceOption = None,
-    status: Annotated[str | None, typer.Option("--status", help="new, acknowledged or fixed.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            help="new (nightly findings to acknowledge), acknowledged, fixed, or character (lineage "
+            "differences: what a version is).",
+        ),
+    ] = None,
     axis: Annotated[
         str | None,
         typer.Option("--axis", help="lineage (within a run), nightly or machine (machine events)."),
@@ -426,12 +513,31 @@ def regressions(
     all_: Annotated[bool, typer.Option("--all", help="Include improvements, not only regressions.")] = False,
     machine: MachineOption = None,
     fail_on_regression: Annotated[
-        bool, typer.Option("--fail-on-regression", help="Exit 2 when there is a new regression (CI gating).")
+        bool,
+        typer.Option(
+            "--fail-on-regression",
+            help="Exit 2 when a new nightly regression is among those listed (CI gating; lineage differences "
+            "and machine events never fail it), or with --lineage-baseline on a new lineage difference.",
+        ),
     ] = False,
+    lineage_baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--lineage-baseline",
+            metavar="RUN",
+            help="With --fail-on-regression: also exit 2 when the latest run of the baseline's machine (or "
+            "--machine) shows a version worse than its parent where RUN did not (a new lineage difference).",
+        ),
+    ] = None,
     fmt: FormatOption = Format.table,
     db: DbOption = None,
 ) -> None:
-    """List regressions (with --all, improvements too): both axes, with their effect, interval and machine."""
+    """List regressions (with --all, improvements too): both axes, with their effect, interval and machine.
+
+    Status: a nightly finding (a series changed) is new until acknowledged (benchsvc regressions ack) or
+    fixed; a lineage finding (a version against its parent in one run) is the version's character: listed,
+    not queued for acknowledgement (it can still be acknowledged to attach a note).
+    """
     if ctx.invoked_subcommand is not None:
         return
     from benchsvc.analysis.describe import finding_size
@@ -439,16 +545,21 @@ def regressions(
     from benchsvc.store.machines import machine_ids
     from benchsvc.store.regressions import list_regressions
 
+    if lineage_baseline is not None and not fail_on_regression:
+        raise BenchsvcError("--lineage-baseline goes with --fail-on-regression — add it")
     engine = open_db(db, create=False)
     with read_session(engine) as s:
+        machines = machine_ids(s, machine) if machine is not None else None
+        start = _date(since, "--since")
         df = list_regressions(
             s,
-            since=_date(since, "--since"),
+            since=start,
             status=status,
             axis=axis,
             direction=None if all_ else "worse",
-            machine_ids=machine_ids(s, machine) if machine is not None else None,
+            machine_ids=machines,
         )
+        lineage_new = _lineage_gate(s, lineage_baseline, machine) if lineage_baseline is not None else None
     rows = []
     for r in df.to_dict("records"):
         d = r["details"] or {}
@@ -461,7 +572,6 @@ def regressions(
                 "against": r["baseline"]
                 or ("recent nights" if r["axis"] == "machine" else f"night before run {r['run_id']}"),
                 "size": size,
-                "started_at": r["started_at"].strftime("%Y-%m-%d %H:%M"),
             }
         )
     cols = [
@@ -480,29 +590,143 @@ def regressions(
     ]
     if fmt is not Format.table:
         cols += ["effect", "ci_low", "ci_high", "note"]
+    elif any(r["note"] for r in rows):
+        cols += ["note"]  # why each was acknowledged
     render(rows, cols, fmt)
-    if fail_on_regression and any(
-        r["status"] == "new" and r["direction"] == "worse" and r["axis"] != "machine" for r in rows
-    ):
+    if lineage_new is not None:
+        baseline_id, latest_id, new = lineage_new
+        echo(
+            f"lineage of run {latest_id} against baseline run {baseline_id}: {len(new)} new differences"
+            + "".join(f"\n  {line}" for line in new),
+            err=True,
+        )
+    if not fail_on_regression:
+        return
+    # among the findings listed (--since, --machine, --axis, --status narrow the gate too)
+    failing = [
+        r["id"] for r in rows if r["status"] == "new" and r["direction"] == "worse" and r["axis"] == "nightly"
+    ]
+    if failing:
+        echo(
+            f"{len(failing)} new nightly regressions (ids {', '.join(map(str, failing))}) — look at them, then "
+            "benchsvc regressions ack ID... --note TEXT",
+            err=True,
+        )
+    if failing or (lineage_new is not None and lineage_new[2]):
         raise typer.Exit(2)
+
+
+def _lineage_gate(session: Any, baseline_ref: str, machine: str | None) -> tuple[int, int, list[str]]:
+    """(baseline run, latest run, one line per new lineage difference) for --lineage-baseline."""
+    from benchsvc.findings import new_lineage_differences
+    from benchsvc.store.machines import latest_run_id, machine_ids
+    from benchsvc.store.queries import get_run
+
+    baseline = get_run(session, baseline_ref)
+    ids = machine_ids(session, machine) if machine is not None else [baseline.machine_id]
+    latest = get_run(session, latest_run_id(session, ids))
+    new = new_lineage_differences(session, latest, baseline)
+    lines = [
+        f"{r.version} vs {r.baseline} on {r.workload}: {r.metric} {signed_quantity(r.delta, str(r.metric))}"
+        for r in new.itertuples(index=False)
+    ]
+    return baseline.id, latest.id, lines
 
 
 @regressions_app.command("ack")
 def ack(
-    regression_id: Annotated[
-        int, typer.Argument(metavar="ID", help="The regression's id (benchsvc regressions).")
-    ],
-    note: Annotated[str, typer.Option("--note", help="Why it is acknowledged (shown in reports).")],
+    regression_ids: Annotated[
+        list[int] | None,
+        typer.Argument(metavar="[ID]...", help="The regressions' ids (benchsvc regressions); or a filter."),
+    ] = None,
+    note: Annotated[str, typer.Option("--note", help="Why they are acknowledged (shown in reports).")] = "",
+    all_new: Annotated[
+        bool, typer.Option("--all-new", help="Every new regression (with the filters below, those of them).")
+    ] = False,
+    workload: Annotated[
+        str | None, typer.Option("--workload", "-w", help="Filter: regressions of this workload.")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", "-V", help="Filter: regressions of this version.")
+    ] = None,
+    axis: Annotated[str | None, typer.Option("--axis", help="Filter: lineage, nightly or machine.")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", "-m", help="Filter: this metric.")] = None,
     db: DbOption = None,
 ) -> None:
-    """Acknowledge a regression: its status becomes 'acknowledged', with your note."""
-    from benchsvc.store.db import write_session
-    from benchsvc.store.regressions import acknowledge
+    """Acknowledge regressions: their status becomes 'acknowledged', with your note.
 
+    Give ids (ack 27 28 --note ...), or a filter: --all-new, --workload, --version, --axis, --metric select the
+    findings not yet acknowledged or fixed (new, and character with --axis lineage or a workload/version
+    filter) that match all of them."""
+    from benchsvc.store.db import write_session
+    from benchsvc.store.regressions import acknowledge, open_matching
+
+    filters = {"workload": workload, "version": version, "axis": axis, "metric": metric}
+    given = {k: v for k, v in filters.items() if v is not None}
+    if not note.strip():
+        raise BenchsvcError("--note is required — say why (it is shown beside the finding)")
+    if regression_ids and (given or all_new):
+        raise BenchsvcError("give ids or a filter (--all-new, --workload, ...), not both")
+    if not regression_ids and not given and not all_new:
+        raise BenchsvcError("nothing to acknowledge — give ids, or a filter such as --all-new or --workload")
     engine = open_db(db, create=False)
     with write_session(engine) as s:
-        reg = acknowledge(s, regression_id, note)
-        typer.echo(f"regression {reg.id} acknowledged: {reg.metric} of {reg.version_id}")
+        ids = list(dict.fromkeys(regression_ids or [])) or open_matching(s, only_new=all_new, **given)
+        if not ids:
+            raise BenchsvcError("no open finding matches those filters — see benchsvc regressions")
+        regs = [acknowledge(s, i, note) for i in ids]
+    for reg in regs:
+        echo(f"regression {reg.id} acknowledged: {reg.metric} of {reg.version_id}")
+
+
+def _evaluate_series(
+    workload: str, version: str, machine: str | None, mode: str | None, seed: int, fmt: Format, db: str | None
+) -> None:
+    """``evaluate -w W -V V``: the noise and smallest detectable step of each series of W/V (series are never
+    spliced: one per machine, environment, workload content and mode)."""
+    from benchsvc.analysis import evaluate as ev
+    from benchsvc.store.db import read_session
+    from benchsvc.store.machines import machine_ids
+    from benchsvc.store.queries import series_history
+
+    engine = open_db(db, create=False)
+    with read_session(engine) as s:
+        if machine is not None:
+            machine_ids(s, machine)  # an unknown machine is an error, not an empty answer
+        df = series_history(s, workload=workload, version=version, machine=machine, mode=mode)
+    if df.empty:
+        raise BenchsvcError(
+            f"no timing history for {version}/{workload}"
+            + (f" on {machine}" if machine else "")
+            + (f" in {mode} mode" if mode else "")
+            + " — check the names (benchsvc runs, benchsvc versions) and --machine/--mode"
+        )
+    key = ["machine", "environment_fp", "workload_hash", "mode"]
+    groups = list(df.groupby(key, sort=True))
+    rows = []
+    for i, ((host, env, chash, series_mode), series) in enumerate(groups):
+        label = f"{host}/{str(env)[:6]}/{str(chash)[:6]}/{series_mode}"
+        row: dict[str, Any] = {"series": label, "machine": host, "mode": series_mode, "nights": len(series)}
+        row.update(noise=None, smallest_step=None, note="")
+        if len(series) < 5:
+            row["note"] = "fewer than 5 nights: too few to estimate the noise"
+        else:
+            echo(f"[{i + 1}/{len(groups)}] {label}: {len(series)} nights, estimating ...", err=True)
+            sigma = ev.estimate_noise(series["value"].to_numpy(float))
+            row["noise"] = sigma
+            if sigma > 0:
+                row["smallest_step"] = ev.smallest_detectable_step(sigma, seed=seed)
+            else:
+                row["note"] = "no night-to-night noise: any step is found"
+        rows.append(row)
+    if fmt is Format.table:
+        echo(f"{version}/{workload}: {len(groups)} series (never spliced; --machine and --mode pick one)")
+        for r in rows:
+            for k in ("noise", "smallest_step"):
+                r[k] = "" if r[k] is None else f"{r[k]:.2%}" if k == "noise" else f"{r[k]:.1%}"
+        render(rows, ["series", "nights", "noise", "smallest_step", "note"], fmt)
+        return
+    render(rows, ["series", "machine", "mode", "nights", "noise", "smallest_step", "note"], fmt)
 
 
 def evaluate(
@@ -549,6 +773,15 @@ def evaluate(
     version: Annotated[
         str | None, typer.Option("--version", "-V", help="Version of the real series.")
     ] = None,
+    machine: Annotated[
+        str | None,
+        typer.Option(
+            "--machine", metavar="HOST", help="With --workload/--version: only this machine's series."
+        ),
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="With --workload/--version: only the series of this mode.")
+    ] = None,
     confirmation: Annotated[
         str,
         typer.Option(
@@ -564,29 +797,22 @@ def evaluate(
     """Measure the change-point detector: false alarms on A/A series and power against injected steps.
 
     Default: the scenarios of the targets (A/A at 0.5% and 1.5% noise, +5% at 1.5%, +2% at 0.5%); --classes:
-    the noise classes of real machines, with machine events per night. With --workload and --version, estimate the noise of that stored series and the smallest step detectable
-    there within 3 nights.
+    the noise classes of real machines, with machine events per night. With --workload and --version,
+    estimate the noise of each stored series of that workload and version (one per machine, environment,
+    workload content and mode: never spliced; --machine and --mode pick) and the smallest step detectable
+    there within 3 nights. Progress goes to stderr.
     """
     from benchsvc.analysis import evaluate as ev
 
     if workload is not None or version is not None:
         if workload is None or version is None:
             raise BenchsvcError("--workload and --version go together (the real series to estimate)")
-        from benchsvc.store.db import read_session
-        from benchsvc.store.queries import series_history
-
-        engine = open_db(db, create=False)
-        with read_session(engine) as s:
-            df = series_history(s, workload=workload, version=version)
-        if len(df) < 5:
-            raise BenchsvcError(
-                f"{version}/{workload} has {len(df)} nights; at least 5 are needed to estimate noise"
-            )
-        sigma = ev.estimate_noise(df["value"].to_numpy(float))
-        smallest = ev.smallest_detectable_step(sigma, seed=seed)
-        typer.echo(f"{version}/{workload}: {len(df)} nights, night-to-night noise {sigma:.2%}")
-        typer.echo(f"smallest step found within 3 nights in >= 90% of trials: {smallest:.1%}")
+        _evaluate_series(workload, version, machine, mode, seed, fmt, db)
         return
+    if machine is not None or mode is not None:
+        raise BenchsvcError(
+            "--machine and --mode pick a real series — give them with --workload and --version"
+        )
     scenarios = list(ev.NOISE_CLASSES) if classes else None
     if noise is not None or step is not None:
         scenarios = [
@@ -603,7 +829,13 @@ def evaluate(
     kwargs: dict[str, Any] = {"seed": seed, "paths": paths}
     if trials is not None:
         kwargs["trials"] = trials
-    table = ev.run_evaluation(scenarios, **kwargs)
+
+    def progress(i: int, total: int, name: str) -> None:
+        typer.echo(
+            f"[{i + 1}/{total}] scenario {name} ({kwargs.get('trials', ev.DEFAULT_TRIALS)} series)", err=True
+        )
+
+    table = ev.run_evaluation(scenarios, on_scenario=progress, **kwargs)
     if fmt is not Format.table:
         render(table.to_dict("records"), list(table.columns), fmt)
         return

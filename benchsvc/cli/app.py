@@ -87,7 +87,10 @@ def run(argv: list[str] | None = None) -> None:
 
 
 def _fail(message: str) -> None:
-    one_line = " ".join(message.split("\n"))
+    from benchsvc.safe_text import clean
+
+    # one line, and no terminal control character from a stored string (a hostname, a path) in it
+    one_line = clean(" ".join(message.split("\n")))
     print(f"Error: {one_line}", file=sys.stderr)
     sys.exit(1)
 

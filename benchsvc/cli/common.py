@@ -83,7 +83,9 @@ def open_db(db: str | None, *, create: bool = True) -> Any:
         require_existing(url)
     engine = open_store(url)
     for found in recover(engine):
-        typer.echo(f"note: {found.describe()}", err=True)
+        from benchsvc.safe_text import clean
+
+        typer.echo(clean(f"note: {found.describe()}"), err=True)
     return engine
 
 
@@ -114,3 +116,19 @@ def float_range(option: str, low: float, high: float, *, low_open: bool = False)
         return value
 
     return check
+
+
+def noise_line(floor: Any, mode: str, timing_ok: bool) -> str:
+    """The noise-floor line heading ``show`` and ``compare``: the A/A intervals and canary spread, or for a
+    run whose mode supports no timing interval, that it has none (and the canary's spread, a plain spread)."""
+    if timing_ok:
+        return str(floor.describe())
+    canary = (
+        f"; canary spread {floor.canary_cv:.1%} over {floor.canary_processes} processes"
+        if floor.canary_processes
+        else ""
+    )
+    return (
+        f"noise floor: {mode} mode: no timing intervals (its sampling does not support them; counters are "
+        f"exact){canary}"
+    )

@@ -10,10 +10,28 @@ from typing import Annotated, Any
 
 import typer
 
-from benchsvc.cli.common import DbOption, int_range, open_db
-from benchsvc.cli.output import Format, render
+from benchsvc.cli.common import DbOption, int_range, noise_line, open_db
+from benchsvc.cli.output import Format, Kind, Spread, clean, echo, render, write_json
+from benchsvc.errors import BenchsvcError
+from benchsvc.runner.blocks import CONFIRM_PROCESSES, SAMPLING, supports_timing_inference
+from benchsvc.runner.matrix import MODES
 
 SHOW_COUNTERS = ("rmap_calls", "ds_adds", "ds_lock", "split_deferred", "tlb_flushes", "ptl_acquisitions")
+
+
+def mode_description(mode: str) -> str:
+    """What a mode measures, from the settings the runner uses (``run --help``, docs/running.md's table)."""
+    s = SAMPLING[mode]
+    text = (
+        f"simulated versions: {s.processes} worker processes x {s.values} values x {s.loops} zap calls per "
+        f"value ({s.warmups} warmup value{'s' if s.warmups != 1 else ''})"
+    )
+    if mode in ("quick", "default", "rigorous"):
+        text += f", {CONFIRM_PROCESSES[mode]} more processes to confirm a suspected timing change"
+    text += f"; kernel engine: pyperf {' '.join(MODES[mode])}"
+    if not supports_timing_inference(mode):
+        text += "; too few values for timing intervals: no timing interval, timing finding or machine event"
+    return text
 
 
 def run(
@@ -46,18 +64,30 @@ def run(
     quick: Annotated[
         bool,
         typer.Option(
-            "--quick", help="Quick mode: 2 processes x 4 values (under 2 min for the shipped matrix)."
+            "--quick", help=f"Quick mode (a smoke test; counters are exact): {mode_description('quick')}."
         ),
     ] = False,
-    rigorous: Annotated[bool, typer.Option("--rigorous", help="Rigorous mode: pyperf --rigorous.")] = False,
+    rigorous: Annotated[
+        bool, typer.Option("--rigorous", help=f"Rigorous mode: {mode_description('rigorous')}.")
+    ] = False,
     mode: Annotated[
-        str | None, typer.Option("--mode", help="quick, default, rigorous or debug (one value per result).")
+        str | None,
+        typer.Option(
+            "--mode",
+            help=f"quick, default, rigorous or debug. Default mode: {mode_description('default')}. Debug: "
+            f"{mode_description('debug')}.",
+        ),
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Finish an interrupted run instead of starting one.")
     ] = False,
     wait: Annotated[
-        bool, typer.Option("--wait", help="Wait for a run holding the database instead of failing.")
+        bool,
+        typer.Option(
+            "--wait",
+            help="Wait for the machine instead of failing when another benchsvc run holds it (its run lock: "
+            "one run per machine; machines sharing a database run at the same time).",
+        ),
     ] = False,
     trigger: Annotated[
         str, typer.Option("--trigger", help="Recorded with the run: manual, nightly, ...")
@@ -102,6 +132,14 @@ def run(
             help="Where the report goes: absent, empty, or a site benchsvc wrote (see report --out).",
         ),
     ] = Path("reports"),
+    fail_on_regression: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-regression",
+            help="Exit 2 when the run's analysis records a new nightly regression (CI gating; lineage "
+            "differences and machine events do not count).",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Measure every version x workload with pyperf and store the results (the nightly job).
@@ -111,7 +149,7 @@ def run(
     restored afterwards (also on Ctrl-C). Shipped workloads tagged "large" or "oracle" are left out unless
     --tag names the tag. Each result is committed as it finishes; Ctrl-C marks the run interrupted (exit 130)
     and `benchsvc run --resume` finishes it. Exit 1 when a result failed (recorded with its error; the run
-    goes on).
+    goes on); with --fail-on-regression, exit 2 when the analysis recorded a new nightly regression.
     """
     from benchsvc.records import RunRecord
     from benchsvc.runner.matrix import (
@@ -197,9 +235,11 @@ def run(
         + f" in {_clock(summary.elapsed_s)} ({chosen} mode)"
     )
     from benchsvc.findings import plan_run, record_run
+    from benchsvc.records import utcnow
 
     # what the run re-measured decides which timing findings are recorded (None: nothing was re-measured)
     plan = plan_run(engine, summary.run_id, confirmed=summary.confirmed is not None)
+    analysed_at = utcnow()
     found = record_run(engine, plan, confirmed=summary.confirmed)
     analysis = (
         f"{found.lineage_new} new lineage findings ({found.lineage_fixed} fixed), "
@@ -227,6 +267,25 @@ def run(
         _log.info("report: %s (%d files written)", report_dir / "index.html", written)
     if summary.status == "failed":
         raise typer.Exit(1)
+    if fail_on_regression:
+        new = _new_nightly_regressions(engine, analysed_at)
+        if new:
+            typer.echo(
+                f"{len(new)} new nightly regressions (ids {', '.join(map(str, new))}) — see benchsvc "
+                "regressions --status new",
+                err=True,
+            )
+            raise typer.Exit(2)
+
+
+def _new_nightly_regressions(engine: Any, since: Any) -> list[int]:
+    """Ids of the nightly regressions (worse, status new) recorded at or after ``since``."""
+    from benchsvc.store.db import read_session
+    from benchsvc.store.regressions import list_regressions
+
+    with read_session(engine) as s:
+        df = list_regressions(s, status="new", axis="nightly", direction="worse")
+    return [int(i) for i in df[df["detected_at"] >= since]["id"]]
 
 
 _log = logging.getLogger("benchsvc.run")
@@ -332,6 +391,9 @@ class _Reporter:
         self.progress: Any = None
         self.task: Any = None
         self.t0 = time.monotonic()
+        #: expected pyperf warnings (EXPECTED_WARNINGS key -> results that had it), summarised at the end
+        self.expected: dict[str, int] = {}
+        self.results = 0
 
     def __call__(self, p: Any) -> None:
         if self.quiet:
@@ -350,7 +412,8 @@ class _Reporter:
             eta = elapsed / (p.index + 1) * (p.total - p.index - 1)
             r = p.result
             what = _timing(r.values) if r.status == "ok" else f"FAILED: {r.error}"
-            warn = f" ({len(r.warnings)} pyperf warnings)" if r.warnings else ""
+            unexpected = self._sort_warnings(r.warnings)
+            warn = f" (pyperf: {'; '.join(unexpected)})" if unexpected else ""
             print(
                 f"[{p.index + 1}/{p.total}] {p.item.label}: {what}{warn}  "
                 f"elapsed {_clock(elapsed)}, eta {_clock(eta)}",
@@ -375,11 +438,40 @@ class _Reporter:
         if p.event == "start":
             self.progress.update(self.task, description=p.item.label)
         else:
+            from rich.text import Text
+
+            unexpected = self._sort_warnings(p.result.warnings)
+            if unexpected:
+                self.progress.console.print(
+                    Text(clean(f"{p.item.label}: pyperf: {'; '.join(unexpected)}")), style="yellow"
+                )
             self.progress.advance(self.task)
+
+    def _sort_warnings(self, warnings: Any) -> list[str]:
+        """Count the expected pyperf warnings of one result (summarised at the end); return the others."""
+        from benchsvc.store.pyperf_adapter import expected_warning
+
+        self.results += 1
+        kinds = {w: expected_warning(w) for w in warnings or ()}
+        for key in {k for k in kinds.values() if k is not None}:
+            self.expected[key] = self.expected.get(key, 0) + 1
+        return [w for w, k in kinds.items() if k is None]
 
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+            self.progress = None
+        if self.quiet:
+            return
+        from benchsvc.store.pyperf_adapter import EXPECTED_WARNINGS
+
+        for key, n in self.expected.items():
+            echo(
+                f"note: pyperf warned '{key} ...' on {n} of {self.results} results, as the paired design "
+                f"expects: {EXPECTED_WARNINGS[key]}",
+                err=True,
+            )
+        self.expected.clear()
 
 
 def _timing(values: list[float]) -> str:
@@ -416,9 +508,7 @@ def runs(
     engine = open_db(db, create=False)
     with read_session(engine) as s:
         df = list_runs(s, limit, machine_ids(s, machine) if machine is not None else None)
-    rows = df.assign(
-        started_at=df["started_at"].dt.strftime("%Y-%m-%d %H:%M"), commit=df["git_commit"].fillna("").str[:10]
-    )
+    rows = df.assign(commit=df["git_commit"].fillna("").str[:10] if fmt is Format.table else df["git_commit"])
     render(
         rows.to_dict("records"),
         ["run_id", "started_at", "status", "mode", "trigger", "ok", "failed", "machine", "commit"],
@@ -430,21 +520,37 @@ def show(
     run_ref: Annotated[
         str | None, typer.Argument(metavar="[RUN]", help="Run id or uuid prefix (default: latest).")
     ] = None,
+    workload: Annotated[
+        list[str] | None, typer.Option("--workload", "-w", help="Only this workload; repeat for several.")
+    ] = None,
+    version: Annotated[
+        list[str] | None, typer.Option("--version", "-V", help="Only this version; repeat for several.")
+    ] = None,
     fmt: Annotated[
-        Format, typer.Option("--format", "-f", help="Output format (csv/json carry every counter).")
+        Format,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Output format (csv: one row per result with every counter; json: the run, its noise floor "
+            "and those rows).",
+        ),
     ] = Format.table,
     db: DbOption = None,
 ) -> None:
-    """Show one run's results: counters, modelled kernel cost, timing mean ± std dev, pyperf warnings, and the
-    run's noise floor (its v3/v2 A/A intervals and the canary's spread; the canary is not listed as a result).
+    """Show one run's results: counters, modelled kernel cost, timing mean ± std dev, unexpected pyperf
+    warnings, and the run's noise floor (its v3/v2 A/A intervals and the canary's spread; the canary is not
+    listed as a result). pyperf warnings the paired design expects (docs/measurement.md) are summarised once.
 
     The modelled cost of each simulated version is priced at display time from its stored counters with the
     machine's latest cost model (benchsvc calibrate; the shipped reference model without one), named in the
-    header. The simulated engine's time is the simulator's CPU time (sim_cpu_ms), not kernel time; the
-    kernel engine's is kernel_ms."""
+    header. The simulated engine's time is the simulator's CPU time (sim_cpu_time), not kernel time; the
+    kernel engine's is kernel_time."""
+    import dataclasses
+
     from benchsvc.analysis.noise import noise_floor
     from benchsvc.store.cost_models import STORED_PRICE, cost_model_for, reprice
     from benchsvc.store.db import read_session
+    from benchsvc.store.pyperf_adapter import EXPECTED_WARNINGS, expected_warning
     from benchsvc.store.queries import CANARY_ENGINE, get_run, run_results, run_samples
 
     engine = open_db(db, create=False)
@@ -454,42 +560,88 @@ def show(
         df = reprice(run_results(s, run.id), model)
         floor = noise_floor(df, run_samples(s, run.id))
         df = df[df["engine"] != CANARY_ENGINE]
-        header = (
-            f"run {run.id} ({run.uuid[:8]}) {run.status}, {run.mode} mode, started {run.started_at:%Y-%m-%d %H:%M} UTC "
-            f"on {run.machine.hostname}, benchsvc {run.benchsvc_version} {(run.git_commit or '')[:10]}"
-        )
+        for option, values, column in (
+            ("--workload", workload, "workload"),
+            ("--version", version, "version"),
+        ):
+            unknown = sorted(set(values or []) - set(df[column]))
+            if unknown:
+                known = ", ".join(sorted(set(df[column]))) or "none: it has no results"
+                raise BenchsvcError(
+                    f"run {run.id} has no results of {column} {', '.join(map(repr, unknown))} — give "
+                    f"{option} one of: {known}"
+                )
+            if values:
+                df = df[df[column].isin(values)]
+        info: dict[str, Any] = {
+            "id": run.id,
+            "uuid": run.uuid,
+            "status": run.status,
+            "mode": run.mode,
+            "trigger": run.trigger,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "machine": run.machine.hostname,
+            "benchsvc_version": run.benchsvc_version,
+            "git_commit": run.git_commit,
+            "timing_intervals": supports_timing_inference(run.mode),
+        }
     records = []
+    expected: dict[str, int] = {}
     for r in df.to_dict("records"):
         row = {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
-        row["warnings"] = len(r["warnings"] or [])
-        row["warning_text"] = "; ".join(r["warnings"] or [])
+        warnings = list(r["warnings"] or [])
+        for key in {expected_warning(w) for w in warnings} - {None}:
+            assert key is not None
+            expected[key] = expected.get(key, 0) + 1
+        unexpected = [w for w in warnings if expected_warning(w) is None]
+        row["warnings"] = len(unexpected)
+        row["warning_text"] = "; ".join(warnings)
+        row["unexpected_warnings"] = "; ".join(unexpected)
         if fmt is Format.table:
-            timing = _timing_ms(row["mean_s"], row["stdev_s"])
-            row["sim_cpu_ms"] = timing if row["engine"] == "sim" else ""
-            row["kernel_ms"] = timing if row["engine"] == "kernel" else ""
-            row["cost_us"] = None if row["modeled_ns"] is None else round(row["modeled_ns"] / 1e3, 1)
+            timing = Spread(row["mean_s"], row["stdev_s"])
+            row["sim_cpu_time"] = timing if row["engine"] == "sim" else None
+            row["kernel_time"] = timing if row["engine"] == "kernel" else None
+            row["cost"] = row["modeled_ns"]
             row.update({c: row.get(f"c_{c}") for c in SHOW_COUNTERS})
         records.append(row)
     if fmt is Format.table:
-        typer.echo(header)
-        typer.echo(floor.describe())
-        typer.echo(
-            "sim_cpu_ms: the simulator's CPU time (Python), not kernel time; kernel_ms: the live kernel's; "
-            f"cost_us: modelled kernel cost, priced by the {model.label()}"
+        echo(
+            f"run {run.id} ({info['uuid'][:8]}) {info['status']}, {info['mode']} mode, started "
+            f"{info['started_at']:%Y-%m-%d %H:%M} UTC on {info['machine']}, benchsvc "
+            f"{info['benchsvc_version']} {(info['git_commit'] or '')[:10]}"
+        )
+        echo(noise_line(floor, info["mode"], info["timing_intervals"]))
+        echo(
+            "sim_cpu_time: the simulator's CPU time (Python), not kernel time; kernel_time: the live kernel's; "
+            f"cost: modelled kernel cost, priced by the {model.label()}"
         )
         if STORED_PRICE in set(df["priced_by"]):
-            typer.echo(f"note: some costs are {STORED_PRICE}")
+            echo(f"note: some costs are {STORED_PRICE}")
         cols = [
             "workload",
             "version",
             "status",
-            "sim_cpu_ms",
-            "kernel_ms",
-            "cost_us",
+            "sim_cpu_time",
+            "kernel_time",
+            "cost",
             *SHOW_COUNTERS,
             "warnings",
         ]
-        render(records, cols, fmt)
+        kinds = {
+            "sim_cpu_time": Kind.seconds,
+            "kernel_time": Kind.seconds,
+            "cost": Kind.nanoseconds,
+            **{c: Kind.integer for c in SHOW_COUNTERS},
+        }
+        render(records, cols, fmt, kinds=kinds)
+        for key, n in expected.items():
+            echo(
+                f"pyperf warned '{key} ...' on {n} results, as the paired design expects: {EXPECTED_WARNINGS[key]}"
+            )
+        for r in records:
+            if r["unexpected_warnings"]:
+                echo(f"pyperf warning on {r['version']}/{r['workload']}: {r['unexpected_warnings']}")
         return
     counter_cols = sorted(c for c in df.columns if c.startswith("c_"))
     cols = [
@@ -508,11 +660,16 @@ def show(
         "priced_by",
         *counter_cols,
         "warning_text",
+        "unexpected_warnings",
     ]
+    if fmt is Format.json:
+        floor_data = dataclasses.asdict(floor) if info["timing_intervals"] else None
+        write_json(
+            {
+                "run": info,
+                "noise_floor": floor_data,
+                "results": [{c: r.get(c) for c in cols} for r in records],
+            }
+        )
+        return
     render(records, cols, fmt)
-
-
-def _timing_ms(mean_s: float | None, stdev_s: float | None) -> str:
-    if mean_s is None:
-        return ""
-    return f"{mean_s * 1e3:.3f} ± {(stdev_s or 0.0) * 1e3:.3f}"

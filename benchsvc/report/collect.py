@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from benchsvc.analysis.changepoints import DEFAULT_NEW_NIGHTS
+from benchsvc.records import OPEN_REGRESSION_STATUSES
 from benchsvc.report.site import MachineNight, ReportData
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def _machine_night(
             & mine["run_id"].isin(recent)
             & ((mine["axis"] == "nightly") | (mine["run_id"] == run.id))
         )
-        earlier = mine[~tonight & mine["status"].isin(["new", "acknowledged"])]
+        earlier = mine[~tonight & mine["status"].isin(list(OPEN_REGRESSION_STATUSES))]
         mine = mine[tonight]
     else:
         earlier = mine
@@ -178,7 +179,7 @@ def collect(session: Session, *, since: dt.datetime | None = None, machine: str 
         ]
     ]
     regs = (
-        all_regs[all_regs["status"].isin(["new", "acknowledged"])].reset_index(drop=True)
+        all_regs[all_regs["status"].isin(list(OPEN_REGRESSION_STATUSES))].reset_index(drop=True)
         if not all_regs.empty
         else all_regs
     )

@@ -253,10 +253,15 @@ def export_jsonl(session: Session, flt: ExportFilter, out: TextIO) -> int:
 
 
 def _csv_cell(value: Any) -> Any:
+    """A cell: numbers exact, text that a spreadsheet would run as a formula prefixed with ``'``."""
+    from benchsvc.safe_text import neutralise_formula
+
     if value is None:
         return ""
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, str):
+        return neutralise_formula(value)
     return value
 
 

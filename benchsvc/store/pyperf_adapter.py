@@ -114,3 +114,21 @@ def load_timings(path: str | Path) -> PyperfTimings:
 
     suite = pyperf.BenchmarkSuite.load(str(path))
     return timings(suite.get_benchmarks()[0])
+
+
+#: pyperf warnings the paired design expects, with what they mean there. A value of a block is one
+#: interleaved trial of many zap calls; the timing intervals come from per-process paired ratios (or
+#: per-process means), never from the spread of the raw values, so these say nothing about a comparison.
+EXPECTED_WARNINGS: dict[str, str] = {
+    "the standard deviation": "the spread of the raw values is 10% of the mean or more: the versions are "
+    "measured interleaved in random order (caches and frequency differ trial by trial) and the interval "
+    "compares them pairwise within each worker process, which cancels that spread",
+    "Not enough samples": "pyperf's own rule of thumb for an unpaired mean to within 1%; the paired ratios "
+    "need fewer processes (their interval and the run's A/A noise floor say how precise they are)",
+}
+
+
+def expected_warning(text: str) -> str | None:
+    """The key of :data:`EXPECTED_WARNINGS` that ``text`` is an instance of, or None (an unexpected warning:
+    outliers, a value far from the mean, anything else, which stays loud)."""
+    return next((key for key in EXPECTED_WARNINGS if text.startswith(key)), None)

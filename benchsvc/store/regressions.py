@@ -1,9 +1,10 @@
-"""Regressions (and improvements) as records with a status: new, acknowledged, fixed.
+"""Regressions (and improvements) as records with a status: new, acknowledged, fixed, character.
 
 A lineage finding (a version against its baseline, inside a run) is a property of the two versions on one
 workload content and machine: it is recorded once, at the first run that shows it, and each later run that
 analyses the same comparison either confirms it (``details.last_seen_run``) or, when the change is gone,
-marks it ``fixed``. A nightly finding (a change point in a series) is recorded once per series and change
+marks it ``fixed``. A lineage finding is the versions' character, not a regression to acknowledge: it is
+filed with status ``character`` (it may still be acknowledged, to attach a note). A nightly finding (a change point in a series) is recorded once per series and change
 night. The analysis decides what is a finding; this module only stores, lists and acknowledges.
 """
 
@@ -99,7 +100,7 @@ def record_lineage(session: Session, run: Run, comparison: pd.DataFrame) -> tupl
                     "effect_is_delta": _finite(row.ratio) is None,
                     "last_seen_run": run.id,
                 },
-                status=RegressionStatus.NEW,
+                status=RegressionStatus.CHARACTER,
                 detected_at=utcnow(),
             )
         )
@@ -416,6 +417,37 @@ def acknowledge(session: Session, regression_id: int, note: str) -> Regression:
     reg.status = RegressionStatus.ACKNOWLEDGED
     reg.note = note
     return reg
+
+
+def open_matching(
+    session: Session,
+    *,
+    only_new: bool = False,
+    workload: str | None = None,
+    version: str | None = None,
+    axis: str | None = None,
+    metric: str | None = None,
+) -> list[int]:
+    """Ids of the findings ``benchsvc regressions ack`` selects by filter: not acknowledged or fixed (status
+    new; also character unless ``only_new``), matching every filter given."""
+    if axis is not None and axis not in tuple(RegressionAxis):
+        raise BenchsvcError(f"unknown axis {axis!r} — give one of: {', '.join(RegressionAxis)}")
+    statuses = [RegressionStatus.NEW] if only_new else [RegressionStatus.NEW, RegressionStatus.CHARACTER]
+    stmt = (
+        select(Regression.id)
+        .join(Workload, Regression.workload_id == Workload.id)
+        .where(Regression.status.in_(statuses))
+        .order_by(Regression.id)
+    )
+    if workload is not None:
+        stmt = stmt.where(Workload.name == workload)
+    if version is not None:
+        stmt = stmt.where(Regression.version_id == version)
+    if axis is not None:
+        stmt = stmt.where(Regression.axis == axis)
+    if metric is not None:
+        stmt = stmt.where(Regression.metric == metric)
+    return list(session.scalars(stmt))
 
 
 def _lineage_key(r: Regression) -> tuple[Any, ...]:
