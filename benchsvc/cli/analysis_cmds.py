@@ -20,17 +20,22 @@ MachineOption = Annotated[
     typer.Option("--machine", metavar="HOST", help="Only this machine: hostname or fingerprint prefix."),
 ]
 SinceOption = Annotated[
-    str | None, typer.Option("--since", help="Only runs started on or after this date (YYYY-MM-DD, UTC).")
+    str | None,
+    typer.Option(
+        "--since",
+        metavar="DATE",
+        help="Only runs started at or after this UTC date or time (YYYY-MM-DD, ISO 8601 with an offset).",
+    ),
 ]
 
 
 def _date(text: str | None, option: str) -> dt.datetime | None:
+    """``--since``: the parser ``benchsvc export`` uses (offsets honoured, out-of-range times refused)."""
     if text is None:
         return None
-    try:
-        return dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise BenchsvcError(f"{option} {text!r} is not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+    from benchsvc.store.exchange import parse_when
+
+    return parse_when(text, option)
 
 
 def compare(

@@ -13,7 +13,12 @@ from benchsvc.cli.common import DbOption, open_db
 def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory of the site.")] = Path("reports"),
     since: Annotated[
-        str | None, typer.Option("--since", help="Only nights from this date (YYYY-MM-DD).")
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="DATE",
+            help="Only nights started at or after this UTC date or time (YYYY-MM-DD, ISO 8601 with an offset).",
+        ),
     ] = None,
     machine: Annotated[
         str | None, typer.Option("--machine", help="Only this machine's runs (hostname).")

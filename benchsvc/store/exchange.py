@@ -25,13 +25,13 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, contains_eager, joinedload, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from benchsvc.errors import BenchsvcError
 from benchsvc.limits import name_problem
@@ -39,6 +39,7 @@ from benchsvc.records import (
     EngineKind,
     EnvironmentInfo,
     MachineInfo,
+    ProcessValues,
     ResultRecord,
     RunRecord,
     RunStatus,
@@ -47,6 +48,7 @@ from benchsvc.records import (
 )
 from benchsvc.store.ingest import ingest
 from benchsvc.store.models import (
+    Counter,
     Machine,
     Result,
     Run,
@@ -58,15 +60,19 @@ from benchsvc.store.result_schema import (
     CANARY_PREFIX,
     FORMAT,
     LIMITS,
+    MAX_INT32,
     MAX_VALUE_S,
     LineError,
     ResultLine,
+    TimeOutOfRange,
     format_timestamp,
     parse_line,
     parse_timestamp,
     seg,
     show,
+    value_problem,
     version_engine_problem,
+    warmup_problem,
 )
 
 ENGINES = tuple(EngineKind)
@@ -147,21 +153,33 @@ class ImportConflict(ExchangeError):
 
 
 def parse_when(text: str, option: str, *, end: bool = False) -> dt.datetime:
-    """A ``--since``/``--until`` value as a naive UTC bound.
+    """A ``--since``/``--until`` value as a naive UTC bound: the one parser of every command that takes one.
 
-    ``YYYY-MM-DD`` is that whole day: the start of it, or for ``end`` the start of the next day (exclusive).
-    A full time is itself, or for ``end`` one microsecond after it (so ``--until`` includes it)."""
+    ``YYYY-MM-DD`` is that whole day in UTC: the start of it, or for ``end`` the start of the next day
+    (exclusive). A full time is itself, its offset honoured (``2026-11-26T03:00+02:00`` is 01:00 UTC; no
+    offset means UTC), or for ``end`` one microsecond after it (so ``--until`` includes it). A time whose UTC
+    equivalent is outside the years 1 to 9999 is refused; an end bound past the last representable time
+    means "no end"."""
     raw = text.strip()
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
-            day = dt.datetime.combine(dt.date.fromisoformat(raw), dt.time())
-            return day + dt.timedelta(days=1) if end else day
-        value = parse_timestamp(raw)
+            value = dt.datetime.combine(dt.date.fromisoformat(raw), dt.time())
+            step = dt.timedelta(days=1)
+        else:
+            value = parse_timestamp(raw)
+            step = dt.timedelta(microseconds=1)
+    except TimeOutOfRange as exc:
+        raise ExchangeError(f"{option} {exc} — give a time between 0001-01-01 and 9999-12-31 UTC") from None
     except ValueError:
         raise ExchangeError(
             f"{option} {text!r} is not a date or time (use YYYY-MM-DD or ISO 8601 like 2026-11-26T03:00Z)"
         ) from None
-    return value + dt.timedelta(microseconds=1) if end else value
+    if not end:
+        return value
+    try:
+        return value + step
+    except OverflowError:
+        return dt.datetime.max
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -181,36 +199,12 @@ class ExportFilter:
     machine: str | None = None
 
 
-def _sort_key(result: Result) -> tuple[dt.datetime, str, str, str, str, str]:
-    run = result.run
-    return (
-        run.started_at,
-        run.uuid,
-        result.engine,
-        result.version_id,
-        result.workload.name,
-        result.workload.content_hash,
-    )
+#: results loaded (with samples and counters) at a time while exporting: memory stays bounded by this many
+EXPORT_CHUNK = 200
 
 
-def select_results(session: Session, flt: ExportFilter) -> list[Result]:
-    """The results ``flt`` selects, with their run, machine, environment, version, workload, samples and
-    counters loaded, in export order."""
-    stmt = (
-        select(Result)
-        .join(Result.run)
-        .join(Run.machine)
-        .join(Run.environment)
-        .join(Result.workload)
-        .options(
-            contains_eager(Result.run).contains_eager(Run.machine),
-            contains_eager(Result.run).contains_eager(Run.environment),
-            contains_eager(Result.workload),
-            joinedload(Result.version),
-            selectinload(Result.samples),
-            selectinload(Result.counters),
-        )
-    )
+def _filtered(stmt: Any, session: Session, flt: ExportFilter) -> Any:
+    """``stmt`` (already joined to runs, machines and workloads) restricted to what ``flt`` selects."""
     if flt.run is not None:
         from benchsvc.store.queries import get_run
 
@@ -227,9 +221,56 @@ def select_results(session: Session, flt: ExportFilter) -> list[Result]:
         stmt = stmt.where(Result.engine == flt.engine)
     if flt.machine is not None:
         stmt = stmt.where((Machine.hostname == flt.machine) | Machine.fingerprint.startswith(flt.machine))
-    results = list(session.scalars(stmt).unique())
-    results.sort(key=_sort_key)
-    return results
+    return stmt
+
+
+def selected_ids(session: Session, flt: ExportFilter) -> list[int]:
+    """The ids of the results ``flt`` selects, in export order: run start, run uuid, engine, version,
+    workload name, workload hash (sorted here, by code point, so that every database gives one order)."""
+    stmt = (
+        select(
+            Run.started_at,
+            Run.uuid,
+            Result.engine,
+            Result.version_id,
+            Workload.name,
+            Workload.content_hash,
+            Result.id,
+        )
+        .select_from(Result)
+        .join(Result.run)
+        .join(Run.machine)
+        .join(Run.environment)
+        .join(Result.workload)
+    )
+    rows = [tuple(row) for row in session.execute(_filtered(stmt, session, flt))]
+    rows.sort()
+    return [row[-1] for row in rows]
+
+
+def iter_results(session: Session, ids: Sequence[int]) -> Iterator[Result]:
+    """The results ``ids``, in that order, with their run, machine, environment, version, workload, samples
+    and counters loaded, :data:`EXPORT_CHUNK` at a time; each chunk is dropped from the session once the
+    next one is needed, so memory does not grow with the number of results."""
+    for lo in range(0, len(ids), EXPORT_CHUNK):
+        chunk = ids[lo : lo + EXPORT_CHUNK]
+        stmt = (
+            select(Result)
+            .where(Result.id.in_(chunk))
+            .options(
+                joinedload(Result.run).joinedload(Run.machine),
+                joinedload(Result.run).joinedload(Run.environment),
+                joinedload(Result.workload),
+                joinedload(Result.version),
+                selectinload(Result.samples),
+                selectinload(Result.counters),
+            )
+        )
+        by_id = {r.id: r for r in session.scalars(stmt).unique()}
+        for rid in chunk:
+            yield by_id[rid]
+        by_id.clear()
+        session.expunge_all()
 
 
 def result_record(result: Result) -> dict[str, Any]:
@@ -244,10 +285,10 @@ def dumps_record(record: Mapping[str, Any]) -> str:
 
 def export_jsonl(session: Session, flt: ExportFilter, out: TextIO) -> int:
     """Write the selected results as ``benchsvc-result/1`` lines; returns how many."""
-    results = select_results(session, flt)
-    for result in results:
+    ids = selected_ids(session, flt)
+    for result in iter_results(session, ids):
         out.write(dumps_record(result_record(result)) + "\n")
-    return len(results)
+    return len(ids)
 
 
 def _csv_cell(value: Any) -> Any:
@@ -261,11 +302,15 @@ def _csv_cell(value: Any) -> Any:
 def export_csv(session: Session, flt: ExportFilter, out: TextIO) -> int:
     """Write the selected results as CSV: one row per result, summary columns, then one ``c_<name>``
     column per counter (sorted by name; empty where a result lacks it). No raw values."""
-    results = select_results(session, flt)
-    counter_names = sorted({c.name for r in results for c in r.counters})
+    ids = selected_ids(session, flt)
+    names: set[str] = set()
+    for lo in range(0, len(ids), EXPORT_CHUNK):
+        chunk = ids[lo : lo + EXPORT_CHUNK]
+        names.update(session.scalars(select(Counter.name).where(Counter.result_id.in_(chunk)).distinct()))
+    counter_names = sorted(names)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*CSV_COLUMNS, *(COUNTER_PREFIX + name for name in counter_names)])
-    for r in results:
+    for r in iter_results(session, ids):
         run, workload = r.run, r.workload
         row: dict[str, Any] = {
             "run_uuid": run.uuid,
@@ -302,7 +347,7 @@ def export_csv(session: Session, flt: ExportFilter, out: TextIO) -> int:
         writer.writerow(
             [_csv_cell(row[c]) for c in CSV_COLUMNS] + [_csv_cell(counters.get(n)) for n in counter_names]
         )
-    return len(results)
+    return len(ids)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -586,6 +631,8 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
 
     kernel, arch = _platform_kernel_arch(text_md("platform"))
     cpu_count = common("cpu_count")
+    if isinstance(cpu_count, int) and not isinstance(cpu_count, bool) and not 0 <= cpu_count <= MAX_INT32:
+        raise fail(f"metadata cpu_count {cpu_count} is out of range (0 to {MAX_INT32})")
     machine = MachineInfo(
         hostname=text_md("hostname"),
         cpu_model=text_md("cpu_model_name"),
@@ -627,10 +674,19 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
         read = timings(bench)
         if not read.processes:
             raise fail(f"benchmark {name!r} has no values (only calibration runs)")
+        problem = _pyperf_values_problem(read.processes)
+        if problem:
+            raise fail(f"benchmark {name!r}: {problem}")
         try:
             start, end = bench.get_dates() or (None, None)
+            start, end = _naive(start), _naive(end)
         except (ValueError, TypeError) as exc:
             raise fail(f"benchmark {name!r}: a run's date is not an ISO 8601 time ({exc})") from None
+        except OverflowError:
+            raise fail(
+                f"benchmark {name!r}: a run's date (with its duration) is past the year 9999 — "
+                "fix the date metadata of the file"
+            ) from None
         if start is not None and end is not None:
             starts.append(start)
             ends.append(end)
@@ -654,13 +710,13 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
                 processes=read.processes,
                 warnings=read.warnings,
                 pyperf_metadata=read.metadata,
-                started_at=_naive(start),
-                finished_at=_naive(end),
+                started_at=start,
+                finished_at=end,
             )
         )
 
     if starts:
-        started_at, finished_at = _naive(min(starts)), _naive(max(ends))
+        started_at, finished_at = min(starts), max(ends)
     else:  # no pyperf dates: the file's modification time
         started_at = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).replace(tzinfo=None)
         finished_at = started_at
@@ -680,6 +736,23 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
     )
     group = RunGroup(record=run, line=0, results=results, versions=versions)
     return ImportBatch(label=label, runs=[group])
+
+
+def _pyperf_values_problem(processes: Sequence[ProcessValues]) -> str | None:
+    """The first value, warmup or loop count of a pyperf benchmark that the JSON Lines import would refuse
+    (the same checks: :func:`~benchsvc.store.result_schema.value_problem`), as ``processes[i]...: why``."""
+    for i, p in enumerate(processes):
+        for key, items, check in (
+            ("values", p.values, value_problem),
+            ("warmups", p.warmups, warmup_problem),
+        ):
+            for j, x in enumerate(items):
+                problem = check(x)
+                if problem:
+                    return f"processes[{i}].{key}[{j}]: {problem}"
+        if not 1 <= p.loops <= MAX_INT32:
+            return f"processes[{i}].loops: {p.loops} is out of range (1 to {MAX_INT32})"
+    return None
 
 
 def _naive(value: dt.datetime | None) -> dt.datetime | None:
