@@ -332,7 +332,10 @@ def analyze(
         raise BenchsvcError("--run and --since do not go together — give one run or a start date")
     engine = open_db(db, create=False)
     done = analyze_stored(engine, run_ref=run_ref, since=_date(since, "--since"), force=force)
-    analysed = [(r, f) for r, f in done if f is not None]
+    for run_id, f in done:
+        if f is not None and f.analysed_meanwhile:
+            typer.echo(f"run {run_id}: analysed meanwhile by another benchsvc; nothing recorded by this one")
+    analysed = [(r, f) for r, f in done if f is not None and not f.analysed_meanwhile]
     for run_id, f in analysed:
         typer.echo(
             f"run {run_id}: {f.lineage_new} new lineage findings ({f.lineage_fixed} fixed), "

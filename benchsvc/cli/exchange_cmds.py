@@ -209,13 +209,18 @@ def import_files(
         # each file is written in one transaction: the one being written was rolled back
         left = [str(p) for p in files if p not in done]
         if not done:
-            message = "nothing was imported"
-        else:
+            message = "nothing was imported (each file is one transaction)"
+        elif left:
             message = (
                 f"imported {', '.join(map(str, done))}; not imported: {', '.join(left)} "
-                "— import those again to finish"
+                "— import those again to finish (each file is one transaction)"
             )
-        typer.echo(f"interrupted: {message} (each file is one transaction)", err=True)
+        else:  # every file was written: the analysis of the imported runs was cut short
+            message = (
+                f"imported {', '.join(map(str, done))}, but their analysis was cut short "
+                "— run benchsvc analyze to finish it"
+            )
+        typer.echo(f"interrupted: {message}", err=True)
         raise typer.Exit(130) from None
 
 
@@ -232,7 +237,13 @@ def _analyse_imported(engine: Any, uuids: list[str]) -> None:
         ids = finished_runs(s, uuids)
         todo = [r for r in ids if r not in analysed_runs(s, ids)]
     for run_id in todo:
-        f = analyze_run(engine, run_id)
+        f = analyze_run(engine, run_id, only_unanalysed=True)
+        if f.analysed_meanwhile:
+            typer.echo(
+                f"analysis: run {run_id}: analysed meanwhile by another benchsvc; nothing recorded by this one",
+                err=True,
+            )
+            continue
         typer.echo(
             f"analysis: run {run_id}: {f.lineage_new} new lineage findings ({f.lineage_fixed} fixed), "
             f"{f.nightly_new} new nightly findings, {f.machine_new} machine events",

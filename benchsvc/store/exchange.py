@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from benchsvc.errors import BenchsvcError
@@ -101,6 +101,8 @@ __all__ = [
 ]
 
 #: namespace of the run uuids given to imported pyperf files (uuid5 of the file's sha256)
+#: the PostgreSQL advisory lock that serialises imports (:func:`store_batch`)
+IMPORT_LOCK_KEY = 0x62656E6369  # "benci"
 PYPERF_RUN_NAMESPACE = uuid.UUID("5b0e7f0c-3f6e-4c1e-9a51-6d1f1f0d6e11")
 CSV_COLUMNS = (
     "run_uuid",
@@ -887,6 +889,7 @@ def check_versions(session: Session | None, batches: Sequence[ImportBatch], *, a
             parents[vid] = parent
     claimed: list[tuple[str, str]] = []
     tail = f"; {after}" if after else "; nothing was imported"
+    _check_shipped_versions(batches, tail)
     for batch in batches:
         for vid, claim in _version_claims(batch).items():
             prior = engines.get(vid)
@@ -912,11 +915,39 @@ def check_versions(session: Session | None, batches: Sequence[ImportBatch], *, a
             parent = parents.get(parent)
 
 
+def _check_shipped_versions(batches: Sequence[ImportBatch], tail: str) -> None:
+    """Refuse a file that describes a version shipped with benchsvc (the simulated registry) otherwise than
+    the registry does: its parent, title and source are the code's, never a file's."""
+    from benchsvc.store.ingest import registry_versions
+
+    shipped = {v.id: v for v in registry_versions()}
+    for batch in batches:
+        for group in batch.runs:
+            for info in group.versions.values():
+                ours = shipped.get(info.id)
+                if ours is None:
+                    continue
+                for field_name in ("parent", "title", "source"):
+                    theirs, mine = getattr(info, field_name), getattr(ours, field_name)
+                    if theirs != mine:
+                        line = batch.version_lines.get(info.id)
+                        where = f"{batch.label}:{line}" if line else batch.label
+                        raise ImportConflict(
+                            f"{where}: version.{field_name} of {info.id!r} is {show(theirs)}, but {info.id!r} is "
+                            f"a version shipped with benchsvc, whose {field_name} is {show(mine)}: a file cannot "
+                            f"redefine a shipped version (fix version.{field_name} in the file){tail}"
+                        )
+
+
 def store_batch(session: Session, batch: ImportBatch) -> ImportCounts:
     """Write a validated file through :func:`ingest` (in the caller's transaction); what was added.
 
     A run that is already stored keeps its row; its machine and environment must match the file's, else
     :class:`ImportConflict` (results of one machine are never filed under another)."""
+    if session.get_bind().dialect.name == "postgresql":
+        # imports into one server wait for each other (till the commit): two imports of one file then add it
+        # once (the second finds it there), and two new files never race to create one machine or workload
+        session.execute(select(func.pg_advisory_xact_lock(IMPORT_LOCK_KEY)))
     check_versions(session, [batch], after="nothing was imported from this file")
     added = 0
     for group in batch.runs:
