@@ -39,7 +39,6 @@ from benchsvc.records import (
     EngineKind,
     EnvironmentInfo,
     MachineInfo,
-    ProcessValues,
     ResultRecord,
     RunRecord,
     RunStatus,
@@ -673,12 +672,13 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
             engine, version, workload = _pyperf_identity(bench, defaults)
         except _Bad as exc:
             raise fail(f"benchmark {name!r}: {exc}") from None
+        # checked before timings(), whose pyperf stability check computes with the values
+        problem = _pyperf_values_problem(bench)
+        if problem:
+            raise fail(f"benchmark {name!r}: {problem}")
         read = timings(bench)
         if not read.processes:
             raise fail(f"benchmark {name!r} has no values (only calibration runs)")
-        problem = _pyperf_values_problem(read.processes)
-        if problem:
-            raise fail(f"benchmark {name!r}: {problem}")
         try:
             start, end = bench.get_dates() or (None, None)
             start, end = _naive(start), _naive(end)
@@ -740,20 +740,23 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
     return ImportBatch(label=label, runs=[group])
 
 
-def _pyperf_values_problem(processes: Sequence[ProcessValues]) -> str | None:
+def _pyperf_values_problem(bench: Any) -> str | None:
     """The first value, warmup or loop count of a pyperf benchmark that the JSON Lines import would refuse
-    (the same checks: :func:`~benchsvc.store.result_schema.value_problem`), as ``processes[i]...: why``."""
-    for i, p in enumerate(processes):
+    (the same checks: :func:`~benchsvc.store.result_schema.value_problem`), as ``processes[i]...: why``;
+    ``i`` counts the runs that have values, as the stored processes do."""
+    runs = [r for r in bench.get_runs() if r.values]
+    for i, r in enumerate(runs):
         for key, items, check in (
-            ("values", p.values, value_problem),
-            ("warmups", p.warmups, warmup_problem),
+            ("values", [float(x) for x in r.values], value_problem),
+            ("warmups", [float(x) for _, x in r.warmups], warmup_problem),
         ):
             for j, x in enumerate(items):
                 problem = check(x)
                 if problem:
                     return f"processes[{i}].{key}[{j}]: {problem}"
-        if not 1 <= p.loops <= MAX_INT32:
-            return f"processes[{i}].loops: {p.loops} is out of range (1 to {MAX_INT32})"
+        loops = r.get_total_loops()
+        if not 1 <= loops <= MAX_INT32:
+            return f"processes[{i}].loops: {loops} is out of range (1 to {MAX_INT32})"
     return None
 
 
