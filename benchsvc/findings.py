@@ -39,6 +39,8 @@ class RunFindings:
     lineage_fixed: int = 0
     nightly_new: int = 0
     machine_new: int = 0
+    #: another benchsvc recorded the run's analysis while this one planned it: nothing was recorded
+    analysed_meanwhile: bool = False
 
 
 def lineage_for_run(
@@ -390,12 +392,24 @@ def plan_run(
     return plan
 
 
-def record_run(db: Engine, plan: RunAnalysis, confirmed: set[TimingKey] | None = None) -> RunFindings:
+def record_run(
+    db: Engine,
+    plan: RunAnalysis,
+    confirmed: set[TimingKey] | None = None,
+    *,
+    only_unanalysed: bool = False,
+) -> RunFindings:
     """Record what :func:`plan_run` found and mark the run analysed. With ``confirmed`` (the timing cells
     whose re-measurement held), a timing finding (lineage or nightly) is recorded only when its key is in it;
-    counter findings and machine events are always recorded."""
+    counter findings and machine events are always recorded.
+
+    The run's row is locked first (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's write transaction
+    already excludes every other writer), so two processes analysing one run record it one after the other,
+    never interleaved. With ``only_unanalysed``, the one that comes second finds the run analysed and
+    records nothing (``analysed_meanwhile``)."""
     from benchsvc.store.db import write_session
     from benchsvc.store.models import Run
+    from benchsvc.store.models import RunAnalysis as RunAnalysisRow
     from benchsvc.store.regressions import (
         mark_analysed,
         record_change,
@@ -406,8 +420,11 @@ def record_run(db: Engine, plan: RunAnalysis, confirmed: set[TimingKey] | None =
 
     findings = RunFindings(plan.run_id)
     with write_session(db) as s:
-        run = s.get(Run, plan.run_id)
+        run = s.get(Run, plan.run_id, with_for_update=True)
         if run is None:
+            return findings
+        if only_unanalysed and s.get(RunAnalysisRow, run.id) is not None:
+            findings.analysed_meanwhile = True
             return findings
         lineage = plan.lineage
         if not plan.timing_inference and not lineage.empty and "metric" in lineage.columns:
@@ -448,9 +465,12 @@ def record_run(db: Engine, plan: RunAnalysis, confirmed: set[TimingKey] | None =
     return findings
 
 
-def analyze_run(db: Engine, run_id: int, settings: DetectorSettings | None = None) -> RunFindings:
-    """Analyse one stored run on both axes and record the findings (idempotent)."""
-    return record_run(db, plan_run(db, run_id, settings))
+def analyze_run(
+    db: Engine, run_id: int, settings: DetectorSettings | None = None, *, only_unanalysed: bool = False
+) -> RunFindings:
+    """Analyse one stored run on both axes and record the findings (idempotent); ``only_unanalysed``: record
+    nothing when another process recorded the run's analysis meanwhile (:func:`record_run`)."""
+    return record_run(db, plan_run(db, run_id, settings), only_unanalysed=only_unanalysed)
 
 
 def analyze_stored(
@@ -474,7 +494,7 @@ def analyze_stored(
         if run_id in done and not force:
             out.append((run_id, None))
             continue
-        out.append((run_id, analyze_run(db, run_id, settings)))
+        out.append((run_id, analyze_run(db, run_id, settings, only_unanalysed=not force)))
     return out
 
 

@@ -86,6 +86,17 @@ def fingerprint(fields: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def printable_os_text(text: str) -> str:
+    """A name the system gave (a hostname, a CPU model) as text every database and terminal takes: bytes that
+    are not UTF-8 (which Python carries as lone surrogates) become ``\\xNN`` escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def this_hostname() -> str:
+    """This machine's hostname as stored and compared (:func:`printable_os_text` of ``uname -n``)."""
+    return printable_os_text(platform.node())
+
+
 @dataclass(frozen=True)
 class MachineInfo:
     hostname: str
@@ -110,8 +121,8 @@ class MachineInfo:
     @classmethod
     def current(cls) -> MachineInfo:
         return cls(
-            hostname=platform.node(),
-            cpu_model=_cpu_model(),
+            hostname=this_hostname(),
+            cpu_model=printable_os_text(_cpu_model()),
             cpu_count=os.cpu_count() or 0,
             kernel=platform.release(),
             arch=platform.machine(),

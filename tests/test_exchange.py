@@ -308,7 +308,7 @@ _name = st.text(
 #: a workload name by the name rule (benchsvc.limits.name_problem)
 _workload_name = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,11}", fullmatch=True)
 _float = st.floats(allow_nan=False, allow_infinity=False)
-_seconds = st.floats(0.0, MAX_VALUE_S)
+_seconds = st.floats(0.0, MAX_VALUE_S, exclude_min=True)
 _when = st.datetimes(min_value=dt.datetime(1970, 1, 2), max_value=dt.datetime(2100, 1, 1))
 _json = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | _float | _text,
@@ -444,7 +444,7 @@ BAD_LINES = {
     ),
     "negative-value": (
         lambda line: _mutate(line, lambda d: d["processes"][0]["warmups"].__setitem__(0, -1e-3)),
-        r"processes\[0\]\.warmups\[0\]: -0\.001 is not a time in seconds \(0 to 1e\+09\)",
+        r"processes\[0\]\.warmups\[0\]: -0\.001 is not a time in seconds \(more than 0, at most 3600\)",
     ),
     "wrong-type-cpu-count": (
         lambda line: _mutate(line, lambda d: d["machine"].update(cpu_count=2.0)),

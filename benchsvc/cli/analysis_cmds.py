@@ -20,17 +20,22 @@ MachineOption = Annotated[
     typer.Option("--machine", metavar="HOST", help="Only this machine: hostname or fingerprint prefix."),
 ]
 SinceOption = Annotated[
-    str | None, typer.Option("--since", help="Only runs started on or after this date (YYYY-MM-DD, UTC).")
+    str | None,
+    typer.Option(
+        "--since",
+        metavar="DATE",
+        help="Only runs started at or after this UTC date or time (YYYY-MM-DD, ISO 8601 with an offset).",
+    ),
 ]
 
 
 def _date(text: str | None, option: str) -> dt.datetime | None:
+    """``--since``: the parser ``benchsvc export`` uses (offsets honoured, out-of-range times refused)."""
     if text is None:
         return None
-    try:
-        return dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise BenchsvcError(f"{option} {text!r} is not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+    from benchsvc.store.exchange import parse_when
+
+    return parse_when(text, option)
 
 
 WorkloadFilter = Annotated[
@@ -476,7 +481,10 @@ def analyze(
         raise BenchsvcError("--run and --since do not go together — give one run or a start date")
     engine = open_db(db, create=False)
     done = analyze_stored(engine, run_ref=run_ref, since=_date(since, "--since"), force=force)
-    analysed = [(r, f) for r, f in done if f is not None]
+    for run_id, f in done:
+        if f is not None and f.analysed_meanwhile:
+            typer.echo(f"run {run_id}: analysed meanwhile by another benchsvc; nothing recorded by this one")
+    analysed = [(r, f) for r, f in done if f is not None and not f.analysed_meanwhile]
     for run_id, f in analysed:
         typer.echo(
             f"run {run_id}: {f.lineage_new} new lineage findings ({f.lineage_fixed} fixed), "

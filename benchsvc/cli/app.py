@@ -7,6 +7,7 @@ Commands live one group per module and import their heavy dependencies inside th
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import typer
@@ -75,6 +76,7 @@ def run(argv: list[str] | None = None) -> None:
     from benchsvc.errors import BenchsvcError
 
     forget_db()
+    _tolerant_streams()
     try:
         app(args=argv, prog_name="benchsvc")
     except BenchsvcError as exc:
@@ -84,6 +86,16 @@ def run(argv: list[str] | None = None) -> None:
         if message is None:
             raise  # a bug: keep the traceback
         _fail(message)
+
+
+def _tolerant_streams() -> None:
+    """Output never fails on a character the terminal's encoding lacks (``LANG=C``, ``PYTHONIOENCODING=ascii``)
+    or on a lone surrogate (bytes that were not UTF-8): such a character is written as a backslash escape."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):  # a stream that cannot change now (closed)
+                reconfigure(errors="backslashreplace")
 
 
 def _fail(message: str) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import os
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 
@@ -84,17 +88,63 @@ def export(
     try:
         with read_session(engine_) as session:
             if output is None:
-                write(session, flt, sys.stdout)
+                try:
+                    write(session, flt, sys.stdout)
+                    sys.stdout.flush()
+                except BrokenPipeError:
+                    raise
+                except OSError as exc:
+                    raise ExchangeError(
+                        f"cannot write the export to standard output: {exc.strerror or exc} — "
+                        "free space where it goes, or write to a file with -o FILE"
+                    ) from None
                 return
-            try:
-                out = output.open("w", encoding="utf-8", newline="")
-            except OSError as exc:
-                raise ExchangeError(f"cannot write {output}: {exc.strerror or exc}") from None
-            with out:
-                n = write(session, flt, out)
+            n = _export_to_file(output, lambda out: write(session, flt, out))
     finally:
         engine_.dispose()
     typer.echo(f"{output}: {n} results")
+
+
+def _export_to_file(output: Path, write: Callable[[TextIO], int]) -> int:
+    """Write the export into a temporary file beside ``output`` and rename it over ``output`` once complete,
+    so that a full disk, an error or Ctrl-C never leaves a truncated FILE (nor removes an older one). A FILE
+    that is not a regular file (``/dev/stdout``, a FIFO) is written directly; a symlink's target is replaced."""
+    from benchsvc.store.exchange import ExchangeError
+
+    target = Path(os.path.realpath(output))
+    if target.exists() and not target.is_file():
+        try:
+            with target.open("w", encoding="utf-8", newline="") as out:
+                return write(out)
+        except OSError as exc:
+            raise ExchangeError(f"cannot write {output}: {exc.strerror or exc}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    except OSError as exc:
+        raise ExchangeError(
+            f"cannot write {output}: {exc.strerror or exc} — check that {target.parent} exists and is writable"
+        ) from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # the mode open() would have given a new file
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            n = write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise ExchangeError(
+            f"cannot write {output}: {exc.strerror or exc} — free space there (or give another -o FILE) and "
+            f"export again; {output} was left as it was"
+        ) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return n
 
 
 def import_files(
@@ -159,13 +209,18 @@ def import_files(
         # each file is written in one transaction: the one being written was rolled back
         left = [str(p) for p in files if p not in done]
         if not done:
-            message = "nothing was imported"
-        else:
+            message = "nothing was imported (each file is one transaction)"
+        elif left:
             message = (
                 f"imported {', '.join(map(str, done))}; not imported: {', '.join(left)} "
-                "— import those again to finish"
+                "— import those again to finish (each file is one transaction)"
             )
-        typer.echo(f"interrupted: {message} (each file is one transaction)", err=True)
+        else:  # every file was written: the analysis of the imported runs was cut short
+            message = (
+                f"imported {', '.join(map(str, done))}, but their analysis was cut short "
+                "— run benchsvc analyze to finish it"
+            )
+        typer.echo(f"interrupted: {message}", err=True)
         raise typer.Exit(130) from None
 
 
@@ -182,7 +237,13 @@ def _analyse_imported(engine: Any, uuids: list[str]) -> None:
         ids = finished_runs(s, uuids)
         todo = [r for r in ids if r not in analysed_runs(s, ids)]
     for run_id in todo:
-        f = analyze_run(engine, run_id)
+        f = analyze_run(engine, run_id, only_unanalysed=True)
+        if f.analysed_meanwhile:
+            typer.echo(
+                f"analysis: run {run_id}: analysed meanwhile by another benchsvc; nothing recorded by this one",
+                err=True,
+            )
+            continue
         typer.echo(
             f"analysis: run {run_id}: {f.lineage_new} new lineage findings ({f.lineage_fixed} fixed), "
             f"{f.nightly_new} new nightly findings, {f.machine_new} machine events",

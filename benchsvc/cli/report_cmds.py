@@ -21,7 +21,12 @@ def report(
         ),
     ] = Path("reports"),
     since: Annotated[
-        str | None, typer.Option("--since", help="Only nights from this date (YYYY-MM-DD).")
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="DATE",
+            help="Only nights started at or after this UTC date or time (YYYY-MM-DD, ISO 8601 with an offset).",
+        ),
     ] = None,
     machine: Annotated[
         str | None, typer.Option("--machine", help="Only this machine's runs (hostname).")

@@ -367,13 +367,21 @@ def _select_workloads(refs: list[str] | None, tags: list[str] | None) -> list[An
         specs = [s for s in specs if any(t in s.tags for t in tags)]
     if not specs:
         raise WorkloadError("no workload selected (check --workloads and --tag; see benchsvc workloads list)")
-    # the same workload given twice (by name and by file, or a directory and a file in it) runs once
-    seen: set[tuple[str, str]] = set()
+    # the same workload given twice (by name and by file, or a directory and a file in it) runs once; two
+    # different workloads under one name are refused (results, pages and findings are keyed by the name)
+    seen: dict[str, WorkloadSpec] = {}
     unique = []
     for spec in specs:
-        if (spec.name, spec.content_hash) not in seen:
-            seen.add((spec.name, spec.content_hash))
+        first = seen.get(spec.name)
+        if first is None:
+            seen[spec.name] = spec
             unique.append(spec)
+        elif first.content_hash != spec.content_hash:
+            raise WorkloadError(
+                f"two different workloads are named {spec.name!r}: {first.path or 'shipped ' + spec.name} and "
+                f"{spec.path or 'shipped ' + spec.name} (their contents differ) — rename one of the files, or "
+                "give only one of them"
+            )
     return unique
 
 

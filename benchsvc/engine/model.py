@@ -14,6 +14,7 @@ Representation (flat lists indexed by integers, for speed):
   page table ``t`` covers page indices ``[512 t, 512 t + 512)``;
 * ``pte[a]``: 0 = none, ``pfn + 1`` = present, :data:`SWAP_PTE` = a swap entry;
 * ``pmd_folio[t]``: the folio PMD-mapping table ``t``, or -1; ``pt_present[t]``: a page table exists;
+  ``pt_empty[t]``: the table is known to hold no PTE at all (none present, no swap entry);
 * per folio ``f``: ``f_head``, ``f_nr``, ``f_order``, ``f_ref`` (refcount), ``f_nrpm`` (``_nr_pages_mapped``
   with :data:`ENTIRELY_MAPPED` while PMD-mapped), ``f_emc`` (``_entire_mapcount``, -1 based), ``f_lmc``
   (``_large_mapcount``, -1 based), ``f_queued`` (on the deferred split list), ``f_pmapped`` (6.12
@@ -42,6 +43,9 @@ SWAP_PTE = -1
 #: took one slot each (a batch never exceeds 512 pages)
 NR_MASK = (1 << NR_BITS) - 1
 
+
+#: a page table's PTEs when none is present or a swap entry
+EMPTY_TABLE = [0] * PTRS_PER_PTE
 
 #: runs of equal ``_mapcount`` values, for comparing and assigning a run of pages in one list operation
 ZERO_RUNS = [[0] * n for n in range(HPAGE_PMD_NR + 1)]
@@ -80,6 +84,24 @@ def pte_run(pte: list[int], addr: int, limit: int, ent: int) -> int:
     return k
 
 
+def first_pte(pte: list[int], addr: int, end: int) -> int:
+    """The first index in ``[addr, end)`` (inside one page table) whose PTE is not none, or ``end``."""
+    if pte[addr]:
+        return addr
+    if pte[addr:end] == ZERO_RUNS[end - addr]:
+        return end
+    lo, hi = addr, end  # pte[addr:lo] are none, a PTE in [lo, hi) is not
+    while hi - lo > 8:
+        mid = (lo + hi) // 2
+        if pte[lo:mid] == ZERO_RUNS[mid - lo]:
+            lo = mid
+        else:
+            hi = mid
+    while not pte[lo]:
+        lo += 1
+    return lo
+
+
 def count_bad_ptes(mapcounts: list[int], entire_mapcount: int) -> int:
     """How many pages of one folio, given their ``_mapcount`` values, have ``page_mapcount() < 1`` before their
     rmap removal (``print_bad_pte()`` territory: a PTE mapping a page that is not mapped)."""
@@ -104,6 +126,9 @@ class ZapEngine:
     gather_entries_are_batches: ClassVar[bool] = False
     #: 6.12+ with ``shrink_underused=1``: PMD-order THPs are put on the deferred split queue at fault
     queue_pmd_thp_at_fault: ClassVar[bool] = False
+    #: jump over page tables and PTEs known to be empty (:class:`_SkipTables`, :func:`first_pte`) instead of
+    #: visiting each; False gives the plain walk, which the tests compare it with
+    fast_walk: ClassVar[bool] = True
 
     def __init__(self, spec: WorkloadSpec) -> None:
         self.spec = spec
@@ -124,6 +149,7 @@ class ZapEngine:
         self.pte: list[int] = [0] * (ntables * PTRS_PER_PTE)
         self.pmd_folio: list[int] = [-1] * ntables
         self.pt_present: list[bool] = [False] * ntables
+        self.pt_empty: list[bool] = [False] * ntables
         self.vmas: list[tuple[int, int]] = [(self.base, self.base + npages)]
 
         sizes: list[int] = []
@@ -196,6 +222,7 @@ class ZapEngine:
             if self.pmd_folio[t] < 0 and max(lo, self.base) < min(hi, self.base + npages):
                 self.pt_present[t] = True
         self.nr_folios = nfolios - len(swapped)
+        self._skip = _SkipTables(self)
         if spec.fork:
             self._fork()
 
@@ -306,7 +333,10 @@ class ZapEngine:
                 remaining.append((hi, e))
                 c.vma_splits += 1
         self.vmas[i:j] = remaining  # the VMAs around the unmapped range are split, the rest untouched
-        self.free_pgtables(tlb, lo, hi)
+        # a page table that exists is used by a VMA, so only the tables of the unmapped pieces can be left
+        # unused (walking every table of [lo, hi) would make a run of overlapping calls quadratic)
+        for s, e in pieces if self.fast_walk else [(lo, hi)]:
+            self.free_pgtables(tlb, s, e)
         tlb.tlb_finish_mmu()
         self._end_of_call()
 
@@ -343,6 +373,7 @@ class ZapEngine:
             if i == j:  # no remaining VMA uses the table
                 self.pt_present[t] = False
                 self.counters.pt_pages_freed += 1
+                self._skip.gone(t)
                 tlb.tlb_remove_table()
 
     def _end_of_call(self) -> None:
@@ -358,21 +389,44 @@ class ZapEngine:
         """
         pmd_folio = self.pmd_folio
         pt_present = self.pt_present
+        pte = self.pte
+        skip = self._skip
         while addr != end:
             t = addr // PTRS_PER_PTE
+            busy = skip.next_busy(t) if self.fast_walk else t
+            if busy != t:
+                # tables t .. busy - 1 have no PTE (or no page table): zap_pte_range() finds nothing there, and
+                # each one that exists costs its PTE lock; jumped over in one step, so that calls that sweep
+                # the same emptied tables again and again stay linear
+                stop = min(busy * PTRS_PER_PTE, end)
+                self.counters.ptl_acquisitions += skip.present(t, (stop - 1) // PTRS_PER_PTE + 1)
+                addr = stop
+                continue
             next_ = min((t + 1) * PTRS_PER_PTE, end)
             if pmd_folio[t] >= 0:
                 if next_ - addr != PTRS_PER_PTE:
                     self.split_huge_pmd(t)
                 else:
                     self.zap_huge_pmd(tlb, t)
+                    skip.gone(t)  # no page table, no PMD mapping
                     addr = next_
                     continue
             if not pt_present[t]:  # pmd_none()
                 addr = next_
                 continue
             while addr != next_:  # "if (addr != next) pmd--": re-enter the same page table
-                addr = self.zap_pte_range(tlb, addr, next_)
+                # zap_pte_range() passes over none PTEs and does nothing else for them: start it at the first
+                # PTE that is not none (found by slice comparisons), or count the call that finds nothing
+                first = first_pte(pte, addr, next_) if self.fast_walk else addr
+                if first == next_:
+                    self.counters.ptl_acquisitions += 1
+                    addr = next_
+                    break
+                addr = self.zap_pte_range(tlb, first, next_)
+            t_lo = t * PTRS_PER_PTE
+            if pte[t_lo : t_lo + PTRS_PER_PTE] == EMPTY_TABLE:
+                self.pt_empty[t] = True  # PTEs come back only by a PMD split, which this table is past
+                skip.gone(t)
 
     # ------------------------------------------------------------------ version hooks
     def zap_pte_range(self, tlb: MmuGather, addr: int, end: int) -> int:
@@ -446,6 +500,7 @@ class ZapEngine:
                 c.large_mapcount_atomics += 1
         c.tlb_flushes += 1  # pmdp_invalidate() flushes the PMD's TLB range itself
         self.pt_present[t] = True
+        self._skip.appear(t)
         self.remove_rmap_pmd(f)
 
     has_large_mapcount: ClassVar[bool] = False
@@ -512,3 +567,71 @@ class ZapEngine:
             if self.f_pmapped[f]:
                 self.f_pmapped[f] = False
                 self.nr_anon_partially_mapped -= 1
+
+
+class _SkipTables:
+    """Which page tables a zap can jump over, found in near-constant time.
+
+    A table is *skippable* when it is not PMD-mapped and either has no page table or is known to hold no PTE
+    (``pt_empty``). Once skippable a table stays so: PTEs are written only when the layout is built and when
+    a PMD-mapped THP is split, and a split table is not skippable until it is found empty again. So the
+    next table that is not skippable is found with a union-find over table indices (path halving), and how
+    many skipped tables still exist (each costs ``zap_pte_range()`` its PTE lock) with a Fenwick tree over
+    ``pt_present``."""
+
+    __slots__ = ("engine", "nxt", "tree")
+
+    def __init__(self, engine: ZapEngine) -> None:
+        self.engine = engine
+        n = len(engine.pt_present)
+        self.nxt = list(range(n + 1))  # nxt[t] == t: t is not known skippable (n: past the last table)
+        self.tree = [0] * (n + 1)
+        for t, present in enumerate(engine.pt_present):
+            if present:
+                self._add(t, 1)
+            elif engine.pmd_folio[t] < 0:
+                self.nxt[t] = t + 1
+
+    def _add(self, t: int, delta: int) -> None:
+        tree = self.tree
+        i = t + 1
+        while i < len(tree):
+            tree[i] += delta
+            i += i & -i
+
+    def _prefix(self, t: int) -> int:
+        """How many of tables ``0 .. t - 1`` exist."""
+        tree = self.tree
+        out = 0
+        while t > 0:
+            out += tree[t]
+            t -= t & -t
+        return out
+
+    def present(self, lo: int, hi: int) -> int:
+        """How many of tables ``lo .. hi - 1`` exist."""
+        return self._prefix(hi) - self._prefix(lo)
+
+    def next_busy(self, t: int) -> int:
+        """The first table at or after ``t`` that is not skippable (the table count if none)."""
+        nxt = self.nxt
+        while nxt[t] != t:
+            nxt[t] = nxt[nxt[t]]
+            t = nxt[t]
+        return t
+
+    def gone(self, t: int) -> None:
+        """Table ``t`` lost its page table, or all its PTEs (and has no PMD mapping): it is skippable."""
+        engine = self.engine
+        if engine.pmd_folio[t] >= 0:
+            return
+        if not engine.pt_present[t] and self.present(t, t + 1):
+            self._add(t, -1)
+        if not engine.pt_present[t] or engine.pt_empty[t]:
+            self.nxt[t] = t + 1
+
+    def appear(self, t: int) -> None:
+        """A page table was created for table ``t`` (a PMD split: it holds PTEs)."""
+        self.engine.pt_empty[t] = False
+        if not self.present(t, t + 1):
+            self._add(t, 1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,12 @@ def resolve_url(db: str | None = None) -> str:
     return value
 
 
+def _hide_password(url: str) -> str:
+    """``url`` with the password of ``scheme://user:password@host`` replaced by ``***`` (for a URL that
+    SQLAlchemy cannot parse)."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 def describe(url: str) -> str:
     """The URL without its password, for messages."""
     try:
@@ -71,6 +78,11 @@ def create_db_engine(url: str) -> Engine:
         raise StoreError(
             f"{url!r} is not a database URL (use a file path or sqlite:///, postgresql://...)"
         ) from None
+    except ValueError as exc:  # a port that is not a number
+        raise StoreError(
+            f"the database URL {_hide_password(url)} cannot be read ({exc}) — the port, after host:, must be a "
+            "number such as 5432"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
@@ -79,6 +91,8 @@ def create_db_engine(url: str) -> Engine:
                 raise StoreError(f"cannot create the database {database}: directory {parent} does not exist")
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         _sqlite_setup(engine)
+        if database and database != ":memory:" and not database.startswith("file:"):
+            _watch_file(engine, Path(database).expanduser())
         return engine
     try:
         return create_engine(url, pool_pre_ping=True)
@@ -116,6 +130,60 @@ def _sqlite_setup(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get("sqlite_immediate", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class DatabaseVanished(StoreError):
+    """The SQLite file benchsvc writes was deleted or replaced by another file while it was open."""
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _watch_file(engine: Engine, path: Path) -> None:
+    """Refuse to go on when the SQLite file at ``path`` is not the one the engine opened.
+
+    SQLite keeps writing into a file that was deleted (or renamed away and replaced) while it is open, and
+    every commit "succeeds" into a file nobody will ever read. So the file's device and inode are taken when
+    the first connection opens it, and compared with what the path leads to before every commit and at every
+    later connect: a file gone or replaced stops the command with :class:`DatabaseVanished` (the commit is
+    not made)."""
+    opened: list[tuple[int, int]] = []
+
+    def check() -> None:
+        now = _file_identity(path)
+        if now is not None and now == opened[0]:
+            return
+        if now is None:
+            what = "was deleted while benchsvc was using it"
+            todo = (
+                "what benchsvc wrote since it was deleted is lost; restore the file from a backup (or "
+                "give another --db) and run the command again"
+            )
+        else:
+            what = "was replaced by another file while benchsvc was using it"
+            todo = (
+                "nothing more was written to either file; check what replaced it, then run the command again"
+            )
+        raise DatabaseVanished(f"the database {path} {what} — {todo}")
+
+    @event.listens_for(engine, "connect")
+    def _identify(_dbapi_conn: Any, _record: Any) -> None:
+        if not opened:
+            identity = _file_identity(path)
+            if identity is not None:
+                opened.append(identity)
+            return
+        check()
+
+    @event.listens_for(engine, "commit")
+    def _before_commit(_conn: Connection) -> None:
+        if opened:
+            check()
 
 
 def _alembic_config(connection: Connection | None = None) -> Any:
@@ -363,6 +431,18 @@ def database_error_message(exc: BaseException, url: str | None = None) -> str | 
         if isinstance(exc, sa_exc.IntegrityError | sa_exc.NotSupportedError | sa_exc.DataError):
             return None
         orig: BaseException | None = exc.orig
+        if (
+            isinstance(exc, sa_exc.ProgrammingError)
+            and _sqlstate(orig) is None
+            and type(orig).__module__.startswith("psycopg")
+        ):
+            # the driver refused the URL before reaching a server (a bad connect_timeout, sslmode ...): the
+            # server's own errors always carry a SQLSTATE
+            first = " ".join(str(orig).split()).split(" [SQL:")[0]
+            return (
+                f"the database URL {_where(url)} is not usable: {first} — fix that parameter of the URL "
+                "(see the PostgreSQL connection parameters) and run the command again"
+            )
         if isinstance(exc, sa_exc.ProgrammingError) and _sqlstate(orig) != "42501":
             return None
     elif isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:

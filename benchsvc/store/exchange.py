@@ -25,13 +25,13 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, contains_eager, joinedload, selectinload
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from benchsvc.errors import BenchsvcError
 from benchsvc.limits import name_problem
@@ -47,6 +47,7 @@ from benchsvc.records import (
 )
 from benchsvc.store.ingest import ingest
 from benchsvc.store.models import (
+    Counter,
     Machine,
     Result,
     Run,
@@ -58,15 +59,19 @@ from benchsvc.store.result_schema import (
     CANARY_PREFIX,
     FORMAT,
     LIMITS,
+    MAX_INT32,
     MAX_VALUE_S,
     LineError,
     ResultLine,
+    TimeOutOfRange,
     format_timestamp,
     parse_line,
     parse_timestamp,
     seg,
     show,
+    value_problem,
     version_engine_problem,
+    warmup_problem,
 )
 
 ENGINES = tuple(EngineKind)
@@ -95,6 +100,8 @@ __all__ = [
 ]
 
 #: namespace of the run uuids given to imported pyperf files (uuid5 of the file's sha256)
+#: the PostgreSQL advisory lock that serialises imports (:func:`store_batch`)
+IMPORT_LOCK_KEY = 0x62656E6369  # "benci"
 PYPERF_RUN_NAMESPACE = uuid.UUID("5b0e7f0c-3f6e-4c1e-9a51-6d1f1f0d6e11")
 CSV_COLUMNS = (
     "run_uuid",
@@ -149,21 +156,33 @@ class ImportConflict(ExchangeError):
 
 
 def parse_when(text: str, option: str, *, end: bool = False) -> dt.datetime:
-    """A ``--since``/``--until`` value as a naive UTC bound.
+    """A ``--since``/``--until`` value as a naive UTC bound: the one parser of every command that takes one.
 
-    ``YYYY-MM-DD`` is that whole day: the start of it, or for ``end`` the start of the next day (exclusive).
-    A full time is itself, or for ``end`` one microsecond after it (so ``--until`` includes it)."""
+    ``YYYY-MM-DD`` is that whole day in UTC: the start of it, or for ``end`` the start of the next day
+    (exclusive). A full time is itself, its offset honoured (``2026-11-26T03:00+02:00`` is 01:00 UTC; no
+    offset means UTC), or for ``end`` one microsecond after it (so ``--until`` includes it). A time whose UTC
+    equivalent is outside the years 1 to 9999 is refused; an end bound past the last representable time
+    means "no end"."""
     raw = text.strip()
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
-            day = dt.datetime.combine(dt.date.fromisoformat(raw), dt.time())
-            return day + dt.timedelta(days=1) if end else day
-        value = parse_timestamp(raw)
+            value = dt.datetime.combine(dt.date.fromisoformat(raw), dt.time())
+            step = dt.timedelta(days=1)
+        else:
+            value = parse_timestamp(raw)
+            step = dt.timedelta(microseconds=1)
+    except TimeOutOfRange as exc:
+        raise ExchangeError(f"{option} {exc} — give a time between 0001-01-01 and 9999-12-31 UTC") from None
     except ValueError:
         raise ExchangeError(
             f"{option} {text!r} is not a date or time (use YYYY-MM-DD or ISO 8601 like 2026-11-26T03:00Z)"
         ) from None
-    return value + dt.timedelta(microseconds=1) if end else value
+    if not end:
+        return value
+    try:
+        return value + step
+    except OverflowError:
+        return dt.datetime.max
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -183,36 +202,12 @@ class ExportFilter:
     machine: str | None = None
 
 
-def _sort_key(result: Result) -> tuple[dt.datetime, str, str, str, str, str]:
-    run = result.run
-    return (
-        run.started_at,
-        run.uuid,
-        result.engine,
-        result.version_id,
-        result.workload.name,
-        result.workload.content_hash,
-    )
+#: results loaded (with samples and counters) at a time while exporting: memory stays bounded by this many
+EXPORT_CHUNK = 200
 
 
-def select_results(session: Session, flt: ExportFilter) -> list[Result]:
-    """The results ``flt`` selects, with their run, machine, environment, version, workload, samples and
-    counters loaded, in export order."""
-    stmt = (
-        select(Result)
-        .join(Result.run)
-        .join(Run.machine)
-        .join(Run.environment)
-        .join(Result.workload)
-        .options(
-            contains_eager(Result.run).contains_eager(Run.machine),
-            contains_eager(Result.run).contains_eager(Run.environment),
-            contains_eager(Result.workload),
-            joinedload(Result.version),
-            selectinload(Result.samples),
-            selectinload(Result.counters),
-        )
-    )
+def _filtered(stmt: Any, session: Session, flt: ExportFilter) -> Any:
+    """``stmt`` (already joined to runs, machines and workloads) restricted to what ``flt`` selects."""
     if flt.run is not None:
         from benchsvc.store.queries import get_run
 
@@ -229,9 +224,56 @@ def select_results(session: Session, flt: ExportFilter) -> list[Result]:
         stmt = stmt.where(Result.engine == flt.engine)
     if flt.machine is not None:
         stmt = stmt.where((Machine.hostname == flt.machine) | Machine.fingerprint.startswith(flt.machine))
-    results = list(session.scalars(stmt).unique())
-    results.sort(key=_sort_key)
-    return results
+    return stmt
+
+
+def selected_ids(session: Session, flt: ExportFilter) -> list[int]:
+    """The ids of the results ``flt`` selects, in export order: run start, run uuid, engine, version,
+    workload name, workload hash (sorted here, by code point, so that every database gives one order)."""
+    stmt = (
+        select(
+            Run.started_at,
+            Run.uuid,
+            Result.engine,
+            Result.version_id,
+            Workload.name,
+            Workload.content_hash,
+            Result.id,
+        )
+        .select_from(Result)
+        .join(Result.run)
+        .join(Run.machine)
+        .join(Run.environment)
+        .join(Result.workload)
+    )
+    rows = [tuple(row) for row in session.execute(_filtered(stmt, session, flt))]
+    rows.sort()
+    return [row[-1] for row in rows]
+
+
+def iter_results(session: Session, ids: Sequence[int]) -> Iterator[Result]:
+    """The results ``ids``, in that order, with their run, machine, environment, version, workload, samples
+    and counters loaded, :data:`EXPORT_CHUNK` at a time; each chunk is dropped from the session once the
+    next one is needed, so memory does not grow with the number of results."""
+    for lo in range(0, len(ids), EXPORT_CHUNK):
+        chunk = ids[lo : lo + EXPORT_CHUNK]
+        stmt = (
+            select(Result)
+            .where(Result.id.in_(chunk))
+            .options(
+                joinedload(Result.run).joinedload(Run.machine),
+                joinedload(Result.run).joinedload(Run.environment),
+                joinedload(Result.workload),
+                joinedload(Result.version),
+                selectinload(Result.samples),
+                selectinload(Result.counters),
+            )
+        )
+        by_id = {r.id: r for r in session.scalars(stmt).unique()}
+        for rid in chunk:
+            yield by_id[rid]
+        by_id.clear()
+        session.expunge_all()
 
 
 def result_record(result: Result) -> dict[str, Any]:
@@ -246,10 +288,10 @@ def dumps_record(record: Mapping[str, Any]) -> str:
 
 def export_jsonl(session: Session, flt: ExportFilter, out: TextIO) -> int:
     """Write the selected results as ``benchsvc-result/1`` lines; returns how many."""
-    results = select_results(session, flt)
-    for result in results:
+    ids = selected_ids(session, flt)
+    for result in iter_results(session, ids):
         out.write(dumps_record(result_record(result)) + "\n")
-    return len(results)
+    return len(ids)
 
 
 def _csv_cell(value: Any) -> Any:
@@ -271,12 +313,16 @@ def export_csv(session: Session, flt: ExportFilter, out: TextIO) -> int:
     from benchsvc.engine.cost import CostModel
     from benchsvc.store.cost_models import STORED_PRICE, cost_model_for
 
-    results = select_results(session, flt)
-    counter_names = sorted({c.name for r in results for c in r.counters})
+    ids = selected_ids(session, flt)
+    names: set[str] = set()
+    for lo in range(0, len(ids), EXPORT_CHUNK):
+        chunk = ids[lo : lo + EXPORT_CHUNK]
+        names.update(session.scalars(select(Counter.name).where(Counter.result_id.in_(chunk)).distinct()))
+    counter_names = sorted(names)
     models: dict[str, CostModel] = {}
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*CSV_COLUMNS, *(COUNTER_PREFIX + name for name in counter_names)])
-    for r in results:
+    for r in iter_results(session, ids):
         run, workload = r.run, r.workload
         row: dict[str, Any] = {
             "run_uuid": run.uuid,
@@ -325,7 +371,7 @@ def export_csv(session: Session, flt: ExportFilter, out: TextIO) -> int:
         writer.writerow(
             [_csv_cell(row[c]) for c in CSV_COLUMNS] + [_csv_cell(counters.get(n)) for n in counter_names]
         )
-    return len(results)
+    return len(ids)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -609,6 +655,8 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
 
     kernel, arch = _platform_kernel_arch(text_md("platform"))
     cpu_count = common("cpu_count")
+    if isinstance(cpu_count, int) and not isinstance(cpu_count, bool) and not 0 <= cpu_count <= MAX_INT32:
+        raise fail(f"metadata cpu_count {cpu_count} is out of range (0 to {MAX_INT32})")
     machine = MachineInfo(
         hostname=text_md("hostname"),
         cpu_model=text_md("cpu_model_name"),
@@ -647,13 +695,23 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
             engine, version, workload = _pyperf_identity(bench, defaults)
         except _Bad as exc:
             raise fail(f"benchmark {name!r}: {exc}") from None
+        # checked before timings(), whose pyperf stability check computes with the values
+        problem = _pyperf_values_problem(bench)
+        if problem:
+            raise fail(f"benchmark {name!r}: {problem}")
         read = timings(bench)
         if not read.processes:
             raise fail(f"benchmark {name!r} has no values (only calibration runs)")
         try:
             start, end = bench.get_dates() or (None, None)
+            start, end = _naive(start), _naive(end)
         except (ValueError, TypeError) as exc:
             raise fail(f"benchmark {name!r}: a run's date is not an ISO 8601 time ({exc})") from None
+        except OverflowError:
+            raise fail(
+                f"benchmark {name!r}: a run's date (with its duration) is past the year 9999 — "
+                "fix the date metadata of the file"
+            ) from None
         if start is not None and end is not None:
             starts.append(start)
             ends.append(end)
@@ -677,13 +735,13 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
                 processes=read.processes,
                 warnings=read.warnings,
                 pyperf_metadata=read.metadata,
-                started_at=_naive(start),
-                finished_at=_naive(end),
+                started_at=start,
+                finished_at=end,
             )
         )
 
     if starts:
-        started_at, finished_at = _naive(min(starts)), _naive(max(ends))
+        started_at, finished_at = min(starts), max(ends)
     else:  # no pyperf dates: the file's modification time
         started_at = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).replace(tzinfo=None)
         finished_at = started_at
@@ -703,6 +761,26 @@ def _read_pyperf(label: str, raw: bytes, path: Path, defaults: PyperfDefaults) -
     )
     group = RunGroup(record=run, line=0, results=results, versions=versions)
     return ImportBatch(label=label, runs=[group])
+
+
+def _pyperf_values_problem(bench: Any) -> str | None:
+    """The first value, warmup or loop count of a pyperf benchmark that the JSON Lines import would refuse
+    (the same checks: :func:`~benchsvc.store.result_schema.value_problem`), as ``processes[i]...: why``;
+    ``i`` counts the runs that have values, as the stored processes do."""
+    runs = [r for r in bench.get_runs() if r.values]
+    for i, r in enumerate(runs):
+        for key, items, check in (
+            ("values", [float(x) for x in r.values], value_problem),
+            ("warmups", [float(x) for _, x in r.warmups], warmup_problem),
+        ):
+            for j, x in enumerate(items):
+                problem = check(x)
+                if problem:
+                    return f"processes[{i}].{key}[{j}]: {problem}"
+        loops = r.get_total_loops()
+        if not 1 <= loops <= MAX_INT32:
+            return f"processes[{i}].loops: {loops} is out of range (1 to {MAX_INT32})"
+    return None
 
 
 def _naive(value: dt.datetime | None) -> dt.datetime | None:
@@ -837,6 +915,7 @@ def check_versions(session: Session | None, batches: Sequence[ImportBatch], *, a
             parents[vid] = parent
     claimed: list[tuple[str, str]] = []
     tail = f"; {after}" if after else "; nothing was imported"
+    _check_shipped_versions(batches, tail)
     for batch in batches:
         for vid, claim in _version_claims(batch).items():
             prior = engines.get(vid)
@@ -862,11 +941,39 @@ def check_versions(session: Session | None, batches: Sequence[ImportBatch], *, a
             parent = parents.get(parent)
 
 
+def _check_shipped_versions(batches: Sequence[ImportBatch], tail: str) -> None:
+    """Refuse a file that describes a version shipped with benchsvc (the simulated registry) otherwise than
+    the registry does: its parent, title and source are the code's, never a file's."""
+    from benchsvc.store.ingest import registry_versions
+
+    shipped = {v.id: v for v in registry_versions()}
+    for batch in batches:
+        for group in batch.runs:
+            for info in group.versions.values():
+                ours = shipped.get(info.id)
+                if ours is None:
+                    continue
+                for field_name in ("parent", "title", "source"):
+                    theirs, mine = getattr(info, field_name), getattr(ours, field_name)
+                    if theirs != mine:
+                        line = batch.version_lines.get(info.id)
+                        where = f"{batch.label}:{line}" if line else batch.label
+                        raise ImportConflict(
+                            f"{where}: version.{field_name} of {info.id!r} is {show(theirs)}, but {info.id!r} is "
+                            f"a version shipped with benchsvc, whose {field_name} is {show(mine)}: a file cannot "
+                            f"redefine a shipped version (fix version.{field_name} in the file){tail}"
+                        )
+
+
 def store_batch(session: Session, batch: ImportBatch) -> ImportCounts:
     """Write a validated file through :func:`ingest` (in the caller's transaction); what was added.
 
     A run that is already stored keeps its row; its machine and environment must match the file's, else
     :class:`ImportConflict` (results of one machine are never filed under another)."""
+    if session.get_bind().dialect.name == "postgresql":
+        # imports into one server wait for each other (till the commit): two imports of one file then add it
+        # once (the second finds it there), and two new files never race to create one machine or workload
+        session.execute(select(func.pg_advisory_xact_lock(IMPORT_LOCK_KEY)))
     check_versions(session, [batch], after="nothing was imported from this file")
     added = 0
     for group in batch.runs:

@@ -12,7 +12,7 @@ Two locks, for two things they protect:
   one store (PostgreSQL) run at the same time, each under its own row. The holder refreshes the row's
   heartbeat after every committed block and every :data:`HEARTBEAT_EVERY_S` seconds.
 
-A machine is its hostname (``socket.gethostname()``). A row is stale when its holder is gone: on this host,
+A machine is its hostname (``uname -n``, non-UTF-8 bytes escaped). A row is stale when its holder is gone: on this host,
 its pid is dead or now belongs to a process started after the lock was taken; on another host, its
 heartbeat is older than :data:`STALE_AFTER`. :func:`recover` (every command that opens the database calls
 it) marks ``running`` runs whose holder is gone as ``interrupted``: this host's by their pid, another host's
@@ -27,7 +27,6 @@ import errno
 import fcntl
 import json
 import os
-import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +52,10 @@ class RunLocked(BenchsvcError):
 
 
 def this_host() -> str:
-    """The machine's identity for locks and recovery: its hostname (per UTS namespace)."""
-    return socket.gethostname()
+    """The machine's identity for locks and recovery: its hostname (per UTS namespace), as the runs store it."""
+    from benchsvc.records import this_hostname
+
+    return this_hostname()
 
 
 def runtime_dir() -> Path:

@@ -6,6 +6,8 @@ Metrics: ``time`` (the pyperf mean of a result, seconds), ``modeled_ns``, or any
 from __future__ import annotations
 
 import datetime as dt
+import math
+import sys
 
 import pandas as pd
 from sqlalchemy import Executable, String, func, select, type_coerce
@@ -21,6 +23,7 @@ from benchsvc.records import (
     ResultStatus,
 )
 from benchsvc.store.models import Counter, Environment, Machine, Result, Run, Sample, Version, Workload
+from benchsvc.store.result_schema import MAX_VALUE_S
 
 TIME_METRIC = "time"
 #: The largest id the database stores (a signed 64-bit integer in SQLite and PostgreSQL).
@@ -38,6 +41,49 @@ def frame(session: Session, stmt: Executable) -> pd.DataFrame:
     result = session.connection().execute(stmt)
     columns = list(result.keys())
     return pd.DataFrame.from_records([tuple(row) for row in result.fetchall()], columns=columns)
+
+
+#: the warnings about unusable rows already given by this process (each is given once)
+_noted: set[str] = set()
+
+
+def _note_skipped(message: str) -> None:
+    """Say on stderr, once per process, that rows were left out (the store holds something no analysis can
+    use: an older benchsvc's import, or rows written by hand)."""
+    if message not in _noted:
+        _noted.add(message)
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def usable_time(value: object) -> bool:
+    """Whether a stored timing (seconds) is one an analysis can divide by and take the logarithm of: a
+    finite number, more than 0 and at most the import's :data:`MAX_VALUE_S`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and 0.0 < value <= MAX_VALUE_S
+
+
+def usable_values(values: object) -> bool:
+    """Whether a stored process's ``values`` is a non-empty list of :func:`usable_time` values."""
+    return isinstance(values, list) and bool(values) and all(usable_time(v) for v in values)
+
+
+def _unusable_times(column: pd.Series) -> pd.Series:
+    """The rows of a timing column holding a value that is not NULL and not :func:`usable_time`."""
+    x = pd.to_numeric(column, errors="coerce").astype(float)
+    return column.notna() & ~((x > 0.0) & (x <= MAX_VALUE_S))
+
+
+def _drop_unusable_times(df: pd.DataFrame, column: str, where: str) -> pd.DataFrame:
+    bad = _unusable_times(df[column]) if not df.empty else pd.Series(False, index=df.index)
+    if bad.any():
+        _note_skipped(
+            f"{where}: {int(bad.sum())} stored results have a timing that is not a time in seconds (0, "
+            f"negative, not finite or more than {MAX_VALUE_S:g}); they are left out — the database holds rows "
+            "benchsvc import would refuse"
+        )
+        df = df[~bad].reset_index(drop=True)
+    return df
 
 
 def plain_frame(session: Session, stmt: Executable) -> pd.DataFrame:
@@ -159,6 +205,15 @@ def series_history(
         },
         index=df.index,
     )
+    if metric == TIME_METRIC:
+        keep = ~_unusable_times(df["mean_s"]) if not df.empty else pd.Series(True, index=df.index)
+        if not keep.all():
+            _note_skipped(
+                f"history of {workload} {version}: {int((~keep).sum())} stored results have a timing that is "
+                f"not a time in seconds (0, negative, not finite or more than {MAX_VALUE_S:g}); they are "
+                "left out — the database holds rows benchsvc import would refuse"
+            )
+            df, provenance = df[keep].reset_index(drop=True), provenance[keep].reset_index(drop=True)
     head = df[["run_id", "started_at", "mode", "git_commit"]]
     value_names = (
         ["value", "mean_s", "median_s", "stdev_s", "n_values"] if metric == TIME_METRIC else ["value"]
@@ -262,6 +317,14 @@ def run_results(session: Session, run_id: int) -> pd.DataFrame:
         .order_by(Result.id)
     )
     df = frame(session, stmt)
+    bad = _unusable_times(df["mean_s"]) if not df.empty else pd.Series(False, index=df.index)
+    if bad.any():
+        _note_skipped(
+            f"run {run_id}: {int(bad.sum())} results have a stored timing that is not a time in seconds (0, "
+            f"negative, not finite or more than {MAX_VALUE_S:g}); their timing is shown as missing"
+        )
+        df = df.astype({"mean_s": float, "median_s": float, "stdev_s": float})
+        df.loc[bad, ["mean_s", "median_s", "stdev_s"]] = math.nan
     counters = frame(
         session,
         select(Counter.result_id, Counter.name, Counter.value)
@@ -337,14 +400,28 @@ def run_process_values(
         .order_by(Sample.result_id, Sample.process)
     )
     out: dict[tuple[str, str, str], list[ProcessValues]] = {}
+    skipped = 0
     for version, name, chash, values, warmups, loops, meta in session.execute(stmt):
-        meta = meta or {}
+        if not usable_values(values):
+            skipped += 1
+            continue
+        meta = meta if isinstance(meta, dict) else {}
         if meta.get("benchsvc_phase", "primary") != phase:
             continue
         out.setdefault((version, name, chash), []).append(
-            ProcessValues(tuple(values), tuple(warmups), int(loops), dict(meta))
+            ProcessValues(tuple(values), tuple(warmups or ()), int(loops), dict(meta))
         )
+    _note_unusable_processes(run_id, skipped)
     return out
+
+
+def _note_unusable_processes(run_id: int, skipped: int) -> None:
+    if skipped:
+        _note_skipped(
+            f"run {run_id}: {skipped} stored worker processes have values that are not times in seconds "
+            f"(none, 0, negative, not finite or more than {MAX_VALUE_S:g}); they are left out — the database "
+            "holds rows benchsvc import would refuse"
+        )
 
 
 def result_id(
@@ -384,6 +461,10 @@ def run_samples(session: Session, run_id: int) -> pd.DataFrame:
         .order_by(Sample.result_id, Sample.process)
     )
     df = frame(session, stmt)
+    if not df.empty:
+        ok = df["values"].map(usable_values).astype(bool)
+        _note_unusable_processes(run_id, int((~ok).sum()))
+        df = df[ok].reset_index(drop=True)
     if df.empty:
         return pd.DataFrame(columns=SAMPLE_COLUMNS)
     meta = [m if isinstance(m, dict) else {} for m in df.pop("meta")]
@@ -467,7 +548,7 @@ def run_histories(
         stmt = stmt.where(Run.mode == run.mode)
     if since is not None:
         stmt = stmt.where(Run.started_at >= since)
-    df = plain_frame(session, stmt)
+    df = _drop_unusable_times(plain_frame(session, stmt), "mean_s", f"history of run {run.id}")
     df["started_at"] = pd.to_datetime(df["started_at"], format="ISO8601")
     return df
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 import uuid
 from typing import Annotated, Any, Literal, get_args
@@ -52,8 +53,11 @@ from benchsvc.workload import content_hash
 FORMAT = "benchsvc-result/1"
 #: every version of the ``canary`` engine is named so, and nothing else is (benchsvc/runner/canary.py)
 CANARY_PREFIX = "canary-"
-#: the largest raw timing value import accepts (seconds per loop iteration); more is not a measurement
-MAX_VALUE_S = 1e9
+#: the largest raw timing value import accepts (seconds per loop iteration): the largest zap the engines
+#: allow (4 GiB) takes milliseconds, so an hour is no measurement of one (docs/limits.md)
+MAX_VALUE_S = 3600.0
+#: the largest value a 32-bit ``INTEGER`` column holds in PostgreSQL (``cpu_count``, ``loops``)
+MAX_INT32 = 2**31 - 1
 _BIGINT = 2**63
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -140,11 +144,22 @@ def format_timestamp(value: dt.datetime | None) -> str | None:
     return value.isoformat(timespec="microseconds") + "Z"
 
 
+class TimeOutOfRange(ValueError):
+    """An ISO 8601 time whose UTC equivalent falls outside the years 1 to 9999."""
+
+
 def parse_timestamp(text: str) -> dt.datetime:
-    """ISO 8601 -> naive UTC (a time without zone is taken as UTC); ValueError when it is not one."""
+    """ISO 8601 -> naive UTC (a time without zone is taken as UTC); ValueError when it is not one, and
+    :class:`TimeOutOfRange` when its offset moves it out of the years 1 to 9999 (``9999-12-31T23:00-02:00``,
+    ``0001-01-01T00:00+01:00``)."""
     value = dt.datetime.fromisoformat(text.strip())
     if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        try:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise TimeOutOfRange(
+                f"{text.strip()!r} is outside the times benchsvc keeps (years 1 to 9999, in UTC)"
+            ) from None
     return value
 
 
@@ -155,13 +170,43 @@ def _timestamp(value: Any) -> dt.datetime:
         raise ValueError(f"must be an ISO 8601 time string, not {type_name(value)}")
     try:
         return parse_timestamp(value)
+    except TimeOutOfRange as exc:
+        raise ValueError(str(exc)) from None
     except ValueError:
         raise ValueError(f"{show(value)} is not an ISO 8601 time (like 2026-11-26T03:00:00Z)") from None
 
 
+def value_problem(value: float) -> str | None:
+    """Why ``value`` cannot be a timing value (seconds per loop iteration) a later analysis divides by and
+    takes logarithms of, or None: it must be finite, more than 0 and at most :data:`MAX_VALUE_S`. The one
+    check of JSON Lines and pyperf import (and warmups may also be 0)."""
+    if not (math.isfinite(value) and 0.0 < value <= MAX_VALUE_S):
+        return f"{value!r} is not a time in seconds (more than 0, at most {MAX_VALUE_S:g})"
+    return None
+
+
+def warmup_problem(value: float) -> str | None:
+    """As :func:`value_problem` for a warmup value, which may be 0 (no analysis reads warmups)."""
+    return None if value == 0.0 else value_problem(value)
+
+
 def _seconds(value: float) -> float:
-    if not 0.0 <= value <= MAX_VALUE_S:
-        raise ValueError(f"{value!r} is not a time in seconds (0 to {MAX_VALUE_S:g})")
+    problem = value_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _warmup_seconds(value: float) -> float:
+    problem = warmup_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _int32(value: int) -> int:
+    if not 0 <= value <= MAX_INT32:
+        raise ValueError(f"{value} is out of range (0 to {MAX_INT32})")
     return value
 
 
@@ -215,6 +260,8 @@ Timestamp = Annotated[
     dt.datetime, PlainValidator(_timestamp), PlainSerializer(format_timestamp, return_type=str)
 ]
 Seconds = Annotated[float, AfterValidator(_seconds)]
+WarmupSeconds = Annotated[float, AfterValidator(_warmup_seconds)]
+Int32 = Annotated[int, AfterValidator(_int32)]
 Int64 = Annotated[int, AfterValidator(_int64)]
 CounterName = Annotated[str, _fits("counters")]
 Scalar = Annotated[Any, AfterValidator(_scalar)]
@@ -239,7 +286,7 @@ class RunFields(_Fields):
 class MachineFields(_Fields):
     hostname: Annotated[str, _fits("machine.hostname")]
     cpu_model: Annotated[str, _fits("machine.cpu_model")]
-    cpu_count: int = Field(ge=0)
+    cpu_count: Int32
     kernel: Annotated[str, _fits("machine.kernel")]
     arch: Annotated[str, _fits("machine.arch")]
     fingerprint: str | None = None
@@ -310,9 +357,9 @@ class WorkloadFields(_Fields):
 
 
 class ProcessFields(_Fields):
-    values: list[Seconds]
-    warmups: list[Seconds] = Field(default_factory=list)
-    loops: int = Field(default=1, ge=1)
+    values: list[Seconds] = Field(min_length=1)
+    warmups: list[WarmupSeconds] = Field(default_factory=list)
+    loops: Annotated[int, Field(ge=1), AfterValidator(_int32)] = 1
     #: written only when there is some (older benchsvc refuses the field)
     metadata: dict[str, Scalar] = Field(default_factory=dict, exclude_if=lambda m: not m)
 
