@@ -20,6 +20,7 @@ from benchsvc.cli import (
     exchange_cmds,
     report_cmds,
     run_cmds,
+    scale_cmds,
     schedule_cmds,
     workloads_cmds,
 )
@@ -62,6 +63,7 @@ app.command("report")(report_cmds.report)
 app.command("versions")(engine_cmds.versions)
 app.command("simulate")(engine_cmds.simulate)
 app.command("crosscheck")(crosscheck_cmds.crosscheck)
+app.command("scale")(scale_cmds.scale)
 app.add_typer(workloads_cmds.app, name="workloads")
 app.add_typer(db_cmds.app, name="db")
 app.command("export")(exchange_cmds.export)
