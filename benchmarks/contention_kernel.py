@@ -1,0 +1,248 @@
+"""The kernel's side of the contention model (issue 23): two zappers pinned to CPUs 0 and 1, in one memory
+cgroup (one split-queue lock) against two sibling memory cgroups (two locks), on a workload that queues every
+folio (``b-dontneed-first-page``: the madvise zap queues, the munmap after it unqueues at free) and on one
+that queues none (``a-munmap-aligned``); plus the cache-line hand-off and an uncontended lock pair.
+
+Needs root, gcc, Linux >= 6.12 with per-size mTHP and memory cgroups. The probes are C
+(``benchmarks/contention_probe.c``, compiled into a temporary directory); the memcgs are created and removed
+by :class:`benchsvc.kernel.memcg.MemcgGroups` inside :class:`benchsvc.kernel.sysfs.MthpSettings` (64 KiB
+``madvise`` only; the kernel run lock held; everything restored on any exit, SIGTERM and Ctrl-C included).
+
+Each round runs three blocks in a rotating order: one zapper alone, two in one memcg, two in two memcgs;
+each block ``--iters`` iterations (the first dropped). A zap's time is the zapping thread's CPU time (its own
+work plus any spinning on a lock; not the time it was descheduled by other load). The comparison is paired
+by round: ratio of the mean zap time in one memcg to that in two memcgs, with a 95% t-interval over rounds.
+The model's prediction for the same comparison uses the measured hand-off, the hold time, and the measured
+one-zapper time per acquisition; it is scaled by the measured overlap of the two zappers' zap intervals
+(on a loaded machine one zapper often runs while the other is descheduled, and then nothing contends).
+
+    python benchmarks/contention_kernel.py [--rounds 12] [--iters 8] [--size-mb 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchsvc.analysis.contention import HOLD_NS, LockParams, scale_curve
+from benchsvc.engine import simulate
+from benchsvc.errors import BenchsvcError
+from benchsvc.kernel.memcg import MemcgGroups
+from benchsvc.kernel.sysfs import DEFAULT_FOLIO_SIZE, MthpSettings, read_stats, unavailable_reason
+from benchsvc.workload import resolve
+
+PROBE = Path(__file__).with_name("contention_probe.c")
+#: the simulated version whose counters describe this machine's kernel (6.15 and later)
+KERNEL_VERSION = "up615"
+T95 = {
+    2: 12.71,
+    3: 4.30,
+    4: 3.18,
+    5: 2.78,
+    6: 2.57,
+    7: 2.45,
+    8: 2.36,
+    9: 2.31,
+    10: 2.26,
+    11: 2.23,
+    12: 2.20,
+    13: 2.18,
+    14: 2.16,
+    15: 2.14,
+    16: 2.13,
+}
+
+
+@dataclass
+class Sample:
+    proc: int
+    zap_ns: int
+    free_ns: int
+    zap_wall: tuple[int, int]
+    free_wall: tuple[int, int]
+
+
+def compile_probe(workdir: Path) -> Path:
+    if shutil.which("gcc") is None:
+        sys.exit("Error: gcc not found — install gcc to build benchmarks/contention_probe.c")
+    exe = workdir / "contention_probe"
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(PROBE)], check=True)
+    return exe
+
+
+def probe_value(exe: Path, *args: str) -> str:
+    return subprocess.run([str(exe), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def run_zappers(exe: Path, mode: str, procs: list[Path], iters: int, size_mb: int) -> list[list[Sample]]:
+    """Per iteration (first dropped), one Sample per zapper."""
+    out = subprocess.run(
+        [str(exe), "zap", mode, str(len(procs)), str(iters + 1), str(size_mb), *map(str, procs)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    by_iter: dict[int, list[Sample]] = {}
+    for line in out.splitlines():
+        f = line.split()
+        if f[0] != "zap":
+            continue
+        s = Sample(int(f[1]), int(f[3]), int(f[4]), (int(f[5]), int(f[6])), (int(f[7]), int(f[8])))
+        by_iter.setdefault(int(f[2]), []).append(s)
+    return [by_iter[i] for i in sorted(by_iter) if i > 0]
+
+
+def overlap(samples: list[Sample], which: str) -> float:
+    """Mean fraction of each zapper's interval during which the other one was zapping too."""
+    if len(samples) < 2:
+        return 0.0
+    spans = [getattr(s, which) for s in samples]
+    (a0, a1), (b0, b1) = spans[0], spans[1]
+    inter = max(0, min(a1, b1) - max(a0, b0))
+    return 0.5 * (inter / max(a1 - a0, 1) + inter / max(b1 - b0, 1))
+
+
+def interval(ratios: list[float]) -> tuple[float, float, float]:
+    """Mean ratio and its 95% interval, from the mean and t-interval of the log ratios over rounds."""
+    logs = [math.log(r) for r in ratios]
+    m = statistics.fmean(logs)
+    if len(logs) < 2:
+        return math.exp(m), math.nan, math.nan
+    half = T95.get(len(logs), 1.96) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(m), math.exp(m - half), math.exp(m + half)
+
+
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--iters", type=int, default=8)
+    ap.add_argument("--size-mb", type=int, default=64)
+    ap.add_argument("--hold-ns", type=float, default=HOLD_NS, help="critical section for the prediction")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("Error: needs root (memory cgroups, per-size mTHP) — run as root")
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("Error: needs two CPUs — run on a machine with at least two")
+    reason = unavailable_reason()
+    if reason is not None:
+        sys.exit(f"Error: {reason}")
+    print(f"load average at start: {loadavg()}")
+    with tempfile.TemporaryDirectory(prefix="benchsvc-contention-") as tmp:
+        exe = compile_probe(Path(tmp))
+        hand = [probe_value(exe, "pingpong", "1000000") for _ in range(5)]
+        p10 = [float(h.split()[4]) for h in hand]
+        lock = [float(probe_value(exe, "lock", "20000000").split()[1]) for _ in range(5)]
+        handoff = statistics.median(p10)
+        print(f"cache-line hand-off CPU0<->CPU1 (one way, 10th percentile of 64-round-trip batches): {hand}")
+        print(f"  median of runs: {handoff:.1f} ns")
+        print(f"uncontended user-space lock pair + list update: {[f'{x:.1f}' for x in lock]} ns")
+        try:
+            with MthpSettings(DEFAULT_FOLIO_SIZE), MemcgGroups(2) as groups:
+                print(f"memcgs: {[str(c) for c in groups.children]} ({groups.mode})")
+                results = {}
+                for mode in ("first-page", "munmap"):
+                    results[mode] = measure(exe, mode, groups, args.rounds, args.iters, args.size_mb)
+        except BenchsvcError as exc:
+            sys.exit(f"Error: {exc}")
+    print(f"load average at end: {loadavg()}")
+    report(results, handoff, args.hold_ns, args.size_mb)
+
+
+def measure(
+    exe: Path, mode: str, groups: MemcgGroups, rounds: int, iters: int, size_mb: int
+) -> dict[str, object]:
+    conds = {
+        "alone": [groups.procs_file(0)],
+        "one": [groups.procs_file(0), groups.procs_file(0)],
+        "two": [groups.procs_file(0), groups.procs_file(1)],
+    }
+    names = list(conds)
+    per: dict[str, list[dict[str, float]]] = {c: [] for c in names}
+    folios = 0
+    before = read_stats(DEFAULT_FOLIO_SIZE)["anon_fault_alloc"]
+    for r in range(rounds):
+        order = names[r % 3 :] + names[: r % 3]
+        for c in order:
+            its = run_zappers(exe, mode, conds[c], iters, size_mb)
+            flat = [s for it in its for s in it]
+            per[c].append(
+                {
+                    "zap": statistics.fmean(s.zap_ns for s in flat),
+                    "free": statistics.fmean(s.free_ns for s in flat),
+                    "ov_zap": statistics.fmean(overlap(it, "zap_wall") for it in its),
+                    "ov_free": statistics.fmean(overlap(it, "free_wall") for it in its),
+                }
+            )
+            folios += (iters + 1) * len(conds[c]) * (size_mb << 20) // DEFAULT_FOLIO_SIZE
+    got = read_stats(DEFAULT_FOLIO_SIZE)["anon_fault_alloc"] - before
+    return {"per": per, "folios_expected": folios, "folios_64k": got}
+
+
+def report(results: dict[str, dict[str, object]], handoff: float, hold: float, size_mb: int) -> None:
+    specs = {"first-page": resolve("b-dontneed-first-page"), "munmap": resolve("a-munmap-aligned")}
+    for mode, res in results.items():
+        per = res["per"]
+        assert isinstance(per, dict)
+        print(
+            f"\n== {specs[mode].name} ({mode}); 64 KiB folios faulted: {res['folios_64k']} of "
+            f"{res['folios_expected']} expected"
+        )
+        sim = simulate(specs[mode], KERNEL_VERSION).counters
+        phases = [("zap", sim.get("ds_lock", 0))]
+        if mode == "first-page":
+            # the munmap after the zap frees every queued folio: one unqueue (one acquisition) per folio
+            phases.append(("free", sim.get("ds_adds", 0)))
+        for phase, acq in phases:
+            alone = statistics.median(b[phase] for b in per["alone"])
+            ratios = [o[phase] / t[phase] for o, t in zip(per["one"], per["two"], strict=True)]
+            two_vs_alone = [t[phase] / a[phase] for t, a in zip(per["two"], per["alone"], strict=True)]
+            ov = statistics.fmean(b[f"ov_{phase}"] for b in per["one"])
+            mean, lo, hi = interval(ratios)
+            m2, l2, h2 = interval(two_vs_alone)
+            print(
+                f"  {phase}: one zapper alone {alone / 1e6:.3f} ms CPU; two in two memcgs / alone = "
+                f"{m2:.4f} [{l2:.4f}, {h2:.4f}]"
+            )
+            print(
+                f"  {phase}: one memcg / two memcgs = {mean:.4f} [95% {lo:.4f}, {hi:.4f}] over {len(ratios)} "
+                f"rounds; zap intervals overlapped {ov:.0%}"
+            )
+            if acq:
+                counters = {"ds_lock": int(acq)}
+                curve = scale_curve(
+                    specs[mode].name,
+                    KERNEL_VERSION,
+                    counters,
+                    (2,),
+                    params=LockParams(hold_ns=hold, handoff_ns=handoff, acquisitions=40000),
+                    op_ns=alone,
+                )
+                pt = curve.points[0]
+                full = 1 + pt.added_ns_per_op / alone
+                pred = 1 + ov * (full - 1)
+                print(
+                    f"  model at N=2 ({acq} acquisitions, S={hold:.0f} ns, c={handoff:.1f} ns, "
+                    f"Z={curve.think_ns:.0f} ns): one/two = {full:.4f} with full overlap, {pred:.4f} at the "
+                    f"measured overlap; lock busy {pt.lock_utilisation:.1%}, P(wait) {pt.p_wait:.1%}, "
+                    f"mean wait {pt.mean_wait_ns:.1f} ns -> "
+                    + ("inside" if lo <= pred <= hi else "OUTSIDE")
+                    + " the interval"
+                )
+            else:
+                print("  model at N=2: no split-queue acquisitions, one/two = 1 (no contention on this lock)")
+
+
+if __name__ == "__main__":
+    main()
