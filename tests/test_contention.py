@@ -5,7 +5,6 @@ cgroups of the kernel measurement."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -232,7 +231,7 @@ def _memcg_reason() -> str | None:
         from benchsvc.kernel.memcg import MemcgGroups
 
         MemcgGroups(1)
-    except Exception as exc:  # noqa: BLE001 - the reason is shown in the skip
+    except Exception as exc:  # the reason is shown in the skip
         return str(exc)
     return None
 
