@@ -5,7 +5,9 @@ cgroups of the kernel measurement."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,14 +19,17 @@ from typer.testing import CliRunner
 
 from benchsvc.analysis.contention import (
     DEFAULT_CPUS,
+    STORED_NAMES,
     LockParams,
     mva,
+    n_star_of,
     parse_cpus,
     scale_curve,
     simulate_lock,
     stored_metrics,
     sweep,
     throughput_bound,
+    throughput_from_stored,
 )
 from benchsvc.cli.app import app
 from benchsvc.engine import simulate
@@ -161,12 +166,19 @@ def test_stored_metrics_are_integers_of_the_curve():
     sim = simulate(spec, "base65-p1")
     out = stored_metrics(sim.counters, sim.modeled_ns)
     curve = scale_curve(spec.name, "base65-p1", sim.counters, op_ns=sim.modeled_ns)
-    assert out["scale_ops_s_n1"] == round(1e9 / sim.modeled_ns)
-    assert out["scale_n_star_centi"] == round(curve.n_star * 100)  # type: ignore[operator]
+    assert tuple(out) == STORED_NAMES
+    assert out["scale_added_ns_n1"] == 0  # one CPU never waits
     assert all(isinstance(v, int) for v in out.values())
-    assert set(out) == {f"scale_ops_s_n{n}" for n in DEFAULT_CPUS} | {"scale_n_star_centi"}
+    for p in curve.points:
+        x = throughput_from_stored(p.cpus, sim.modeled_ns, out[f"scale_added_ns_n{p.cpus}"])
+        assert x == pytest.approx(p.throughput_ops_s, rel=1e-6)
+    # more CPUs on one lock: never less wait per stream
+    waits = [out[n] for n in STORED_NAMES]
+    assert waits == sorted(waits) and waits[-1] > 0
+    assert n_star_of(sim.counters, sim.modeled_ns) == pytest.approx(curve.n_star)
     none = simulate(spec, "up612")
-    assert "scale_n_star_centi" not in stored_metrics(none.counters, none.modeled_ns)
+    assert set(stored_metrics(none.counters, none.modeled_ns).values()) == {0}
+    assert n_star_of(none.counters, none.modeled_ns) is None
 
 
 def test_parse_cpus():
@@ -286,3 +298,49 @@ def test_memcg_groups_removed_on_signal(tmp_path: Path, sig: int) -> None:
     proc.wait(timeout=20)
     assert proc.returncode != 0
     assert not parent.exists()
+
+
+# ------------------------------------------------------------------------------------------ the report
+@pytest.mark.slow
+def test_report_shows_scaling_and_saturation(tmp_path: Path) -> None:
+    from benchsvc.analysis.contention import HANDOFF_NS, HOLD_NS
+
+    db = tmp_path / "x.db"
+    env = {k: v for k, v in os.environ.items() if k != "BENCHSVC_DB"}
+
+    def cli(*args: str) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchsvc", *args], capture_output=True, text=True, timeout=600, env=env
+        )
+        assert proc.returncode == 0, proc.stderr
+
+    cli(
+        "run", "--mode", "debug", "--no-report", "-w", "a-munmap-aligned", "-w", "b-dontneed-first-page",
+        "-V", "base65-p1,v1,up612", "--db", str(db),
+    )  # fmt: skip
+    cli("report", "--db", str(db), "--out", str(tmp_path / "site"))
+    lineage = (tmp_path / "site" / "lineage.html").read_text()
+    # N* = (Z + S) / (S + c) with Z + S = modeled_ns / ds_lock (docs/contention.md)
+    for workload, version in [
+        ("a-munmap-aligned", "base65-p1"),
+        ("b-dontneed-first-page", "base65-p1"),
+        ("b-dontneed-first-page", "v1"),
+    ]:
+        sim = simulate(resolve(workload), version)
+        n_star = sim.modeled_ns / sim.counters["ds_lock"] / (HOLD_NS + HANDOFF_NS)
+        row = re.search(rf'id="saturation-{workload}-{version}">(.*?)</tr>', lineage)
+        assert row is not None, (workload, version)
+        assert f"from {math.ceil(n_star)} CPUs" in row.group(1) and f"{n_star:.1f}" in row.group(1)
+    # v1 takes the lock twice per 64 MiB munmap: N* in the thousands, never within 256 CPUs
+    row = re.search(r'id="saturation-a-munmap-aligned-v1">(.*?)</tr>', lineage)
+    assert row is not None and "not within 256 CPUs" in row.group(1)
+    row = re.search(r'id="saturation-a-munmap-aligned-up612">(.*?)</tr>', lineage)
+    assert row is not None and "never" in row.group(1)
+    page = (tmp_path / "site" / "workloads" / "b-dontneed-first-page.html").read_text()
+    assert '<div class="chart" id="scaling"></div>' in page
+    spec = json.loads(
+        re.search(r'<script type="application/json" id="spec-scaling">(.*?)</script>', page, re.S).group(1)
+    )  # type: ignore[union-attr]
+    rows = next(iter(spec["datasets"].values()))
+    assert {r["version"] for r in rows} >= {"base65-p1", "v1", "up612"}
+    assert sorted({r["cpus"] for r in rows}) == list(DEFAULT_CPUS)

@@ -406,20 +406,42 @@ def sweep(
     return out
 
 
-#: the CPU counts whose throughput the nightly run stores beside the counters
+#: the CPU counts whose modelled wait the nightly run stores beside the counters
 STORED_CPUS: tuple[int, ...] = DEFAULT_CPUS
 #: prefix of the derived metrics stored with the counters
 STORED_PREFIX = "scale_"
 
 
+def stored_name(cpus: int) -> str:
+    return f"{STORED_PREFIX}added_ns_n{cpus}"
+
+
+STORED_NAMES: tuple[str, ...] = tuple(stored_name(n) for n in STORED_CPUS)
+
+
 def stored_metrics(counters: Mapping[str, int], modeled_ns: float) -> dict[str, int]:
-    """The model's outputs the nightly run stores beside a simulated result's counters, as integers:
-    ``scale_ops_s_n<N>`` (throughput in zap streams per second on N CPUs in one memcg, rounded) for N in
-    :data:`STORED_CPUS`, and ``scale_n_star_centi`` (N* x 100, only when the stream takes the lock)."""
+    """The model's outputs the nightly run stores beside a simulated result's counters, as integers like the
+    counters (and, like them, more is worse): ``scale_added_ns_n<N>``, the ns one zap stream waits for the
+    split-queue lock when N CPUs in one memcg run it, for N in :data:`STORED_CPUS`. Throughput follows
+    exactly: X(N) = N / (modeled_ns + added_ns(N)) (:func:`throughput_from_stored`)."""
     if modeled_ns <= 0:
         return {}
     curve = scale_curve("", "", counters, STORED_CPUS, op_ns=modeled_ns)
-    out = {f"{STORED_PREFIX}ops_s_n{p.cpus}": round(p.throughput_ops_s) for p in curve.points}
-    if curve.n_star is not None:
-        out[f"{STORED_PREFIX}n_star_centi"] = round(curve.n_star * 100)
-    return out
+    return {stored_name(p.cpus): round(p.added_ns_per_op) for p in curve.points}
+
+
+def throughput_from_stored(cpus: int, modeled_ns: float, added_ns: float) -> float:
+    """Zap streams per second on ``cpus`` CPUs from the stored wait (:func:`stored_metrics`)."""
+    return cpus * 1e9 / (modeled_ns + added_ns)
+
+
+def n_star_of(
+    counters: Mapping[str, int], modeled_ns: float, params: LockParams | None = None
+) -> float | None:
+    """N* = (Z + S) / (S + c) of a stream, or None when it never takes the lock."""
+    acq = int(counters.get("ds_lock", 0))
+    if acq == 0 or modeled_ns <= 0:
+        return None
+    p = params or LockParams()
+    hold = min(p.hold_ns, modeled_ns / acq)
+    return (modeled_ns / acq) / (hold + p.handoff_ns)

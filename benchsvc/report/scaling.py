@@ -2,8 +2,9 @@
 (docs/contention.md).
 
 Self-contained so that any page can show it: :func:`scaling_rows` turns the stored ``scale_*`` metrics of a
-run's results (or :class:`~benchsvc.analysis.contention.ScaleCurve` objects) into rows, :func:`scaling_chart`
-builds the Altair chart, :func:`saturation_table` the "saturates from N CPUs" rows a page prints beside it.
+run's results (or :func:`rows_from_curves` :class:`~benchsvc.analysis.contention.ScaleCurve` objects) into
+rows, :func:`scaling_chart` builds the Altair chart, :func:`saturation_table` the "saturates from N CPUs" rows
+a page prints beside it, :func:`scaling_block` all of it for one page (the ``scaling.html`` macro shows it).
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ from typing import Any
 
 import pandas as pd
 
-from benchsvc.analysis.contention import STORED_PREFIX, ScaleCurve
+from benchsvc.analysis.contention import (
+    MAX_CPUS,
+    STORED_PREFIX,
+    ScaleCurve,
+    n_star_of,
+    throughput_from_stored,
+)
 
-_OPS_COL = re.compile(rf"^(?:c_)?{STORED_PREFIX}ops_s_n(\d+)$")
-_NSTAR_COLS = (f"c_{STORED_PREFIX}n_star_centi", f"{STORED_PREFIX}n_star_centi")
+_ADDED_COL = re.compile(rf"^c_{STORED_PREFIX}added_ns_n(\d+)$")
 
 
 def rows_from_curves(curves: Iterable[ScaleCurve]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -29,28 +35,37 @@ def rows_from_curves(curves: Iterable[ScaleCurve]) -> tuple[pd.DataFrame, pd.Dat
         for p in c.points
     ]
     marks = [{"version": c.version, "n_star": c.n_star} for c in curves if c.n_star is not None]
-    return pd.DataFrame(pts, columns=["version", "cpus", "ops_s", "speedup"]), pd.DataFrame(
-        marks, columns=["version", "n_star"]
-    )
+    return _frames(pts, marks)
 
 
 def scaling_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(points, marks) from one workload's result rows carrying the stored ``c_scale_*`` columns (a result
-    without them, e.g. the live kernel's or one stored before the model existed, is left out)."""
+    """(points, marks) from result rows (one workload) that carry the stored ``c_scale_added_ns_n<N>`` columns
+    beside ``modeled_ns`` and ``c_ds_lock``: X(N) = N / (modeled_ns + added_ns(N)); N* from the counters. A
+    result without them (the live kernel's, or one stored before the model existed) is left out."""
     pts: list[dict[str, Any]] = []
     marks: list[dict[str, Any]] = []
-    ncol = next((c for c in _NSTAR_COLS if c in results.columns), None)
-    cols = {int(m.group(1)): c for c in results.columns if (m := _OPS_COL.match(str(c)))}
+    cols = {int(m.group(1)): c for c in results.columns if (m := _ADDED_COL.match(str(c)))}
+    if not cols or "modeled_ns" not in results.columns:
+        return _frames(pts, marks)
     for r in results.to_dict("records"):
-        values = {n: r[c] for n, c in cols.items() if r[c] is not None and not _isnan(r[c])}
-        if 1 not in values or not values[1]:
+        t = r.get("modeled_ns")
+        if t is None or _isnan(t) or t <= 0:
             continue
-        for n, v in sorted(values.items()):
-            pts.append(
-                {"version": r["version"], "cpus": n, "ops_s": float(v), "speedup": float(v) / values[1]}
-            )
-        if ncol is not None and r[ncol] is not None and not _isnan(r[ncol]):
-            marks.append({"version": r["version"], "n_star": float(r[ncol]) / 100})
+        added = {n: float(r[c]) for n, c in cols.items() if r[c] is not None and not _isnan(r[c])}
+        if 1 not in added:
+            continue
+        x1 = throughput_from_stored(1, t, added[1])
+        for n, a in sorted(added.items()):
+            x = throughput_from_stored(n, t, a)
+            pts.append({"version": r["version"], "cpus": n, "ops_s": x, "speedup": x / x1})
+        ds = r.get("c_ds_lock")
+        ns = None if ds is None or _isnan(ds) else n_star_of({"ds_lock": int(ds)}, float(t))
+        if ns is not None:
+            marks.append({"version": r["version"], "n_star": ns})
+    return _frames(pts, marks)
+
+
+def _frames(pts: list[dict[str, Any]], marks: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(pts, columns=["version", "cpus", "ops_s", "speedup"]), pd.DataFrame(
         marks, columns=["version", "n_star"]
     )
@@ -58,6 +73,16 @@ def scaling_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _isnan(x: Any) -> bool:
     return isinstance(x, float) and math.isnan(x)
+
+
+def saturation_text(n_star: float | None) -> str:
+    """ "from N CPUs" (ceil N*), or why never within the model's 256 CPUs."""
+    if n_star is None:
+        return "never (takes no split-queue lock)"
+    n = max(1, math.ceil(n_star))
+    if n > MAX_CPUS:
+        return f"not within {MAX_CPUS} CPUs"
+    return f"from {n} CPUs"
 
 
 def saturation_table(points: pd.DataFrame, marks: pd.DataFrame, order: Sequence[str]) -> list[dict[str, str]]:
@@ -118,3 +143,17 @@ def scaling_chart(
         )
         chart = lines + rules
     return chart.properties(width=width, height=260)
+
+
+def scaling_block(
+    results: pd.DataFrame, order: Sequence[str], *, by: str = "version"
+) -> tuple[Any, list[dict[str, str]]] | None:
+    """(chart, saturation rows) for one workload's results of a run, or None when none carries the model's
+    stored metrics. ``by="workload"`` draws one line per workload instead (a version's card: pass that
+    version's results over all workloads, with a ``workload`` column)."""
+    if by == "workload":
+        results = results.assign(version=results["workload"])
+    points, marks = scaling_rows(results)
+    if points.empty:
+        return None
+    return scaling_chart(points, marks, order), saturation_table(points, marks, order)

@@ -732,6 +732,7 @@ def _lineage(data: ReportData) -> str:
     groups = lineage_groups(data)
     versions = _version_states(data, groups)
     return page.render(
+        saturation=_saturation_hook(data),
         latest=data.latest.run,
         groups=groups,
         versions=versions,
@@ -752,6 +753,7 @@ def _workload(data: ReportData, w: Any) -> str:
     res = data.results[data.results["workload"] == w.name] if not data.results.empty else data.results
     table: dict[str, Any] | None = None
     warned: list[tuple[str, str]] = []
+    scaling: list[dict[str, str]] = []
     if not res.empty:
         ok = res[res["status"] == "ok"].copy()
         ok["mean_ms"] = ok["mean_s"] * 1e3
@@ -792,6 +794,7 @@ def _workload(data: ReportData, w: Any) -> str:
                 .transform_filter(alt.datum.metric == pick)
                 .properties(width=520),
             )
+        scaling = _scaling_hook(page, ok, order)
         by_version = {r["version"]: r for r in res.to_dict("records")}
         present = [v for v in order if v in by_version] + sorted(set(by_version) - set(order))
 
@@ -857,6 +860,7 @@ def _workload(data: ReportData, w: Any) -> str:
         histories.append(entry)
     return page.render(
         w=w,
+        scaling=scaling,
         canary=bool(w.canary),
         measured=not res.empty,
         table=table,
@@ -866,6 +870,38 @@ def _workload(data: ReportData, w: Any) -> str:
         noise=_noise_text(data.latest.noise) if data.latest else "",
         footer="",
     )
+
+
+#: the workloads whose split-queue lock saturation the lineage page lists (queueing and non-queueing)
+SATURATION_WORKLOADS = ("b-dontneed-first-page", "a-munmap-aligned")
+
+
+def _saturation_hook(data: ReportData) -> list[tuple[str, str, list[dict[str, str]]]]:
+    """Per workload of :data:`SATURATION_WORKLOADS` measured in the latest run: from how many CPUs in one
+    memcg each version saturates the split-queue lock (the contention model, benchsvc/report/scaling.py)."""
+    from benchsvc.report.scaling import saturation_table, scaling_rows
+
+    out: list[tuple[str, str, list[dict[str, str]]]] = []
+    if data.results.empty:
+        return out
+    order = list(data.versions["id"])
+    for name in SATURATION_WORKLOADS:
+        res = data.results[(data.results["workload"] == name) & (data.results["status"] == "ok")]
+        points, marks = scaling_rows(res)
+        if not points.empty:
+            out.append((workload_page(name), name, saturation_table(points, marks, order)))
+    return out
+
+
+def _scaling_hook(page: _Page, ok: pd.DataFrame, order: list[str]) -> list[dict[str, str]]:
+    """The contention model's scaling chart (benchsvc/report/scaling.py) on a page; its table rows."""
+    from benchsvc.report.scaling import scaling_block
+
+    block = scaling_block(ok, order) if not ok.empty else None
+    if block is None:
+        return []
+    page.chart("scaling", block[0])
+    return block[1]
 
 
 # --- the feed -------------------------------------------------------------------------------------------
