@@ -29,8 +29,8 @@ import pytest
 
 from benchsvc.analysis.contention import STORED_NAMES
 from benchsvc.engine.counters import COUNTER_NAMES
-from benchsvc.runner.matrix import with_scale_metrics
 from benchsvc.runner.blocks import SAMPLING
+from benchsvc.runner.matrix import with_scale_metrics
 from benchsvc.workload import discover, load_workload
 
 BENCHSVC = (sys.executable, "-m", "benchsvc")
