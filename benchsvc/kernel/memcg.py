@@ -1,4 +1,4 @@
-"""Memory cgroups for the contention measurement (docs/contention.md#the-kernels-side): a benchsvc-named parent
+"""Memory cgroups for the contention measurement (docs/contention.md#the-kernels-side-what-2-cpus-show): a benchsvc-named parent
 with K sibling children, created on entry and removed on every way out.
 
 The deferred split queue and its lock belong to a memory cgroup, so two zappers in one memcg share the lock

@@ -98,9 +98,7 @@ def saturation_table(points: pd.DataFrame, marks: pd.DataFrame, order: Sequence[
             {
                 "version": v,
                 "n_star": "—" if ns is None else f"{ns:.1f}",
-                "saturates": "never (no split-queue lock taken)"
-                if ns is None
-                else f"from {math.ceil(ns)} CPUs",
+                "saturates": saturation_text(ns),
                 "best": f"{top['speedup']:.1f}× at {int(top['cpus'])} CPUs",
             }
         )
