@@ -16,7 +16,14 @@ The model's prediction for the same comparison uses the measured hand-off, the h
 one-zapper time per acquisition; it is scaled by the measured overlap of the two zappers' zap intervals
 (on a loaded machine one zapper often runs while the other is descheduled, and then nothing contends).
 
-    python benchmarks/contention_kernel.py [--rounds 12] [--iters 8] [--size-mb 64]
+Then, where tracefs has the ``lock:contention_begin/end`` tracepoints: the queueing workload once more, two
+zappers in one memcg and in two, with those events and a kernel stack per event recorded in a private trace
+instance (x86-tsc clock for ns resolution). A wait whose stack holds ``deferred_split_folio`` (queueing) or
+``__folio_unqueue_deferred_split`` (unqueueing at free) is a wait for the split-queue lock: their number per
+acquisition is P(wait) and their durations the waits. With native qspinlock the first waiter spins untraced; a
+guest with paravirtual spinlocks (``dmesg | grep "PV spinlocks"``) traces every wait.
+
+    python benchmarks/contention_kernel.py [--rounds 12] [--iters 8] [--size-mb 64] [--no-trace]
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -37,6 +45,7 @@ from benchsvc.engine import simulate
 from benchsvc.errors import BenchsvcError
 from benchsvc.kernel.memcg import MemcgGroups
 from benchsvc.kernel.sysfs import DEFAULT_FOLIO_SIZE, MthpSettings, read_stats, unavailable_reason
+from benchsvc.kernel.trace import TraceSession
 from benchsvc.workload import resolve
 
 PROBE = Path(__file__).with_name("contention_probe.c")
@@ -130,6 +139,9 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=8)
     ap.add_argument("--size-mb", type=int, default=64)
     ap.add_argument("--hold-ns", type=float, default=HOLD_NS, help="critical section for the prediction")
+    ap.add_argument("--no-trace", action="store_true", help="skip the lock:contention_* tracepoint phase")
+    ap.add_argument("--trace-iters", type=int, default=6)
+    ap.add_argument("--trace-dump", type=Path, help="also write the raw traces into this directory")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("Error: needs root (memory cgroups, per-size mTHP) — run as root")
@@ -154,10 +166,17 @@ def main() -> None:
                 results = {}
                 for mode in ("first-page", "munmap"):
                     results[mode] = measure(exe, mode, groups, args.rounds, args.iters, args.size_mb)
+                traced = (
+                    None
+                    if args.no_trace
+                    else trace_waits(exe, groups, args.trace_iters, args.size_mb, args.trace_dump)
+                )
         except BenchsvcError as exc:
             sys.exit(f"Error: {exc}")
     print(f"load average at end: {loadavg()}")
     report(results, handoff, args.hold_ns, args.size_mb)
+    if traced is not None:
+        report_traced(traced, handoff, args.hold_ns, args.size_mb, results)
 
 
 def measure(
@@ -188,6 +207,147 @@ def measure(
             folios += (iters + 1) * len(conds[c]) * (size_mb << 20) // DEFAULT_FOLIO_SIZE
     got = read_stats(DEFAULT_FOLIO_SIZE)["anon_fault_alloc"] - before
     return {"per": per, "folios_expected": folios, "folios_64k": got}
+
+
+_EVENT = re.compile(
+    r"\[(\d+)\]\s+\S+\s+(\d+): (contention_begin|contention_end|<stack trace>)(?:: (0x[0-9a-f]+))?"
+)
+QUEUE_FN = "deferred_split_folio"
+UNQUEUE_FN = "__folio_unqueue_deferred_split"
+
+
+def tsc_mhz() -> float:
+    for line in subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines():
+        m = re.search(r"tsc: Detected ([0-9.]+) MHz", line)
+        if m:
+            return float(m.group(1))
+    raise SystemExit("Error: TSC frequency not found in dmesg — run with --no-trace")
+
+
+def parse_waits(text: str, mhz: float) -> dict[str, list[float]]:
+    """Wait durations (ns) per caller ("queue", "unqueue", "other") from contention_begin/end pairs per CPU,
+    the caller taken from the stack recorded with the begin event, the duration from that stack's entry (the
+    unwinding before it is the tracer's own cost) to the end event."""
+    out: dict[str, list[float]] = {"queue": [], "unqueue": [], "other": []}
+    open_: dict[int, tuple[int, str]] = {}  # cpu -> (begin cycles, caller)
+    stack_of: int | None = None  # the cpu whose begin event's stack follows
+    for line in text.splitlines():
+        if line.startswith(" => "):
+            if stack_of is not None and stack_of in open_:
+                fn = line[4:].split("+")[0].strip()
+                t, caller = open_[stack_of]
+                if caller == "other" and fn == QUEUE_FN:
+                    open_[stack_of] = (t, "queue")
+                elif caller == "other" and fn == UNQUEUE_FN:
+                    open_[stack_of] = (t, "unqueue")
+            continue
+        m = _EVENT.search(line)
+        if m is None:
+            continue
+        cpu, ts, what = int(m.group(1)), int(m.group(2)), m.group(3)
+        if what == "contention_begin":
+            open_[cpu] = (ts, "other")
+            stack_of = None
+        elif what == "<stack trace>":
+            # the stack of the begin event just recorded: its unwinding took microseconds, so the wait is timed
+            # from this entry (taken after the unwind) to the end event
+            if cpu in open_ and stack_of is None and open_[cpu][1] == "other" and open_[cpu][0] <= ts:
+                open_[cpu] = (ts, "other")
+                stack_of = cpu
+            else:
+                stack_of = None
+        else:
+            stack_of = None
+            if cpu in open_:
+                t0, caller = open_.pop(cpu)
+                out[caller].append((ts - t0) * 1000.0 / mhz)
+    return out
+
+
+def trace_waits(
+    exe: Path, groups: MemcgGroups, iters: int, size_mb: int, dump: Path | None = None
+) -> dict[str, object] | None:
+    mhz = tsc_mhz()
+    out: dict[str, object] = {"mhz": mhz}
+    try:
+        with TraceSession(
+            events=("lock/contention_begin", "lock/contention_end"),
+            stacktrace=True,
+            clock="x86-tsc",
+            buffer_kb=32768,
+        ) as ts:
+            for cond, procs in (
+                ("one", [groups.procs_file(0), groups.procs_file(0)]),
+                ("two", [groups.procs_file(0), groups.procs_file(1)]),
+            ):
+                (ts.instance / "trace").write_text("")
+                (ts.instance / "tracing_on").write_text("1")
+                its = run_zappers(exe, "first-page", procs, iters, size_mb)
+                (ts.instance / "tracing_on").write_text("0")
+                lost = ts._lost_events()
+                text = (ts.instance / "trace").read_text()
+                if dump is not None:
+                    (dump / f"contention-trace-{cond}.txt").write_text(text)
+                waits = parse_waits(text, mhz)
+                flat = [s for it in its for s in it]
+                out[cond] = {
+                    "waits": waits,
+                    "lost": lost,
+                    # iterations run (the first too: it was traced) x zappers
+                    "streams": (iters + 1) * len(procs),
+                    "ov_zap": statistics.fmean(overlap(it, "zap_wall") for it in its),
+                    "ov_free": statistics.fmean(overlap(it, "free_wall") for it in its),
+                    "zap": statistics.fmean(s.zap_ns for s in flat),
+                    "free": statistics.fmean(s.free_ns for s in flat),
+                }
+    except (BenchsvcError, OSError) as exc:
+        print(f"tracing skipped: {exc}")
+        return None
+    return out
+
+
+def report_traced(
+    traced: dict[str, object],
+    handoff: float,
+    hold: float,
+    size_mb: int,
+    results: dict[str, dict[str, object]],
+) -> None:
+    folios = (size_mb << 20) // DEFAULT_FOLIO_SIZE
+    print(f"\n== lock:contention_begin/end on b-dontneed-first-page (x86-tsc at {traced['mhz']} MHz)")
+    per = results["first-page"]["per"]
+    assert isinstance(per, dict)
+    for cond in ("one", "two"):
+        d = traced[cond]
+        assert isinstance(d, dict)
+        acq = d["streams"] * folios
+        print(
+            f"  {cond} memcg(s): {d['streams']} zap streams, {acq} queueings and {acq} unqueueings; lost events "
+            f"{d['lost']}; overlap zap {d['ov_zap']:.0%}, free {d['ov_free']:.0%}"
+        )
+        for caller, phase in (("queue", "zap"), ("unqueue", "free")):
+            w = d["waits"][caller]
+            mean = statistics.fmean(w) if w else 0.0
+            p99 = sorted(w)[int(0.99 * (len(w) - 1))] if w else 0.0
+            print(
+                f"    {caller}: {len(w)} waits, P(wait) {len(w) / acq:.3%}, mean wait when waiting {mean:.0f} ns, "
+                f"p99 {p99:.0f} ns, wait per acquisition {sum(w) / acq:.2f} ns"
+            )
+            if cond == "one":
+                alone = statistics.median(b[phase] for b in per["alone"])
+                curve = scale_curve(
+                    "b", KERNEL_VERSION, {"ds_lock": folios}, (2,),
+                    params=LockParams(hold_ns=hold, handoff_ns=handoff, acquisitions=40000), op_ns=alone,
+                )  # fmt: skip
+                pt = curve.points[0]
+                ov = d[f"ov_{phase}"]
+                print(
+                    f"      model at N=2: P(wait) {pt.p_wait:.3%} with full overlap, {ov * pt.p_wait:.3%} at the "
+                    f"measured overlap; wait per acquisition {pt.mean_wait_ns:.2f} ns "
+                    f"({ov * pt.mean_wait_ns:.2f} at the overlap); mean wait when waiting "
+                    f"{pt.mean_wait_ns / pt.p_wait if pt.p_wait else 0:.0f} ns"
+                )
+        print(f"    other spinlocks: {len(d['waits']['other'])} waits")
 
 
 def report(results: dict[str, dict[str, object]], handoff: float, hold: float, size_mb: int) -> None:

@@ -341,6 +341,11 @@ def test_report_shows_scaling_and_saturation(tmp_path: Path) -> None:
     spec = json.loads(
         re.search(r'<script type="application/json" id="spec-scaling">(.*?)</script>', page, re.S).group(1)
     )  # type: ignore[union-attr]
-    rows = next(iter(spec["datasets"].values()))
+    sets = list(spec["datasets"].values())
+    rows = next(d for d in sets if d and "cpus" in d[0])
     assert {r["version"] for r in rows} >= {"base65-p1", "v1", "up612"}
     assert sorted({r["cpus"] for r in rows}) == list(DEFAULT_CPUS)
+    marks = next(d for d in sets if d and "n_star" in d[0])
+    sim = simulate(resolve("b-dontneed-first-page"), "base65-p1")
+    expected = sim.modeled_ns / sim.counters["ds_lock"] / (HOLD_NS + HANDOFF_NS)
+    assert [m["n_star"] for m in marks if m["version"] == "base65-p1"] == [pytest.approx(expected)]
