@@ -5,8 +5,9 @@ that queues none (``a-munmap-aligned``); plus the cache-line hand-off and an unc
 
 Needs root, gcc, Linux >= 6.12 with per-size mTHP and memory cgroups. The probes are C
 (``benchmarks/contention_probe.c``, compiled into a temporary directory); the memcgs are created and removed
-by :class:`benchsvc.kernel.memcg.MemcgGroups` inside :class:`benchsvc.kernel.sysfs.MthpSettings` (64 KiB
-``madvise`` only; the kernel run lock held; everything restored on any exit, SIGTERM and Ctrl-C included).
+by :class:`benchsvc.kernel.memcg.MemcgGroups`; each round runs inside :class:`benchsvc.kernel.sysfs.MthpSettings`
+(64 KiB ``madvise`` only; the kernel run lock held for the round, so other kernel runs get their turn between
+rounds; everything restored on any exit, SIGTERM and Ctrl-C included).
 
 Each round runs three blocks in a rotating order: one zapper alone, two in one memcg, two in two memcgs;
 each block ``--iters`` iterations (the first dropped). A zap's time is the zapping thread's CPU time (its own
@@ -161,7 +162,7 @@ def main() -> None:
         print(f"  median of runs: {handoff:.1f} ns")
         print(f"uncontended user-space lock pair + list update: {[f'{x:.1f}' for x in lock]} ns")
         try:
-            with MthpSettings(DEFAULT_FOLIO_SIZE), MemcgGroups(2) as groups:
+            with MemcgGroups(2) as groups:
                 print(f"memcgs: {[str(c) for c in groups.children]} ({groups.mode})")
                 results = {}
                 for mode in ("first-page", "munmap"):
@@ -190,11 +191,17 @@ def measure(
     names = list(conds)
     per: dict[str, list[dict[str, float]]] = {c: [] for c in names}
     folios = 0
-    before = read_stats(DEFAULT_FOLIO_SIZE)["anon_fault_alloc"]
+    got = 0
     for r in range(rounds):
         order = names[r % 3 :] + names[: r % 3]
+        # the mTHP settings (and with them the kernel run lock) are taken per round, not for the whole
+        # measurement: other kernel runs on the machine get their turn between rounds
+        with MthpSettings(DEFAULT_FOLIO_SIZE):
+            before = read_stats(DEFAULT_FOLIO_SIZE)["anon_fault_alloc"]
+            blocks = {c: run_zappers(exe, mode, conds[c], iters, size_mb) for c in order}
+            got += read_stats(DEFAULT_FOLIO_SIZE)["anon_fault_alloc"] - before
         for c in order:
-            its = run_zappers(exe, mode, conds[c], iters, size_mb)
+            its = blocks[c]
             flat = [s for it in its for s in it]
             per[c].append(
                 {
@@ -205,7 +212,6 @@ def measure(
                 }
             )
             folios += (iters + 1) * len(conds[c]) * (size_mb << 20) // DEFAULT_FOLIO_SIZE
-    got = read_stats(DEFAULT_FOLIO_SIZE)["anon_fault_alloc"] - before
     return {"per": per, "folios_expected": folios, "folios_64k": got}
 
 
@@ -270,12 +276,15 @@ def trace_waits(
     mhz = tsc_mhz()
     out: dict[str, object] = {"mhz": mhz}
     try:
-        with TraceSession(
-            events=("lock/contention_begin", "lock/contention_end"),
-            stacktrace=True,
-            clock="x86-tsc",
-            buffer_kb=32768,
-        ) as ts:
+        with (
+            MthpSettings(DEFAULT_FOLIO_SIZE),
+            TraceSession(
+                events=("lock/contention_begin", "lock/contention_end"),
+                stacktrace=True,
+                clock="x86-tsc",
+                buffer_kb=32768,
+            ) as ts,
+        ):
             for cond, procs in (
                 ("one", [groups.procs_file(0), groups.procs_file(0)]),
                 ("two", [groups.procs_file(0), groups.procs_file(1)]),
