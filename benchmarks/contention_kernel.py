@@ -136,7 +136,7 @@ def loadavg() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=12, help="0: the tracepoint phase only")
     ap.add_argument("--iters", type=int, default=8)
     ap.add_argument("--size-mb", type=int, default=64)
     ap.add_argument("--hold-ns", type=float, default=HOLD_NS, help="critical section for the prediction")
@@ -165,7 +165,7 @@ def main() -> None:
             with MemcgGroups(2) as groups:
                 print(f"memcgs: {[str(c) for c in groups.children]} ({groups.mode})")
                 results = {}
-                for mode in ("first-page", "munmap"):
+                for mode in ("first-page", "munmap") if args.rounds > 0 else ():
                     results[mode] = measure(exe, mode, groups, args.rounds, args.iters, args.size_mb)
                 traced = (
                     None
@@ -175,7 +175,8 @@ def main() -> None:
         except BenchsvcError as exc:
             sys.exit(f"Error: {exc}")
     print(f"load average at end: {loadavg()}")
-    report(results, handoff, args.hold_ns, args.size_mb)
+    if results:
+        report(results, handoff, args.hold_ns, args.size_mb)
     if traced is not None:
         report_traced(traced, handoff, args.hold_ns, args.size_mb, results)
 
@@ -324,8 +325,7 @@ def report_traced(
 ) -> None:
     folios = (size_mb << 20) // DEFAULT_FOLIO_SIZE
     print(f"\n== lock:contention_begin/end on b-dontneed-first-page (x86-tsc at {traced['mhz']} MHz)")
-    per = results["first-page"]["per"]
-    assert isinstance(per, dict)
+    per = results["first-page"]["per"] if results else None
     for cond in ("one", "two"):
         d = traced[cond]
         assert isinstance(d, dict)
@@ -342,14 +342,23 @@ def report_traced(
                 f"    {caller}: {len(w)} waits, P(wait) {len(w) / acq:.3%}, mean wait when waiting {mean:.0f} ns, "
                 f"p99 {p99:.0f} ns, wait per acquisition {sum(w) / acq:.2f} ns"
             )
+            ov = d[f"ov_{phase}"]
+            if cond == "one" and ov > 0:
+                # the other zapper holds the lock S of every Z + S while both zap: P(wait) = overlap * S/(Z+S)
+                per_acq = d[phase] / folios
+                print(
+                    f"      critical section implied by P(wait) and the overlap: "
+                    f"{len(w) / acq / ov * per_acq:.0f} ns (zap time per acquisition {per_acq:.0f} ns)"
+                )
             if cond == "one":
-                alone = statistics.median(b[phase] for b in per["alone"])
+                alone = (
+                    statistics.median(b[phase] for b in per["alone"]) if isinstance(per, dict) else d[phase]
+                )
                 curve = scale_curve(
                     "b", KERNEL_VERSION, {"ds_lock": folios}, (2,),
                     params=LockParams(hold_ns=hold, handoff_ns=handoff, acquisitions=40000), op_ns=alone,
                 )  # fmt: skip
                 pt = curve.points[0]
-                ov = d[f"ov_{phase}"]
                 print(
                     f"      model at N=2: P(wait) {pt.p_wait:.3%} with full overlap, {ov * pt.p_wait:.3%} at the "
                     f"measured overlap; wait per acquisition {pt.mean_wait_ns:.2f} ns "

@@ -28,6 +28,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from benchsvc import __version__
+from benchsvc.analysis.contention import STORED_PREFIX as SCALE_PREFIX
 from benchsvc.analysis.describe import finding_size, signed_count
 from benchsvc.analysis.noise import AA_PAIR
 from benchsvc.limits import is_usable_name
@@ -505,10 +506,12 @@ def _clip_log2(r: float) -> float:
 
 
 def _lineage_rows(data: ReportData) -> pd.DataFrame:
+    """The lineage rows the pages list: not the canary's, and not the contention model's ``scale_*`` metrics
+    (derived from the counters already listed; the scaling chart and the saturation table show them)."""
     lin = data.lineage
     if lin.empty:
         return lin
-    return lin[lin["engine"] != "canary"]
+    return lin[(lin["engine"] != "canary") & ~lin["metric"].astype(str).str.startswith(SCALE_PREFIX)]
 
 
 @cache
@@ -815,7 +818,8 @@ def _workload(data: ReportData, w: Any) -> str:
             else [(c[2:], [_num(by_version[v][c]) for v in present]) for c in counter_cols],
         }
         warned = [(v, "; ".join(by_version[v]["warnings"])) for v in present if by_version[v]["warnings"]]
-    lin = data.lineage[data.lineage["workload"] == w.name] if not data.lineage.empty else data.lineage
+    lineage = _lineage_rows(data)
+    lin = lineage[lineage["workload"] == w.name] if not lineage.empty else lineage
     changed = lin[lin["significant"].astype(bool)] if not lin.empty else lin
     changes = [
         {
