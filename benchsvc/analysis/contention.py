@@ -44,14 +44,14 @@ from benchsvc.workload import WorkloadSpec
 DEFAULT_CPUS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 MAX_CPUS = 256
 
-#: critical section of one acquisition, ns: list_add_tail/list_del_init, queue length, partially-mapped stats
-#: and the shrinker bit under spin_lock_irqsave. An estimate (docs/contention.md#inputs-measured-here): the
-#: user-space lock pair plus list update measures 7-8 ns here; the kernel's adds irq save/restore, per-size
-#: stats and set_shrinker_bit()
-HOLD_NS = 40.0
-#: cache-line hand-off between two CPUs, ns: half the round trip of a line ping-ponged by two pinned
-#: threads on the development machine (docs/contention.md#inputs-measured-here)
-HANDOFF_NS = 25.0
+#: critical section of one acquisition, ns, when CPUs share the queue: the lock's hold time, with the cache lines
+#: the holder touches (the queue's head, length and tail entry, the memcg's shrinker bit) last written by another
+#: CPU. Implied on the development machine's kernel by the traced P(wait) of two zappers in one memcg
+#: (docs/contention.md#inputs-measured-here: 119, 251 and 373 ns in three runs; the median)
+HOLD_NS = 250.0
+#: cache-line hand-off between two CPUs, ns: half the round trip of a line ping-ponged by two pinned threads,
+#: measured on the development machine (docs/contention.md#inputs-measured-here)
+HANDOFF_NS = 27.0
 #: SHRINK_BATCH: entries ``deferred_split_scan()`` walks under the lock per call
 SHRINKER_BATCH = 128
 #: per entry walked under the lock (folio_try_get, list move): assumption (docs/contention.md)
