@@ -283,8 +283,10 @@ def test_memcg_groups_created_used_and_removed():
 def test_memcg_groups_removed_on_signal(tmp_path: Path, sig: int) -> None:
     script = textwrap.dedent(
         """
-        import os, sys, time
+        import signal, time
         from benchsvc.kernel.memcg import MemcgGroups
+        # a shell's background job starts with SIGINT ignored; a terminal's Ctrl-C reaches Python's handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         with MemcgGroups(2) as g:
             print(g.parent, flush=True)
             time.sleep(30)
