@@ -34,6 +34,7 @@ from benchsvc.analysis.contention import (
 from benchsvc.cli.app import app
 from benchsvc.engine import simulate
 from benchsvc.errors import ScaleInputError
+from benchsvc.runner.matrix import with_scale_metrics
 from benchsvc.workload import resolve
 
 runner = CliRunner(env={"COLUMNS": "200", "TERM": "dumb"})
@@ -351,3 +352,37 @@ def test_report_shows_scaling_and_saturation(tmp_path: Path) -> None:
     sim = simulate(resolve("b-dontneed-first-page"), "base65-p1")
     expected = sim.modeled_ns / sim.counters["ds_lock"] / (HOLD_NS + HANDOFF_NS)
     assert [m["n_star"] for m in marks if m["version"] == "base65-p1"] == [pytest.approx(expected)]
+
+
+def test_scaling_block_from_stored_metrics_per_version_and_per_workload():
+    import pandas as pd
+
+    from benchsvc.report.scaling import scaling_block
+
+    rows = []
+    for name in ("a-munmap-aligned", "b-dontneed-first-page"):
+        for version in ("base65-p1", "up612"):
+            sim = simulate(resolve(name), version)
+            stored = with_scale_metrics(sim.counters, sim.modeled_ns)
+            rows.append(
+                {"workload": name, "version": version, "modeled_ns": sim.modeled_ns}
+                | {f"c_{k}": v for k, v in stored.items()}
+            )
+    frame = pd.DataFrame(rows)
+    one = frame[frame["workload"] == "a-munmap-aligned"]
+    block = scaling_block(one, ["base65-p1", "up612"])
+    assert block is not None
+    _, table = block
+    by = {r["version"]: r for r in table}
+    sim = simulate(resolve("a-munmap-aligned"), "base65-p1")
+    n_star = n_star_of(sim.counters, sim.modeled_ns)
+    assert by["base65-p1"]["saturates"] == f"from {math.ceil(n_star)} CPUs"  # type: ignore[arg-type]
+    assert by["up612"]["saturates"].startswith("never") and by["up612"]["best"] == "256.0× at 256 CPUs"
+    # a version's card: one line per workload
+    card = scaling_block(frame[frame["version"] == "base65-p1"], ["a-munmap-aligned"], by="workload")
+    assert card is not None and {r["version"] for r in card[1]} == {
+        "a-munmap-aligned",
+        "b-dontneed-first-page",
+    }
+    # results stored before the model existed: no chart
+    assert scaling_block(one.drop(columns=[c for c in one.columns if "scale_" in c]), ["base65-p1"]) is None
