@@ -62,9 +62,10 @@ def scale(
         Path | None, typer.Option("--chart", help="Also write the throughput chart to this SVG file.")
     ] = None,
 ) -> None:
-    """Model WORKLOAD's zap stream on many CPUs sharing the deferred split queue's lock: throughput X(N) per
-    version, speed-up and N* (table); lock utilisation, P(wait), mean and p99 wait and added ns per zap
-    stream too (csv, json). Deterministic: a seeded simulation priced by the cost model."""
+    """Model WORKLOAD's zap stream on many CPUs sharing the deferred split queue's lock: per version, X(1)
+    and the speed-up X(N)/X(1) on each CPU count, and N* (table); throughput X(N), lock utilisation, P(wait),
+    mean and p99 wait and added ns per zap stream (csv, json). Deterministic: a seeded simulation priced by
+    the cost model."""
     from benchsvc.analysis.contention import LockParams, parse_cpus, sweep
     from benchsvc.engine import CostModel
     from benchsvc.engine.versions import resolve_versions
@@ -95,16 +96,17 @@ def scale(
                 "version": c.version,
                 "ds_lock/op": c.acquisitions_per_op,
                 "N*": None if c.n_star is None else round(c.n_star, 1),
+                "X(1)/s": round(1e9 / c.op_ns, 1),
             }
             for p in c.points:
                 row[f"x{p.cpus}"] = round(p.speedup, 2)
             rows.append(row)
-        cols = ["version", "ds_lock/op", "N*", *[f"x{n}" for n in counts]]
+        cols = ["version", "ds_lock/op", "N*", "X(1)/s", *[f"x{n}" for n in counts]]
         render(
             rows,
             cols,
             fmt,
-            title=f"{spec.name}: speed-up on N CPUs in {memcgs} memcg(s)"
+            title=f"{spec.name}: speed-up X(N)/X(1) on N CPUs in {memcgs} memcg(s), X(1) in zap streams/s"
             + (", shrinker on" if shrinker else "")
             + f" — {model.label()}",
         )
