@@ -32,3 +32,7 @@ class KernelUnavailable(BenchsvcError):
 
 class LayoutNotReproduced(BenchsvcError):
     """The kernel fell back to other folio sizes, so its counters describe another layout."""
+
+
+class ScaleInputError(BenchsvcError):
+    """A CPU count or memcg layout the contention model cannot take."""

@@ -22,6 +22,7 @@ from benchsvc.cli import (
     exchange_cmds,
     report_cmds,
     run_cmds,
+    scale_cmds,
     schedule_cmds,
     workloads_cmds,
 )
@@ -65,6 +66,7 @@ app.command("versions")(engine_cmds.versions)
 app.command("simulate")(engine_cmds.simulate)
 app.command("crosscheck")(crosscheck_cmds.crosscheck)
 app.command("calibrate")(calibrate_cmds.calibrate)
+app.command("scale")(scale_cmds.scale)
 app.add_typer(workloads_cmds.app, name="workloads")
 app.add_typer(db_cmds.app, name="db")
 app.command("export")(exchange_cmds.export)

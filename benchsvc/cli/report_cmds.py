@@ -52,6 +52,7 @@ def report(
         from benchsvc.report.collect import collect
         from benchsvc.report.publish import check_out_dir
         from benchsvc.report.site import build_site, write_site
+        from benchsvc.store.cost_models import cost_model_for
         from benchsvc.store.db import read_session
         from benchsvc.store.queries import NotFound, run_hostnames
 
@@ -67,7 +68,11 @@ def report(
             if machine is not None and machine not in hosts:
                 raise NotFound(f"no run from machine {machine!r} — give one of: {', '.join(hosts)}")
             data = collect(s, since=since_at, machine=machine)
-        files = build_site(data, generated_at=utcnow().replace(microsecond=0) if data.latest else None)
+            # every cost is priced by the latest calibrated model of the machine whose night leads the site
+            model = cost_model_for(s, data.latest.run.hostname if data.latest else machine)
+        files = build_site(
+            data, cost_model=model, generated_at=utcnow().replace(microsecond=0) if data.latest else None
+        )
         writing = True
         written, unchanged = write_site(files, out)
     except KeyboardInterrupt:

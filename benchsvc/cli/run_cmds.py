@@ -256,12 +256,16 @@ def run(
         from benchsvc.records import utcnow
         from benchsvc.report.collect import collect
         from benchsvc.report.site import build_site, write_site
+        from benchsvc.store.cost_models import cost_model_for
         from benchsvc.store.db import read_session
 
         with read_session(engine) as s:
             data = collect(s)
+            model = cost_model_for(s, data.latest.run.hostname if data.latest else None)
         written, unchanged = write_site(
-            build_site(data, generated_at=utcnow().replace(microsecond=0)), report_dir, "--report-dir"
+            build_site(data, cost_model=model, generated_at=utcnow().replace(microsecond=0)),
+            report_dir,
+            "--report-dir",
         )
         typer.echo(f"report: {report_dir / 'index.html'} ({written} files written, {unchanged} unchanged)")
         _log.info("report: %s (%d files written)", report_dir / "index.html", written)

@@ -394,10 +394,23 @@ class TraceSession:
     the reason) when tracefs or the events are unavailable, before anything is changed."""
 
     def __init__(
-        self, *, root: Path = TRACEFS, buffer_kb: int = BUFFER_KB, state_dir: Path | None = None
+        self,
+        *,
+        root: Path = TRACEFS,
+        buffer_kb: int = BUFFER_KB,
+        state_dir: Path | None = None,
+        events: tuple[str, ...] = EVENTS,
+        stacktrace: bool = False,
+        clock: str | None = None,
     ) -> None:
+        """``events``: the events to enable in the instance (default: the zap's three); ``stacktrace``: record
+        the kernel stack with each event; ``clock``: the instance's ``trace_clock`` (e.g. ``x86-tsc``).
+        All three are the instance's own settings and go away with it."""
         self.root = root
         self.buffer_kb = buffer_kb
+        self.events = events
+        self.stacktrace = stacktrace
+        self.clock = clock
         self.state_dir = state_dir if state_dir is not None else _default_state_dir()
         self.instance = root / "instances" / f"{INSTANCE_PREFIX}{os.getpid()}"
         self.mounted_here = False
@@ -429,7 +442,11 @@ class TraceSession:
             self.created = True
             _write(self.instance / "tracing_on", "0")
             _write(self.instance / "buffer_size_kb", str(self.buffer_kb))
-            for event in EVENTS:
+            if self.clock is not None:
+                _write(self.instance / "trace_clock", self.clock)
+            if self.stacktrace:
+                _write(self.instance / "options" / "stacktrace", "1")
+            for event in self.events:
                 _write(self.instance / "events" / event / "enable", "1")
         except BaseException as exc:
             self._leave(exc)
@@ -478,7 +495,7 @@ class TraceSession:
         """Remove the instance, unmount if mounted here, and check the top-level settings read back as found."""
         problems: list[str] = []
         if self.created:
-            for event in EVENTS:
+            for event in self.events:
                 with contextlib.suppress(OSError):
                     _write(self.instance / "events" / event / "enable", "0")
             try:
@@ -510,7 +527,9 @@ class TraceSession:
 
     # ------------------------------------------------------------------ journal
     def _write_journal(self, *, mounting: bool) -> None:
-        _write_trace_journal(self.state_dir, self.root, str(self.instance), mounting=mounting)
+        _write_trace_journal(
+            self.state_dir, self.root, str(self.instance), mounting=mounting, events=tuple(self.events)
+        )
 
     def _recover_journal(self) -> None:
         recover_trace_journal(self.state_dir, self.root)

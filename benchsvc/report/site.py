@@ -29,6 +29,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from benchsvc import __version__
+from benchsvc.analysis.contention import STORED_PREFIX as SCALE_PREFIX
 from benchsvc.analysis.describe import finding_size, signed_count
 from benchsvc.analysis.noise import AA_PAIR
 from benchsvc.limits import is_usable_name
@@ -680,10 +681,12 @@ def _clip_log2(r: float) -> float:
 
 
 def _lineage_rows(data: ReportData) -> pd.DataFrame:
+    """The lineage rows the pages list: not the canary's, and not the contention model's ``scale_*`` metrics
+    (derived from the counters already listed; the scaling chart and the saturation table show them)."""
     lin = data.lineage
     if lin.empty:
         return lin
-    return lin[lin["engine"] != "canary"]
+    return lin[(lin["engine"] != "canary") & ~lin["metric"].astype(str).str.startswith(SCALE_PREFIX)]
 
 
 def _prices(model: CostModel) -> dict[str, float]:
@@ -1088,6 +1091,7 @@ def _lineage(data: ReportData, model: CostModel) -> str:
     groups = lineage_groups(data, model)
     cards = version_cards(data, model, groups)
     return page.render(
+        saturation=_saturation_hook(data),
         latest=data.latest.run,
         groups=[g for g in groups if not g.simulator],
         sim_groups=[g for g in groups if g.simulator],
@@ -1129,6 +1133,7 @@ def _workload(data: ReportData, w: Any, model: CostModel) -> str:
     warned: list[tuple[str, str]] = []
     spread = 0
     time_label = "time" if w.canary else SIM_TIME
+    scaling: list[dict[str, str]] = []
     if not res.empty:
         ok = res[res["status"] == "ok"].copy()
         ok["version"] = [_series(v, e) for v, e in zip(ok["version"], ok["engine"], strict=True)]
@@ -1185,6 +1190,7 @@ def _workload(data: ReportData, w: Any, model: CostModel) -> str:
         by_version = {_series(r["version"], r["engine"]): r for r in res.to_dict("records")}
         if any(r["engine"] == "kernel" for r in by_version.values()):
             time_label = f"time: {SIM_TIME}, the live kernel's for a (kernel) column"
+        scaling = _scaling_hook(page, ok, order)
         present = [v for v in order if v in by_version] + sorted(set(by_version) - set(order))
 
         def ms(r: dict[str, Any]) -> str:
@@ -1208,7 +1214,8 @@ def _workload(data: ReportData, w: Any, model: CostModel) -> str:
             spread += bool(expected)
             if other:
                 warned.append((v, "; ".join(other)))
-    lin = data.lineage[data.lineage["workload"] == w.name] if not data.lineage.empty else data.lineage
+    lineage = _lineage_rows(data)
+    lin = lineage[lineage["workload"] == w.name] if not lineage.empty else lineage
     changed = lin[lin["significant"].astype(bool)] if not lin.empty else lin
 
     def shown(r: Any, x: Any) -> str:
@@ -1270,6 +1277,7 @@ def _workload(data: ReportData, w: Any, model: CostModel) -> str:
         histories.append(entry)
     return page.render(
         w=w,
+        scaling=scaling,
         canary=bool(w.canary),
         measured=not res.empty,
         table=table,
@@ -1285,6 +1293,38 @@ def _workload(data: ReportData, w: Any, model: CostModel) -> str:
         sim_title=SIM_TIME[0].upper() + SIM_TIME[1:],
         footer="",
     )
+
+
+#: the workloads whose split-queue lock saturation the lineage page lists (queueing and non-queueing)
+SATURATION_WORKLOADS = ("b-dontneed-first-page", "a-munmap-aligned")
+
+
+def _saturation_hook(data: ReportData) -> list[tuple[str, str, list[dict[str, str]]]]:
+    """Per workload of :data:`SATURATION_WORKLOADS` measured in the latest run: from how many CPUs in one
+    memcg each version saturates the split-queue lock (the contention model, benchsvc/report/scaling.py)."""
+    from benchsvc.report.scaling import saturation_table, scaling_rows
+
+    out: list[tuple[str, str, list[dict[str, str]]]] = []
+    if data.results.empty:
+        return out
+    order = list(data.versions["id"])
+    for name in SATURATION_WORKLOADS:
+        res = data.results[(data.results["workload"] == name) & (data.results["status"] == "ok")]
+        points, marks = scaling_rows(res)
+        if not points.empty:
+            out.append((workload_page(name), name, saturation_table(points, marks, order)))
+    return out
+
+
+def _scaling_hook(page: _Page, ok: pd.DataFrame, order: list[str]) -> list[dict[str, str]]:
+    """The contention model's scaling chart (benchsvc/report/scaling.py) on a page; its table rows."""
+    from benchsvc.report.scaling import scaling_block
+
+    block = scaling_block(ok, order) if not ok.empty else None
+    if block is None:
+        return []
+    page.chart("scaling", block[0])
+    return block[1]
 
 
 # --- the feed -------------------------------------------------------------------------------------------

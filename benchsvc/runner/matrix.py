@@ -272,6 +272,15 @@ def _engine_session(item: MatrixItem) -> AbstractContextManager[Any]:
     return kernel_session(item.spec)
 
 
+def with_scale_metrics(counters: dict[str, int], modeled_ns: float) -> dict[str, int]:
+    """A simulated result's counters and, beside them, the contention model's modelled wait per zap stream on
+    1..256 CPUs (``scale_added_ns_n<N>``, docs/contention.md): stored like counters, so every night tracks them
+    across versions."""
+    from benchsvc.analysis.contention import stored_metrics
+
+    return {**counters, **stored_metrics(counters, modeled_ns)}
+
+
 def _counters(item: MatrixItem, session: Any) -> tuple[dict[str, int], float | None, dict[str, Any]]:
     """The result's counters, modelled cost (None for the kernel) and extra metadata."""
     if item.engine == "kernel":
@@ -283,7 +292,7 @@ def _counters(item: MatrixItem, session: Any) -> tuple[dict[str, int], float | N
     from benchsvc.engine import simulate
 
     sim = simulate(item.spec, item.version)
-    return sim.counters, sim.modeled_ns, {}
+    return with_scale_metrics(sim.counters, sim.modeled_ns), sim.modeled_ns, {}
 
 
 def measure(
@@ -374,7 +383,7 @@ def measure_block(
         except BenchsvcError as exc:
             errors[item.version] = str(exc)
             continue
-        counted[item.version] = (sim.counters, sim.modeled_ns)
+        counted[item.version] = (with_scale_metrics(sim.counters, sim.modeled_ns), sim.modeled_ns)
     t1 = time.perf_counter()
     timings = time_block(
         spec.source_text,

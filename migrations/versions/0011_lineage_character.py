@@ -1,7 +1,7 @@
 """lineage findings are the versions' character: status ``character`` instead of ``new``
 
 Revision ID: 0011
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-08 01:10:00
 
 A lineage finding (a version against its parent inside one run) says what the version is; it was filed as
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
