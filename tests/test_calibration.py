@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -297,7 +298,7 @@ def test_calibrate_on_the_live_kernel_stores_a_model_that_prices_simulate(tmp_pa
     cp = _cli("calibrate", "--rounds", "1", "--db", db, "--format", "json")
     assert settled_snapshot() == before, "per-size mTHP sysfs values were not restored"
     assert cp.returncode == 0, cp.stderr
-    doc = json.loads(cp.stdout)
+    doc = _strict_json(cp.stdout)
     assert "ETA" in cp.stderr and doc["stored"].startswith("stored as cost model")
     assert doc["quality"]["layouts"] + len(doc["not_reproduced"]) == len(suite())
     assert 0 <= doc["quality"]["holdout_median"] <= doc["quality"]["holdout_worst"]
@@ -306,4 +307,13 @@ def test_calibrate_on_the_live_kernel_stores_a_model_that_prices_simulate(tmp_pa
     sim = json.loads(_cli("simulate", "a-munmap-aligned", "-V", "up615", "--json", "--db", db).stdout)
     assert sim["cost_model"].startswith("calibrated model") and "hold-out error" in sim["cost_model"]
     shown = _cli("calibrate", "--show", "--db", db, "--format", "json")
-    assert len(json.loads(shown.stdout)) == 1
+    assert len(_strict_json(shown.stdout)) == 1
+
+
+def _strict_json(text: str) -> Any:
+    """RFC 8259 JSON: NaN and Infinity, which Python's parser accepts, are refused."""
+
+    def refuse(constant: str) -> Any:
+        raise AssertionError(f"{constant} in JSON output")
+
+    return json.loads(text, parse_constant=refuse)

@@ -253,9 +253,13 @@ JSON_INVOCATIONS: dict[str, list[list[str]]] = {
     ],
     "versions": [["versions"]],
     "workloads list": [["workloads", "list"]],
+    "scale": [["scale", WORKLOAD, "--cpus", "1,2,64"]],
 }
 #: commands with --format json that are not run here, and why
-NOT_RUN = {"crosscheck": "needs the live kernel and its run lock (tests/test_crosscheck.py)"}
+NOT_RUN = {
+    "crosscheck": "needs the live kernel and its run lock (tests/test_crosscheck.py)",
+    "calibrate": "measures the live kernel; its JSON is parsed strictly in tests/test_calibration.py",
+}
 
 
 def test_every_json_command_is_covered() -> None:
@@ -268,7 +272,7 @@ def test_every_json_command_is_covered() -> None:
     ids=lambda a: " ".join(a),
 )
 def test_json_output_is_strict_rfc8259(store: Store, args: list[str]) -> None:
-    if args[0] in ("versions", "workloads"):  # they read no database
+    if args[0] in ("versions", "workloads", "scale"):  # they read no database
         proc = subprocess.run(
             [sys.executable, "-m", "benchsvc", *args, "--format", "json"],
             capture_output=True,

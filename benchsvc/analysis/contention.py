@@ -140,7 +140,7 @@ class ScaleCurve:
             "hold_ns": self.hold_ns,
             "handoff_ns": self.handoff_ns,
             "n_star": self.n_star,
-            "saturates_at": self.saturates_at,
+            "saturated_from_cpus": self.saturates_at,
             "points": [p.as_json() for p in self.points],
         }
 
