@@ -390,3 +390,17 @@ def test_show_lists_an_unexpected_warning_under_its_result(store: Store) -> None
     assert f"pyperf warning on v1/{WORKLOAD}: {clean(HOSTILE_WARNING)}" in out
     row = next(line for line in out.splitlines() if line.startswith("│") and " v1 " in line)
     assert row.rstrip("│ ").rsplit("│", 1)[1].strip() == "1"  # the warnings column counts the unexpected one
+
+
+def test_export_csv_neutralises_formula_cells(store: Store) -> None:
+    out = store.cli("export", "--format", "csv").stdout
+    rows = list(csv.reader(io.StringIO(out)))
+    header = rows[0]
+    hostile = [r for r in rows[1:] if r[header.index("machine")] == "'" + HOSTILE_HOST]
+    assert hostile, "the hostile machine's results are exported, neutralised"
+    assert {r[header.index("trigger")] for r in hostile} == {"'" + HOSTILE_TRIGGER}
+    assert {r[header.index("git_commit")] for r in hostile} == {"'" + HOSTILE_COMMIT}
+    for row in rows:
+        for cell in row:
+            if cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+                float(cell)
