@@ -6,6 +6,10 @@ size of David Hildenbrand's per-folio-size munmap table
 (docs/kernel-history.md#the-munmap-table-the-cost-model-is-calibrated-on; ``benchmarks/calibrate_cost.py``
 prints the comparison). Each coefficient's source is in :data:`DEFAULT_COEFFICIENTS_DOC`; override any of them with a
 TOML file of ``name = nanoseconds`` lines (``benchsvc simulate --cost FILE``).
+
+These are the *reference* coefficients. ``benchsvc calibrate`` fits them to the machine's own kernel
+(docs/cost-model.md) and stores the result; what is shown is priced with the machine's latest calibrated
+model (:func:`benchsvc.store.cost_models.cost_model_for`), the reference model only without one.
 """
 
 from __future__ import annotations
