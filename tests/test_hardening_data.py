@@ -310,7 +310,10 @@ PYPERF_POISON = {
     # pyperf itself refuses a value <= 0 or NaN when it reads the file: one line either way
     "zero": (_pyperf_value(0.0), r"values must be a sequence of number > 0\.0|0\.0 is not a time in seconds"),
     "huge": (_pyperf_value(1e300), r"processes\[0\]\.values\[0\]: 1e\+300 is not a time in seconds"),
-    "nan": (_pyperf_value(math.nan), r"values must be a sequence of number > 0\.0|nan is not a time in seconds"),
+    "nan": (
+        _pyperf_value(math.nan),
+        r"values must be a sequence of number > 0\.0|nan is not a time in seconds",
+    ),
     "infinite": (_pyperf_value(math.inf), r"values\[0\]: inf is not a time in seconds"),
     "absurd": (
         _pyperf_value(4000.0),
