@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchsvc.cli.app import run as cli_run
+from benchsvc.engine.versions import get_version
 from benchsvc.errors import BenchsvcError
 from benchsvc.store.db import open_store, read_session, write_session
 from benchsvc.store.exchange import (
@@ -64,7 +65,13 @@ VALID: dict[str, Any] = {
     },
     "environment": {"python_version": "3.11.7", "packages": {"pyperf": "2.11.0"}},
     "engine": "sim",
-    "version": {"id": "v1", "parent": "base65-p1", "title": "v1", "source": ""},
+    # a shipped version as the code describes it (a file cannot describe it otherwise)
+    "version": {
+        "id": "v1",
+        "parent": "base65-p1",
+        "title": get_version("v1").title,
+        "source": get_version("v1").source,
+    },
     "workload": {
         "name": SPEC.name,
         "content_hash": SPEC.content_hash,

@@ -774,3 +774,14 @@ def test_ctrl_c_during_the_analysis_after_an_import_says_what_to_run(
         err.strip()
         == f"interrupted: imported {good}, but their analysis was cut short — run benchsvc analyze to finish it"
     )
+
+
+def test_a_line_that_only_names_a_shipped_version_imports(
+    tmp_path: Path, lines: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    named = [{**line, "version": {"id": line["version"]["id"]}} for line in lines]
+    path = tmp_path / "named.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in named))
+    code, out, err = cli(capsys, "import", "--db", str(tmp_path / "t.db"), str(path))
+    assert code == 0, err
+    assert f"{len(lines)} results added" in out

@@ -418,7 +418,7 @@ def test_list_runs_counts_ok_and_failed_results(store: Engine) -> None:
 # --- property: whatever goes in comes out -----------------------------------------------------------------
 
 counter_names = st.from_regex(r"[a-z][a-z0-9_]{0,30}", fullmatch=True)
-raw_values = st.floats(min_value=0.0, max_value=1e3, allow_nan=False, allow_infinity=False)
+raw_values = st.floats(min_value=0.0, max_value=1e3, exclude_min=True, allow_nan=False, allow_infinity=False)
 result_strategy = st.fixed_dictionaries(
     {
         "version": st.sampled_from(["v1", "v2", "up612"]),

@@ -943,7 +943,8 @@ def check_versions(session: Session | None, batches: Sequence[ImportBatch], *, a
 
 def _check_shipped_versions(batches: Sequence[ImportBatch], tail: str) -> None:
     """Refuse a file that describes a version shipped with benchsvc (the simulated registry) otherwise than
-    the registry does: its parent, title and source are the code's, never a file's."""
+    the registry does: its parent, title and source are the code's, never a file's. A field the file leaves
+    empty (a line that only names the version) is not a description."""
     from benchsvc.store.ingest import registry_versions
 
     shipped = {v.id: v for v in registry_versions()}
@@ -953,9 +954,11 @@ def _check_shipped_versions(batches: Sequence[ImportBatch], tail: str) -> None:
                 ours = shipped.get(info.id)
                 if ours is None:
                     continue
+                describes = bool(info.title or info.source)  # else the line only names the version
+                given = {"parent": describes or info.parent is not None, "title": bool(info.title)}
                 for field_name in ("parent", "title", "source"):
                     theirs, mine = getattr(info, field_name), getattr(ours, field_name)
-                    if theirs != mine:
+                    if given.get(field_name, bool(theirs)) and theirs != mine:
                         line = batch.version_lines.get(info.id)
                         where = f"{batch.label}:{line}" if line else batch.label
                         raise ImportConflict(
