@@ -339,6 +339,16 @@ def test_report_shows_scaling_and_saturation(tmp_path: Path) -> None:
     assert row is not None and "not within 256 CPUs" in row.group(1)
     row = re.search(r'id="saturation-a-munmap-aligned-up612">(.*?)</tr>', lineage)
     assert row is not None and "never" in row.group(1)
+    # each version's card carries its own chart and table, one line per canonical workload
+    for version in ("base65-p1", "v1"):
+        assert f'<div class="chart" id="scaling-card-{version}"></div>' in lineage
+        assert f'id="spec-scaling-card-{version}"' in lineage
+        table = re.search(rf'id="scaling-card-{version}-table">(.*?)</table>', lineage, re.S)
+        assert table is not None, version
+        sim = simulate(resolve("b-dontneed-first-page"), version)
+        n_star = sim.modeled_ns / sim.counters["ds_lock"] / (HOLD_NS + HANDOFF_NS)
+        row = re.search(r"<td>b-dontneed-first-page</td>(.*?)</tr>", table.group(1))
+        assert row is not None and f"from {math.ceil(n_star)} CPUs" in row.group(1), version
     page = (tmp_path / "site" / "workloads" / "b-dontneed-first-page.html").read_text()
     assert '<div class="chart" id="scaling"></div>' in page
     spec = json.loads(

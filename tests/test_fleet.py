@@ -478,7 +478,7 @@ def test_a_run_under_systemd_logs_start_results_failures_end_and_findings(tmp_pa
     assert f"<6>benchsvc.run: run 1 [1/2] sim/v1/{W1}: " in cp.stderr
     assert f"<3>benchsvc.run: run 1 [2/2] sim/v2/{W1} FAILED: " in cp.stderr
     assert "<4>benchsvc.run: run 1 failed: 1 ok, 1 failed, 0 already done, in " in cp.stderr
-    assert re.search(r"<[46]>benchsvc\.run: run 1 analysed: \d+ new lineage findings", cp.stderr), cp.stderr
+    assert re.search(r"<[46]>benchsvc\.run: run 1 analysed: \d+ lineage differences", cp.stderr), cp.stderr
     assert cp.stdout.startswith("run 1 failed: 1 ok, 1 failed"), "stdout as at a terminal"
 
     # elsewhere (not under systemd) nothing is logged: the plain progress lines as before

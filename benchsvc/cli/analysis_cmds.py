@@ -487,7 +487,7 @@ def analyze(
     analysed = [(r, f) for r, f in done if f is not None and not f.analysed_meanwhile]
     for run_id, f in analysed:
         typer.echo(
-            f"run {run_id}: {f.lineage_new} new lineage findings ({f.lineage_fixed} fixed), "
+            f"run {run_id}: {f.lineage_new} lineage differences (the versions' character; {f.lineage_fixed} gone), "
             f"{f.nightly_new} new nightly findings, {f.machine_new} machine events"
         )
     typer.echo(

@@ -245,7 +245,7 @@ def _analyse_imported(engine: Any, uuids: list[str]) -> None:
             )
             continue
         typer.echo(
-            f"analysis: run {run_id}: {f.lineage_new} new lineage findings ({f.lineage_fixed} fixed), "
+            f"analysis: run {run_id}: {f.lineage_new} lineage differences (the versions' character; {f.lineage_fixed} gone), "
             f"{f.nightly_new} new nightly findings, {f.machine_new} machine events",
             err=True,
         )

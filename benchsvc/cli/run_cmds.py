@@ -242,12 +242,12 @@ def run(
     analysed_at = utcnow()
     found = record_run(engine, plan, confirmed=summary.confirmed)
     analysis = (
-        f"{found.lineage_new} new lineage findings ({found.lineage_fixed} fixed), "
+        f"{found.lineage_new} lineage differences (the versions' character; {found.lineage_fixed} gone), "
         f"{found.nightly_new} new nightly findings, {found.machine_new} machine events"
     )
     typer.echo(f"analysis: {analysis}; see benchsvc regressions")
     _log.log(
-        logging.WARNING if found.lineage_new or found.nightly_new else logging.INFO,
+        logging.WARNING if found.nightly_new or found.machine_new else logging.INFO,
         "run %d analysed: %s",
         summary.run_id,
         analysis,

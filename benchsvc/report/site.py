@@ -955,6 +955,8 @@ class VersionCard:
     cost_direction: str
     disagreement: str  # one line when the simulator's time and the modelled cost disagree, or ""
     groups: list[LineageGroup]
+    scaling: str = ""  # on the lineage view: the id of the card's scaling chart (one line per workload)
+    scaling_rows: list[dict[str, str]] = field(default_factory=list)
 
 
 def _disagreement(lin: pd.DataFrame, version: str) -> str:
@@ -1089,7 +1091,7 @@ def _lineage(data: ReportData, model: CostModel) -> str:
                 .properties(width=620),
             )
     groups = lineage_groups(data, model)
-    cards = version_cards(data, model, groups)
+    cards = [_card_scaling(page, data, c) for c in version_cards(data, model, groups)]
     return page.render(
         saturation=_saturation_hook(data),
         latest=data.latest.run,
@@ -1314,6 +1316,30 @@ def _saturation_hook(data: ReportData) -> list[tuple[str, str, list[dict[str, st
         if not points.empty:
             out.append((workload_page(name), name, saturation_table(points, marks, order)))
     return out
+
+
+def _card_scaling(page: _Page, data: ReportData, card: VersionCard) -> VersionCard:
+    """``card`` with the contention model's scaling chart of its version on the canonical workloads (one line
+    per workload, N* marked), added to ``page``; unchanged when its results carry no stored model metrics."""
+    from benchsvc.report.scaling import scaling_block
+
+    res = data.results
+    if res.empty:
+        return card
+    canonical = _canonical(data)
+    mine = res[
+        (res["version"] == card.id)
+        & (res["engine"] == "sim")
+        & (res["status"] == "ok")
+        & (res["workload"].isin(canonical) if canonical else True)
+    ]
+    block = scaling_block(mine, sorted(set(mine["workload"])), by="workload") if not mine.empty else None
+    if block is None:
+        return card
+    chart_id = f"scaling-card-{card.id}"
+    # a card is narrow: a small chart, its legend underneath
+    page.chart(chart_id, block[0].properties(width=200, height=150).configure_legend(orient="bottom"))
+    return dataclasses.replace(card, scaling=chart_id, scaling_rows=block[1])
 
 
 def _scaling_hook(page: _Page, ok: pd.DataFrame, order: list[str]) -> list[dict[str, str]]:
