@@ -145,29 +145,40 @@ def record_change(session: Session, run: Run, change: SeriesChange) -> bool:
     )
     if same is not None:
         return False
-    session.add(
-        Regression(
-            axis=RegressionAxis.NIGHTLY,
-            run_id=run.id,
-            machine_id=run.machine_id,
-            environment_id=run.environment_id,
-            engine=change.engine,
-            version_id=change.version,
-            baseline_version_id=None,
-            baseline_run_id=change.baseline_run_id,
-            workload_id=workload.id,
-            metric=change.metric,
-            direction=change.direction,
-            effect=float(change.effect),
-            ci_low=_finite(change.ci_low),
-            ci_high=_finite(change.ci_high),
-            details=dict(change.details),
-            status=RegressionStatus.NEW,
-            detected_at=utcnow(),
-        )
-    )
+    session.add(_nightly_row(run, run.id, workload.id, change, dict(change.details), with_interval=True))
     session.flush()
     return True
+
+
+def _nightly_row(
+    run: Run,
+    run_id: int,
+    workload_id: int,
+    change: SeriesChange,
+    details: dict[str, Any],
+    *,
+    with_interval: bool,
+) -> Regression:
+    """A new nightly finding of ``change`` on ``run``'s machine and environment, filed at night ``run_id``."""
+    return Regression(
+        axis=RegressionAxis.NIGHTLY,
+        run_id=run_id,
+        machine_id=run.machine_id,
+        environment_id=run.environment_id,
+        engine=change.engine,
+        version_id=change.version,
+        baseline_version_id=None,
+        baseline_run_id=change.baseline_run_id,
+        workload_id=workload_id,
+        metric=change.metric,
+        direction=change.direction,
+        effect=float(change.effect),
+        ci_low=_finite(change.ci_low) if with_interval else None,
+        ci_high=_finite(change.ci_high) if with_interval else None,
+        details=details,
+        status=RegressionStatus.NEW,
+        detected_at=utcnow(),
+    )
 
 
 def record_creep(session: Session, run: Run, start_run: Run, change: SeriesChange) -> bool:
@@ -209,27 +220,8 @@ def record_creep(session: Session, run: Run, start_run: Run, change: SeriesChang
             reg.direction = change.direction
             session.flush()
             return False
-    session.add(
-        Regression(
-            axis=RegressionAxis.NIGHTLY,
-            run_id=start_run.id,
-            machine_id=run.machine_id,
-            environment_id=run.environment_id,
-            engine=change.engine,
-            version_id=change.version,
-            baseline_version_id=None,
-            baseline_run_id=change.baseline_run_id,
-            workload_id=workload.id,
-            metric=change.metric,
-            direction=change.direction,
-            effect=float(change.effect),
-            ci_low=None,
-            ci_high=None,
-            details={**{k: _plain(v) for k, v in change.details.items()}, "updates": 0},
-            status=RegressionStatus.NEW,
-            detected_at=utcnow(),
-        )
-    )
+    details = {**{k: _plain(v) for k, v in change.details.items()}, "updates": 0}
+    session.add(_nightly_row(run, start_run.id, workload.id, change, details, with_interval=False))
     session.flush()
     return True
 
