@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from benchsvc.cli.app import app
 from benchsvc.engine.versions import version_ids
 from benchsvc.runner.blocks import CONFIRM_PROCESSES, SAMPLING, supports_timing_inference
-from benchsvc.runner.matrix import pyperf_args
+from benchsvc.runner.matrix import CONFIRMING_MODES, pyperf_args
 from benchsvc.workload import OPT_IN_TAGS, discover, load_workload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def test_running_md_mode_table(mode: str) -> None:
     else:
         assert sampling.startswith(
             f"{s.processes} processes × {s.values} values (+{s.warmups} warmup), {s.loops} zap calls per value; "
-            f"{CONFIRM_PROCESSES[mode]} confirmation processes"
+            f"{_confirmation(mode)}"
         )
     assert ("too few for timing intervals" in sampling) == (not supports_timing_inference(mode))
     assert int(values) == s.processes * s.values
@@ -54,7 +54,7 @@ def test_running_md_mode_table(mode: str) -> None:
 def test_measurement_md_sampling_table(mode: str) -> None:
     s = SAMPLING[mode]
     cells = _table_row((ROOT / "docs/measurement.md").read_text(), ROW_NAMES[mode])
-    confirm = "(none)" if mode == "debug" else str(CONFIRM_PROCESSES[mode])
+    confirm = str(CONFIRM_PROCESSES[mode]) if mode in CONFIRMING_MODES else "(none)"
     assert cells[1:6] == [str(s.processes), str(s.values), str(s.warmups), str(s.loops), confirm]
 
 
@@ -63,8 +63,14 @@ def test_readme_mode_table(mode: str) -> None:
     s = SAMPLING[mode]
     cells = _table_row((ROOT / "README.md").read_text(), ROW_NAMES[mode])
     assert cells[1] == (
-        f"{s.processes} processes × {s.values} values × {s.loops} zap calls; "
-        f"{CONFIRM_PROCESSES[mode]} confirmation processes"
+        f"{s.processes} processes × {s.values} values × {s.loops} zap calls; {_confirmation(mode)}"
+    )
+
+
+def _confirmation(mode: str) -> str:
+    """What the docs say of a mode's confirmation re-measurement (runner.matrix.CONFIRMING_MODES)."""
+    return (
+        f"{CONFIRM_PROCESSES[mode]} confirmation processes" if mode in CONFIRMING_MODES else "no confirmation"
     )
 
 
@@ -75,6 +81,8 @@ def test_run_help_describes_the_modes_from_the_settings() -> None:
         s = SAMPLING[mode]
         assert f"{s.processes} worker processes x {s.values} values x {s.loops} zap calls per value" in flat
     assert "2 processes x 4 values" not in flat and "pyperf --rigorous." not in flat
+    # a confirmation re-measurement is promised for the modes that make one, and no other
+    assert flat.count("more processes to confirm a suspected timing change") == len(CONFIRMING_MODES)
     assert "machine" in flat.split("--wait", 1)[1][:200]  # the lock --wait waits for is the machine's
 
 

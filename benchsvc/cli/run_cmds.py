@@ -14,7 +14,7 @@ from benchsvc.cli.common import DbOption, int_range, noise_line, open_db
 from benchsvc.cli.output import Format, Kind, Spread, clean, echo, render, write_json
 from benchsvc.errors import BenchsvcError
 from benchsvc.runner.blocks import CONFIRM_PROCESSES, SAMPLING, supports_timing_inference
-from benchsvc.runner.matrix import MODES
+from benchsvc.runner.matrix import CONFIRMING_MODES, MODES
 
 SHOW_COUNTERS = ("rmap_calls", "ds_adds", "ds_lock", "split_deferred", "tlb_flushes", "ptl_acquisitions")
 
@@ -26,7 +26,7 @@ def mode_description(mode: str) -> str:
         f"simulated versions: {s.processes} worker processes x {s.values} values x {s.loops} zap calls per "
         f"value ({s.warmups} warmup value{'s' if s.warmups != 1 else ''})"
     )
-    if mode in ("quick", "default", "rigorous"):
+    if mode in CONFIRMING_MODES:
         text += f", {CONFIRM_PROCESSES[mode]} more processes to confirm a suspected timing change"
     text += f"; kernel engine: pyperf {' '.join(MODES[mode])}"
     if not supports_timing_inference(mode):
