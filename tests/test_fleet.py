@@ -66,6 +66,7 @@ def _poll(probe: Callable[[], Any], what: str, timeout: float, procs: list[subpr
 def test_second_run_on_one_machine_is_refused_whatever_database_it_uses(tmp_path: Path) -> None:
     runtime = tmp_path / "run"
     env = _env(runtime)
+    hold = tmp_path / "hold"  # the first run holds the machine until the test removes this file
     first = subprocess.Popen(
         [
             *BENCHSVC,
@@ -82,7 +83,7 @@ def test_second_run_on_one_machine_is_refused_whatever_database_it_uses(tmp_path
             str(tmp_path / "first.db"),
         ],
         cwd=tmp_path,
-        env=env,
+        env=_env(runtime, BENCHSVC_TEST_RUN_HOLD=str(hold)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -119,8 +120,7 @@ def test_second_run_on_one_machine_is_refused_whatever_database_it_uses(tmp_path
             text=True,
             timeout=120,
         )
-        if first.poll() is not None:
-            pytest.fail("the first run ended before the second was refused: give it more work")
+        assert first.poll() is None and hold.exists()
         assert second.returncode == 1, second
         (line,) = second.stderr.splitlines()
         assert line.startswith(f"Error: this machine is in use by run 1 (pid {first.pid} on "), line
@@ -134,6 +134,7 @@ def test_second_run_on_one_machine_is_refused_whatever_database_it_uses(tmp_path
             timeout=60,
         )
         assert runs.returncode == 0 and json.loads(runs.stdout) == [], runs
+        hold.unlink()
         assert first.wait(timeout=RUN_TIMEOUT_S) == 0, first.stderr.read() if first.stderr else ""
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -412,7 +412,10 @@ def test_failed_worker_is_recorded_and_the_run_goes_on(bench: Bench) -> None:
 
 
 def test_concurrent_run_is_refused_and_wait_runs_after(bench: Bench) -> None:
-    first = bench.spawn("run", "-w", W1, "-w", W2, "-V", "v1,v2,up612", "--quick")  # 6 results, seconds
+    hold = bench.dir / "hold"  # the first run holds the machine until the test removes this file
+    first = bench.spawn(
+        "run", "-w", W1, "-w", W2, "-V", "v1,v2,up612", "--quick", env=_env(BENCHSVC_TEST_RUN_HOLD=str(hold))
+    )  # 6 results
     lock = bench.poll(bench.lock, "the first run's lock", proc=first)
     assert lock == (1, first.pid, HOST)
 
@@ -423,8 +426,8 @@ def test_concurrent_run_is_refused_and_wait_runs_after(bench: Bench) -> None:
     assert m, line
     assert (int(m["run"]), int(m["pid"]), m["host"]) == (1, first.pid, HOST)
     assert "--wait" in line
-    if first.poll() is not None:
-        pytest.fail("the first run ended before the second was refused: give it more work")
+    assert first.poll() is None and hold.exists()
+    hold.unlink()
 
     rc1, out1, err1 = bench.finish(first)
     rc2, out2, err2 = bench.finish(waiter)

@@ -19,6 +19,7 @@ progress goes to a callback, and the run's course to the ``benchsvc.run`` logger
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import subprocess
@@ -598,6 +599,7 @@ def execute(
                 machine.release()
             raise
     assert machine is not None
+    _test_hold_machine()
     run_id = opened.run_id
     todo = [i for i in items if i.key not in opened.done]
     summary = RunSummary(
@@ -897,3 +899,16 @@ def resume_plan(engine: Any, run_ref: str | None) -> tuple[int, RunRecord, list[
         for entry, text in found.plan
     ]
     return found.run_id, found.record, items, found.record.mode
+
+
+def _test_hold_machine() -> None:
+    """Test hook: with ``BENCHSVC_TEST_RUN_HOLD=<file>``, once the run holds the machine, create that file and
+    wait (up to a minute) until the test removes it, so that a test meets a run that holds the machine however
+    fast the run itself would be."""
+    marker = os.environ.get("BENCHSVC_TEST_RUN_HOLD")
+    if not marker:
+        return
+    Path(marker).touch()
+    deadline = time.monotonic() + 60
+    while Path(marker).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
