@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from benchsvc.cli.output import Format, render
+from benchsvc.cli.common import DbOption
+from benchsvc.cli.engine_cmds import machine_model
+from benchsvc.cli.output import Format, render, write_json
 
 if TYPE_CHECKING:
     from benchsvc.analysis.contention import ScaleCurve
@@ -61,11 +62,13 @@ def scale(
     chart: Annotated[
         Path | None, typer.Option("--chart", help="Also write the throughput chart to this SVG file.")
     ] = None,
+    db: DbOption = None,
 ) -> None:
     """Model WORKLOAD's zap stream on many CPUs sharing the deferred split queue's lock: per version, X(1)
     and the speed-up X(N)/X(1) on each CPU count, and N* (table); throughput X(N), lock utilisation, P(wait),
     mean and p99 wait and added ns per zap stream (csv, json). Deterministic: a seeded simulation priced by
-    the cost model."""
+    the cost model: this machine's latest calibrated model from the database (benchsvc calibrate), the
+    reference model without one, or --cost FILE; the table names it."""
     from benchsvc.analysis.contention import LockParams, parse_cpus, sweep
     from benchsvc.engine import CostModel
     from benchsvc.engine.versions import resolve_versions
@@ -79,7 +82,7 @@ def scale(
         if value is not None and not value >= 0:
             raise ScaleInputError(f"{name} {value}: not a non-negative number of ns — give e.g. 40")
     spec = resolve(workload)
-    model = CostModel.from_file(cost) if cost else CostModel.default()
+    model = CostModel.from_file(cost) if cost else machine_model(db)
     base = LockParams()
     params = LockParams(
         hold_ns=base.hold_ns if hold_ns is None else hold_ns,
@@ -112,7 +115,7 @@ def scale(
         )
         return
     if fmt is Format.json:
-        typer.echo(json.dumps([c.as_json() for c in curves], indent=2))
+        write_json([c.as_json() for c in curves])
         return
     long = [
         {"workload": c.workload, "version": c.version, "n_star": c.n_star, **p.as_json()}
