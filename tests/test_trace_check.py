@@ -48,6 +48,13 @@ def _journal() -> Path:
     return _default_state_dir() / "trace-journal.json"
 
 
+def _default_signals() -> None:
+    """The child's SIGHUP and SIGINT at their defaults: a test run under nohup or as a background job inherits
+    them ignored, and a process that ignores a signal rightly keeps ignoring it."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], hold: Path) -> subprocess.Popen[str]:
     """Start a check and wait until it holds with tracefs mounted (skip when tracefs was already mounted
     by someone else: then the check mounts nothing)."""
@@ -55,7 +62,7 @@ def _start(args: list[str], hold: Path) -> subprocess.Popen[str]:
         pytest.skip("tracefs is mounted (by the administrator or another run): the check would not mount it")
     proc = subprocess.Popen(
         args, env=dict(os.environ, **{HOLD: str(hold)}), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, cwd=ROOT,
+        text=True, cwd=ROOT, preexec_fn=_default_signals,
     )  # fmt: skip
     deadline = time.monotonic() + 600  # it may wait for another kernel run's lock
     while not hold.exists() and proc.poll() is None:
